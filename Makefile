@@ -1,0 +1,54 @@
+# pg_runbook: the one place that knows how to build, test, demo and benchmark.
+# Every target installs what it needs first (scripts/setup.sh is quick when all is there).
+
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+export PG_CONFIG
+PGDATA_TEST := $(CURDIR)/.run/pgrx-test
+
+.PHONY: help setup build install test test-core test-pgrx test-regress test-integration \
+        demo demo-stop bench clean
+
+help:
+	@echo "make demo        run a demo on a throwaway cluster (make demo-stop to stop it)"
+	@echo "make test        run every test layer"
+	@echo "make bench       run the benchmarks and rewrite BENCHMARKS.md (QUICK=1 for a smoke run)"
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	cargo build
+
+# Installs the extension (without the in-crate test functions) into the PostgreSQL of $(PG_CONFIG).
+install: setup
+	cargo pgrx install --pg-config $(PG_CONFIG) >/dev/null
+
+test: setup test-core test-pgrx install test-regress test-integration
+	@echo "all tests passed"
+
+# Layer 0: pure logic, no server.
+test-core:
+	cargo test -p runbook-core --quiet
+
+# Layer 1: #[pg_test] functions inside the crate, on pgrx's own throwaway cluster (preloaded).
+test-pgrx: setup
+	rm -rf $(PGDATA_TEST) && mkdir -p $(PGDATA_TEST) && chown postgres: $(PGDATA_TEST)
+	cargo pgrx test pg15 --runas postgres --pgdata $(PGDATA_TEST)/data
+
+# Layer 2: SQL regression tests of every function's user-visible output.
+test-regress: install
+	scripts/regress.sh
+
+# Layer 3: several sessions, preloading, restarts, pg_cron.
+test-integration: install
+	scripts/integration.sh
+
+demo: install
+	scripts/demo.sh
+
+demo-stop:
+	scripts/demo.sh stop
+
+clean:
+	scripts/demo.sh stop || true
+	rm -rf .run target

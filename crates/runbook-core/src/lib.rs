@@ -1,0 +1,6 @@
+//! pg_runbook's pure logic: values in, verdicts out, no PostgreSQL needed.
+//!
+//! The extension's SQL functions fetch rows and hand them here; `cargo test -p runbook-core` checks
+//! the rules in seconds.
+
+pub mod status;

@@ -1,0 +1,135 @@
+//! Small SPI helpers shared by every module: running a query and mapping its rows, quoting,
+//! finding the extension's schema, and running the extension's own queries under a short
+//! lock_timeout.
+
+use crate::error;
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::spi::{SpiHeapTupleData, SpiResult};
+use std::ffi::CString;
+
+/// Unwraps an SPI result; a failure is a bug in pg_runbook and is reported as such.
+pub fn spi<T>(context: &str, result: SpiResult<T>) -> T {
+    result.unwrap_or_else(|e| error::spi_failure(context, e))
+}
+
+/// Column `n` (1-based) of a row, NULL as `None`.
+pub fn col<T: IntoDatum + FromDatum>(row: &SpiHeapTupleData, n: usize) -> Option<T> {
+    spi("reading a column", row.get::<T>(n))
+}
+
+/// Runs a read-only query and maps each row.
+pub fn select<T>(
+    sql: &str,
+    args: &[DatumWithOid],
+    map: impl Fn(&SpiHeapTupleData) -> T,
+) -> Vec<T> {
+    Spi::connect(|client| {
+        let rows = spi(sql, client.select(sql, None, args));
+        rows.map(|row| map(&row)).collect()
+    })
+}
+
+/// Runs a read-only query expected to return exactly one row, and maps it.
+pub fn select_one<T>(sql: &str, args: &[DatumWithOid], map: impl Fn(&SpiHeapTupleData) -> T) -> T {
+    select(sql, args, map)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| error::spi_failure(sql, "the query returned no row"))
+}
+
+/// Runs a statement that may write, and returns the number of rows it processed.
+pub fn execute(sql: &str, args: &[DatumWithOid]) -> usize {
+    Spi::connect_mut(|client| spi(sql, client.update(sql, None, args)).len())
+}
+
+/// `ident` quoted as an SQL identifier when it needs to be (as `quote_ident` does).
+pub fn quote_ident(ident: &str) -> String {
+    pgrx::spi::quote_identifier(ident)
+}
+
+/// `text` quoted as an SQL string literal.
+pub fn quote_literal(text: &str) -> String {
+    pgrx::spi::quote_literal(text)
+}
+
+/// The schema the extension was created in, quoted for use in dynamic SQL.
+///
+/// The extension never finds its own tables through the caller's search_path: SQL built in Rust
+/// names them as `{ext_schema}.table`.
+pub fn ext_schema() -> String {
+    let schema: Option<String> = select(
+        "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
+         JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
+         WHERE e.extname = 'pg_runbook'",
+        &[],
+        |row| col::<String>(row, 1),
+    )
+    .into_iter()
+    .flatten()
+    .next();
+    match schema {
+        Some(s) => quote_ident(&s),
+        None => error::not_ready(
+            "extension \"pg_runbook\" is not installed in this database",
+            "run CREATE EXTENSION pg_runbook",
+        ),
+    }
+}
+
+/// `name` qualified with the extension's schema: `"runbook".query_cache`.
+pub fn ext_object(name: &str) -> String {
+    format!("{}.{}", ext_schema(), quote_ident(name))
+}
+
+/// Runs `f` with the given settings in force, then restores the caller's values, as a function's
+/// `SET` clause would. On an ERROR, the (sub)transaction abort restores them.
+pub fn with_settings<R>(settings: &[(&str, String)], f: impl FnOnce() -> R) -> R {
+    let nest_level = unsafe { pg_sys::NewGUCNestLevel() };
+    for (name, value) in settings {
+        let name = CString::new(*name).expect("setting names have no NUL");
+        let value = CString::new(value.as_str()).expect("setting values have no NUL");
+        unsafe {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+    }
+    let result = f();
+    unsafe { pg_sys::AtEOXact_GUC(true, nest_level) };
+    result
+}
+
+/// Runs `f` under the extension's own short lock_timeout (`pg_runbook.lock_timeout`), so its
+/// queries give up rather than queue behind, or hold up, a migration's lock.
+pub fn with_lock_timeout<R>(f: impl FnOnce() -> R) -> R {
+    let ms = crate::settings::LOCK_TIMEOUT_MS.get();
+    with_settings(&[("lock_timeout", format!("{ms}ms"))], f)
+}
+
+/// An interval's length in milliseconds. Months count as 30 days, as PostgreSQL's own
+/// `EXTRACT(epoch FROM interval)` does.
+pub fn interval_ms(iv: &Interval) -> f64 {
+    let days = iv.months() as f64 * 30.0 + iv.days() as f64;
+    days * 86_400_000.0 + iv.micros() as f64 / 1000.0
+}
+
+/// Milliseconds as a short human duration: "850 ms", "12.5 s", "7.0 min", "2.5 h".
+pub fn human_ms(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else if ms < 60_000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else if ms < 3_600_000.0 {
+        format!("{:.1} min", ms / 60_000.0)
+    } else {
+        format!("{:.1} h", ms / 3_600_000.0)
+    }
+}

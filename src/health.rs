@@ -1,0 +1,197 @@
+//! `health_check()`, cached in shared memory, and `health_live()`.
+//!
+//! A load balancer or uptime probe may call health_check() many times a second from many
+//! sessions. The first call in a TTL window runs the operational preflight checks; every other call
+//! in the window, from any backend, copies the stored result out of shared memory and does no
+//! catalog work. Without `shared_preload_libraries` there is no shared memory: each backend keeps
+//! its own cache, and the result says `"cache": "backend"`.
+
+use crate::preflight::{self, Thresholds};
+use crate::settings;
+use pgrx::lwlock::PgLwLock;
+use pgrx::prelude::*;
+use pgrx::shmem::PGRXSharedMemory;
+use pgrx::{JsonB, pg_shmem_init};
+use runbook_core::status::{Status, health_word};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Room for one serialized result; `checks` details are cut so that it always fits.
+const BODY_CAPACITY: usize = 8192;
+const DETAIL_LIMIT: usize = 200;
+/// Databases whose results are cached at once. Results are per database (the cache hit ratio and
+/// invalid indexes are), and a cluster rarely has more databases behind one health probe.
+const SLOTS: usize = 8;
+
+#[derive(Copy, Clone)]
+struct Slot {
+    database: pg_sys::Oid,
+    /// When the stored result was computed (PostgreSQL timestamp, microseconds); 0 when empty.
+    checked_at: i64,
+    len: usize,
+    body: [u8; BODY_CAPACITY],
+}
+
+#[derive(Copy, Clone)]
+pub struct SharedHealth {
+    slots: [Slot; SLOTS],
+}
+
+impl Default for SharedHealth {
+    fn default() -> Self {
+        let empty = Slot { database: pg_sys::InvalidOid, checked_at: 0, len: 0, body: [0; BODY_CAPACITY] };
+        SharedHealth { slots: [empty; SLOTS] }
+    }
+}
+
+// SAFETY: plain fixed-size data with no pointers.
+unsafe impl PGRXSharedMemory for SharedHealth {}
+
+static SHARED: PgLwLock<SharedHealth> = unsafe { PgLwLock::new(c"pg_runbook_health_cache") };
+static SHARED_READY: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    static BACKEND_CACHE: RefCell<Option<(i64, String)>> = const { RefCell::new(None) };
+}
+
+/// Requests the shared cache; only called while the library is being preloaded.
+pub fn init_shared_memory() {
+    pg_shmem_init!(SHARED);
+    SHARED_READY.store(true, Ordering::Relaxed);
+}
+
+fn this_database() -> pg_sys::Oid {
+    unsafe { pg_sys::MyDatabaseId }
+}
+
+/// This database's stored result: when it was computed, and the JSON members other than
+/// `cached`/`age_ms`.
+fn load() -> Option<(i64, String)> {
+    if !SHARED_READY.load(Ordering::Relaxed) {
+        return BACKEND_CACHE.with(|c| c.borrow().clone());
+    }
+    let db = this_database();
+    let guard = SHARED.share();
+    guard
+        .slots
+        .iter()
+        .find(|s| s.database == db && s.checked_at != 0)
+        .map(|s| (s.checked_at, String::from_utf8_lossy(&s.body[..s.len]).into_owned()))
+}
+
+fn store(checked_at: i64, body: &str) {
+    if !SHARED_READY.load(Ordering::Relaxed) {
+        BACKEND_CACHE.with(|c| *c.borrow_mut() = Some((checked_at, body.to_string())));
+        return;
+    }
+    if body.len() > BODY_CAPACITY {
+        return;
+    }
+    let db = this_database();
+    let mut guard = SHARED.exclusive();
+    // This database's slot, else the stalest one.
+    let index = guard.slots.iter().position(|s| s.database == db).unwrap_or_else(|| {
+        (0..SLOTS).min_by_key(|&i| guard.slots[i].checked_at).unwrap_or(0)
+    });
+    let slot = &mut guard.slots[index];
+    slot.database = db;
+    slot.body[..body.len()].copy_from_slice(body.as_bytes());
+    slot.len = body.len();
+    slot.checked_at = checked_at;
+}
+
+fn cut(text: &str) -> &str {
+    match text.char_indices().nth(DETAIL_LIMIT) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
+/// Runs the operational checks and serializes them as the body of a health result.
+fn compute_body(checked_at: i64) -> String {
+    let rows = preflight::operational_checks(&Thresholds::from_settings());
+    let worst = Status::worst(rows.iter().map(|r| r.status));
+    let checks: serde_json::Map<String, serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let check = serde_json::json!({
+                "status": r.status.as_str(),
+                "observed": r.observed,
+                "detail": cut(&r.detail),
+            });
+            (r.check.to_string(), check)
+        })
+        .collect();
+    let checked_at = unsafe { TimestampWithTimeZone::from_datum(checked_at.into(), false) }
+        .map(|t| t.to_iso_string())
+        .unwrap_or_default();
+    let body = serde_json::json!({
+        "status": health_word(worst),
+        "checks": checks,
+        "checked_at": checked_at,
+    });
+    let text = body.to_string();
+    // Strip the braces: the body is spliced into the object that carries cached/age_ms.
+    text[1..text.len() - 1].to_string()
+}
+
+fn now_micros() -> i64 {
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+/// The service's health as jsonb: `status` ('healthy'|'degraded'|'unhealthy'), `checks`,
+/// `checked_at`, `cached`, `age_ms` and `cache` ('shared' or, without shared_preload_libraries,
+/// 'backend'). Results are reused for `pg_runbook.health_cache_ttl`.
+#[pg_extern(volatile, parallel_safe)]
+fn health_check() -> JsonB {
+    let ttl_us = settings::HEALTH_CACHE_TTL_MS.get() as i64 * 1000;
+    let now = now_micros();
+    let (checked_at, body, cached) = match load() {
+        Some((at, body)) if ttl_us > 0 && now - at < ttl_us && now >= at => (at, body, true),
+        _ => {
+            let body = compute_body(now);
+            store(now, &body);
+            (now, body, false)
+        }
+    };
+    let scope = if SHARED_READY.load(Ordering::Relaxed) { "shared" } else { "backend" };
+    let age_ms = (now - checked_at) / 1000;
+    let text = format!("{{\"cached\":{cached},\"age_ms\":{age_ms},\"cache\":\"{scope}\",{body}}}");
+    JsonB(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+/// Liveness: true whenever the server can run a query. Costs nothing beyond the call itself.
+#[pg_extern(immutable, parallel_safe)]
+fn health_live() -> bool {
+    true
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn second_call_within_ttl_is_cached_with_the_same_checked_at() {
+        Spi::run("SET pg_runbook.health_cache_ttl = '1h'").unwrap();
+        let first = Spi::get_one::<pgrx::JsonB>("SELECT health_check()").unwrap().unwrap().0;
+        let second = Spi::get_one::<pgrx::JsonB>("SELECT health_check()").unwrap().unwrap().0;
+        assert_eq!(second["cached"], serde_json::json!(true));
+        assert_eq!(first["checked_at"], second["checked_at"]);
+        assert_eq!(second["cache"], serde_json::json!("shared"));
+    }
+
+    #[pg_test]
+    fn a_zero_ttl_recomputes_every_call() {
+        Spi::run("SET pg_runbook.health_cache_ttl = 0").unwrap();
+        let result = Spi::get_one::<pgrx::JsonB>("SELECT health_check()").unwrap().unwrap().0;
+        assert_eq!(result["cached"], serde_json::json!(false));
+        assert!(["healthy", "degraded", "unhealthy"].contains(&result["status"].as_str().unwrap()));
+        assert!(result["checks"]["connections"]["status"].is_string());
+    }
+
+    #[pg_test]
+    fn health_live_answers_true() {
+        assert_eq!(Spi::get_one::<bool>("SELECT health_live()"), Ok(Some(true)));
+    }
+}

@@ -1,0 +1,35 @@
+//! pg_runbook: deploy-day runbook steps as SQL functions.
+//!
+//! This file is the table of contents: one module per capability, and `_PG_init`, which defines the
+//! settings and, when the library is preloaded, the shared memory and the background worker.
+
+use pgrx::prelude::*;
+
+mod catalog;
+mod error;
+mod health;
+mod preflight;
+mod settings;
+
+
+pgrx::pg_module_magic!();
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+    settings::init();
+    if preloading {
+        health::init_shared_memory();
+    }
+}
+
+/// Hooks for `cargo pgrx test`: the test cluster preloads the library, so shared memory and the
+/// background worker are exercised by the in-crate tests too.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'pg_runbook'"]
+    }
+}

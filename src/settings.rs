@@ -1,0 +1,114 @@
+//! Every `pg_runbook.*` setting, in one place.
+//!
+//! Check thresholds are `USERSET`, so a session (or a deploy script) can tighten them with `SET`, and
+//! each check function also takes them as named arguments whose defaults read these settings.
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CStr;
+
+// ---- the extension's own queries ------------------------------------------------------------
+
+/// lock_timeout for every query the extension runs on its own: a check must never queue behind,
+/// or make others queue behind, a migration's ACCESS EXCLUSIVE lock.
+pub static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+
+// ---- pre-deployment checks -----------------------------------------------------------------
+
+pub static CONNECTIONS_WARN_PCT: GucSetting<f64> = GucSetting::<f64>::new(80.0);
+pub static CONNECTIONS_FAIL_PCT: GucSetting<f64> = GucSetting::<f64>::new(95.0);
+pub static LONG_QUERY_WARN_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+pub static LONG_QUERY_FAIL_MS: GucSetting<i32> = GucSetting::<i32>::new(300_000);
+pub static LOCK_WAIT_FAIL_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+pub static IDLE_IN_TRANSACTION_WARN_MS: GucSetting<i32> = GucSetting::<i32>::new(300_000);
+pub static CACHE_HIT_WARN_PCT: GucSetting<f64> = GucSetting::<f64>::new(95.0);
+pub static CACHE_HIT_FAIL_PCT: GucSetting<f64> = GucSetting::<f64>::new(90.0);
+pub static REPLICATION_LAG_WARN_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+pub static REPLICATION_LAG_FAIL_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+pub static XID_AGE_WARN: GucSetting<i32> = GucSetting::<i32>::new(500_000_000);
+pub static XID_AGE_FAIL: GucSetting<i32> = GucSetting::<i32>::new(1_500_000_000);
+pub static MIN_SERVER_VERSION: GucSetting<i32> = GucSetting::<i32>::new(14);
+
+// ---- health check -------------------------------------------------------------------------------
+
+/// How long a health_check() result is served from the cache. Ten seconds keeps a load balancer
+/// polling every second from doing catalog work more than once per ten seconds per cluster.
+pub static HEALTH_CACHE_TTL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+
+const HOUR_MS: i32 = 3_600_000;
+const DAY_MS: i32 = 24 * HOUR_MS;
+
+fn ms(name: &'static CStr, about: &'static CStr, setting: &'static GucSetting<i32>, max: i32) {
+    GucRegistry::define_int_guc(
+        name,
+        about,
+        c"",
+        setting,
+        0,
+        max,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+}
+
+fn percent(name: &'static CStr, about: &'static CStr, setting: &'static GucSetting<f64>) {
+    GucRegistry::define_float_guc(
+        name,
+        about,
+        c"",
+        setting,
+        0.0,
+        100.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
+
+fn count(name: &'static CStr, about: &'static CStr, setting: &'static GucSetting<i32>) {
+    GucRegistry::define_int_guc(
+        name,
+        about,
+        c"",
+        setting,
+        0,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
+
+/// Defines the settings. Called from `_PG_init`, preloaded or not: none of these is a
+/// postmaster-only setting, which PostgreSQL refuses to define after startup.
+pub fn init() {
+    ms(c"pg_runbook.lock_timeout", c"lock_timeout for queries pg_runbook runs on its own.", &LOCK_TIMEOUT_MS, HOUR_MS);
+
+    percent(c"pg_runbook.connections_warn_pct", c"Preflight: WARN when client backends reach this percentage of max_connections.", &CONNECTIONS_WARN_PCT);
+    percent(c"pg_runbook.connections_fail_pct", c"Preflight: FAIL when client backends reach this percentage of max_connections.", &CONNECTIONS_FAIL_PCT);
+    ms(c"pg_runbook.long_query_warn", c"Preflight: WARN when a query has been active longer than this.", &LONG_QUERY_WARN_MS, DAY_MS);
+    ms(c"pg_runbook.long_query_fail", c"Preflight: FAIL when a query has been active longer than this.", &LONG_QUERY_FAIL_MS, DAY_MS);
+    ms(c"pg_runbook.lock_wait_fail", c"Preflight: FAIL when a session has waited on a lock longer than this.", &LOCK_WAIT_FAIL_MS, DAY_MS);
+    ms(c"pg_runbook.idle_in_transaction_warn", c"Preflight: WARN when a session has been idle in transaction longer than this.", &IDLE_IN_TRANSACTION_WARN_MS, DAY_MS);
+    percent(c"pg_runbook.cache_hit_warn_pct", c"Preflight: WARN when the database's buffer cache hit ratio is below this percentage.", &CACHE_HIT_WARN_PCT);
+    percent(c"pg_runbook.cache_hit_fail_pct", c"Preflight: FAIL when the database's buffer cache hit ratio is below this percentage.", &CACHE_HIT_FAIL_PCT);
+    ms(c"pg_runbook.replication_lag_warn", c"Preflight: WARN when a standby's replay lag exceeds this.", &REPLICATION_LAG_WARN_MS, DAY_MS);
+    ms(c"pg_runbook.replication_lag_fail", c"Preflight: FAIL when a standby's replay lag exceeds this.", &REPLICATION_LAG_FAIL_MS, DAY_MS);
+    count(c"pg_runbook.xid_age_warn", c"Preflight: WARN when the oldest database's transaction ID age exceeds this.", &XID_AGE_WARN);
+    count(c"pg_runbook.xid_age_fail", c"Preflight: FAIL when the oldest database's transaction ID age exceeds this.", &XID_AGE_FAIL);
+    count(c"pg_runbook.min_server_version", c"Preflight: WARN when the server's major version is below this.", &MIN_SERVER_VERSION);
+
+    ms(c"pg_runbook.health_cache_ttl", c"How long health_check() serves a cached result; 0 disables the cache.", &HEALTH_CACHE_TTL_MS, HOUR_MS);
+
+    reserve_prefix();
+}
+
+/// After this, a typo such as `SET pg_runbook.lock_timout` is an error instead of a silent
+/// placeholder. Must run after every setting is defined.
+fn reserve_prefix() {
+    #[cfg(any(feature = "pg13", feature = "pg14"))]
+    unsafe {
+        pgrx::pg_sys::EmitWarningsOnPlaceholders(c"pg_runbook".as_ptr())
+    };
+    #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+    unsafe {
+        pgrx::pg_sys::MarkGUCPrefixReserved(c"pg_runbook".as_ptr())
+    };
+}
