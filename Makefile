@@ -1,6 +1,8 @@
 # pg_runbook: the one place that knows how to build, test, demo and benchmark.
 # Every target installs what it needs first (scripts/setup.sh is quick when all is there).
 
+# Local, git-ignored overrides (for example another PG_CONFIG) may live in .run/local.mk.
+-include .run/local.mk
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 export PG_CONFIG
 PGDATA_TEST := $(CURDIR)/.run/pgrx-test
