@@ -34,7 +34,7 @@ free_port() {
 # Starts (creating if needed) a throwaway cluster under $RUN_DIR/NAME and writes its connection
 # settings to $RUN_DIR/NAME/env (PGHOST, PGPORT, PGUSER), which it also exports.
 cluster_start() {
-  local name=$1 preload=${2:-$PRELOAD_ALL}; shift $(( $# >= 2 ? 2 : 1 ))
+  local name=$1 preload=${2-$PRELOAD_ALL}; shift $(( $# >= 2 ? 2 : 1 ))
   local dir=$RUN_DIR/$name
   make_reachable "$dir"
   if [ -f "$dir/env" ]; then

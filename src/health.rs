@@ -16,6 +16,8 @@ use runbook_core::status::{Status, health_word};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pgrx::extension_sql_file!("../sql/health.sql", name = "health", requires = [health_check, health_live]);
+
 /// Room for one serialized result; `checks` details are cut so that it always fits.
 const BODY_CAPACITY: usize = 8192;
 const DETAIL_LIMIT: usize = 200;

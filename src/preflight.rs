@@ -9,6 +9,12 @@ use crate::settings;
 use pgrx::prelude::*;
 use runbook_core::status::{Status, judge_high, judge_low};
 
+pgrx::extension_sql_file!(
+    "../sql/preflight.sql",
+    name = "preflight",
+    requires = [runbook_setting, preflight_checks, assert_preflight]
+);
+
 /// The thresholds of one preflight run.
 #[derive(Debug, Clone)]
 pub struct Thresholds {
@@ -130,7 +136,7 @@ fn connections(t: &Thresholds) -> CheckRow {
 /// (pid, milliseconds, the start of their query).
 fn sessions_in_state(states: &str, since_column: &str, min_ms: f64) -> Vec<(i32, f64, String)> {
     let sql = format!(
-        "SELECT pid, EXTRACT(epoch FROM clock_timestamp() - {since_column}) * 1000, \
+        "SELECT pid, EXTRACT(epoch FROM clock_timestamp() - {since_column})::float8 * 1000, \
                 left(regexp_replace(query, '\\s+', ' ', 'g'), 60) \
          FROM pg_catalog.pg_stat_activity \
          WHERE state IN ({states}) AND backend_type = 'client backend' \
@@ -190,7 +196,7 @@ const LOCK_WAIT_SINCE: &str = "l.waitstart";
 
 fn blocked_lock_waits(t: &Thresholds) -> CheckRow {
     let sql = format!(
-        "SELECT l.pid, EXTRACT(epoch FROM clock_timestamp() - {LOCK_WAIT_SINCE}) * 1000 AS waited_ms, \
+        "SELECT l.pid, EXTRACT(epoch FROM clock_timestamp() - {LOCK_WAIT_SINCE})::float8 * 1000 AS waited_ms, \
                 array_to_string(pg_catalog.pg_blocking_pids(l.pid), ','), \
                 l.mode || ' on ' || COALESCE(l.relation::regclass::text, l.locktype) \
          FROM pg_catalog.pg_locks l \
@@ -248,7 +254,7 @@ fn cache_hit_ratio(t: &Thresholds) -> CheckRow {
 fn replication_lag(t: &Thresholds) -> CheckRow {
     let standbys = catalog::select(
         "SELECT COALESCE(application_name, '') || '@' || COALESCE(client_addr::text, 'local'), \
-                COALESCE(EXTRACT(epoch FROM replay_lag) * 1000, 0) \
+                COALESCE(EXTRACT(epoch FROM replay_lag)::float8 * 1000, 0) \
          FROM pg_catalog.pg_stat_replication ORDER BY 2 DESC",
         &[],
         |r| (col::<String>(r, 1).unwrap_or_default(), col::<f64>(r, 2).unwrap_or(0.0)),
