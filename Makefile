@@ -8,7 +8,7 @@ export PG_CONFIG
 PGDATA_TEST := $(CURDIR)/.run/pgrx-test
 
 .PHONY: help setup build install test test-core test-pgrx test-regress test-integration \
-        demo demo-stop bench clean
+        test-bench-smoke demo demo-stop bench clean
 
 help:
 	@echo "make demo        run a demo on a throwaway cluster (make demo-stop to stop it)"
@@ -25,7 +25,7 @@ build: setup
 install: setup
 	cargo pgrx install --pg-config $(PG_CONFIG) >/dev/null
 
-test: setup test-core test-pgrx install test-regress test-integration
+test: setup test-core test-pgrx install test-regress test-integration test-bench-smoke
 	@echo "all tests passed"
 
 # Layer 0: pure logic, no server.
@@ -44,6 +44,14 @@ test-regress: install
 # Layer 3: several sessions, preloading, restarts, pg_cron.
 test-integration: install
 	scripts/integration.sh
+
+# The benchmarks at tiny sizes, one run: keeps them from rotting. No timing is asserted.
+test-bench-smoke: install
+	QUICK=1 scripts/bench.sh
+
+# Release build, full sizes, rewrites BENCHMARKS.md. QUICK=1 for the smoke run.
+bench: setup
+	QUICK=$(QUICK) scripts/bench.sh
 
 demo: install
 	scripts/demo.sh

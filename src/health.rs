@@ -11,14 +11,15 @@ use crate::settings;
 use pgrx::lwlock::PgLwLock;
 use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
-use pgrx::{JsonB, pg_shmem_init};
+use pgrx::pg_shmem_init;
 use runbook_core::status::{Status, health_word};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pgrx::extension_sql_file!("../sql/health.sql", name = "health", requires = [health_check, health_live]);
 
-/// Room for one serialized result; `checks` details are cut so that it always fits.
+/// Room for one result (a jsonb value, stored as its bytes); `checks` details are cut so that it
+/// always fits.
 const BODY_CAPACITY: usize = 8192;
 const DETAIL_LIMIT: usize = 200;
 /// Databases whose results are cached at once. Results are per database (the cache hit ratio and
@@ -53,7 +54,53 @@ static SHARED: PgLwLock<SharedHealth> = unsafe { PgLwLock::new(c"pg_runbook_heal
 static SHARED_READY: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
-    static BACKEND_CACHE: RefCell<Option<(i64, String)>> = const { RefCell::new(None) };
+    static BACKEND_CACHE: RefCell<Option<(i64, Vec<u8>)>> = const { RefCell::new(None) };
+}
+
+/// A jsonb datum built here. Returning it as is spares the cached path the text round trip
+/// (serde value -> text -> jsonb_in) that `pgrx::JsonB` would make on every call.
+pub struct RawJsonb(pg_sys::Datum);
+
+impl IntoDatum for RawJsonb {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(self.0)
+    }
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::JSONBOID
+    }
+}
+
+// SAFETY: the datum is a valid jsonb allocated in the function's memory context.
+unsafe impl pgrx::callconv::BoxRet for RawJsonb {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+        unsafe { fcinfo.return_raw_datum(self.0) }
+    }
+}
+
+pgrx::impl_sql_translatable!(RawJsonb, "jsonb");
+
+fn jsonb_from_text(text: &str) -> pg_sys::Datum {
+    let text = std::ffi::CString::new(text).unwrap_or_default();
+    unsafe { pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(text.as_ptr().into())]) }
+        .unwrap_or_else(|| crate::error::spi_failure("health_check", "jsonb_in returned NULL"))
+}
+
+/// The bytes of a jsonb datum (a varlena with a 4-byte header, as jsonb_in and jsonb_concat make).
+fn jsonb_bytes(datum: pg_sys::Datum) -> Vec<u8> {
+    unsafe {
+        let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
+        let len = pgrx::varsize_any(ptr);
+        std::slice::from_raw_parts(ptr as *const u8, len).to_vec()
+    }
+}
+
+/// A jsonb datum in the current memory context holding a copy of `bytes`.
+fn jsonb_from_bytes(bytes: &[u8]) -> pg_sys::Datum {
+    unsafe {
+        let ptr = pg_sys::palloc(bytes.len()) as *mut u8;
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len());
+        pg_sys::Datum::from(ptr)
+    }
 }
 
 /// Requests the shared cache; only called while the library is being preloaded.
@@ -66,9 +113,9 @@ fn this_database() -> pg_sys::Oid {
     unsafe { pg_sys::MyDatabaseId }
 }
 
-/// This database's stored result: when it was computed, and the JSON members other than
-/// `cached`/`age_ms`.
-fn load() -> Option<(i64, String)> {
+/// This database's stored result: when it was computed, and the jsonb of every member but
+/// `cached`, `age_ms` and `cache`.
+fn load() -> Option<(i64, Vec<u8>)> {
     if !SHARED_READY.load(Ordering::Relaxed) {
         return BACKEND_CACHE.with(|c| c.borrow().clone());
     }
@@ -78,12 +125,12 @@ fn load() -> Option<(i64, String)> {
         .slots
         .iter()
         .find(|s| s.database == db && s.checked_at != 0)
-        .map(|s| (s.checked_at, String::from_utf8_lossy(&s.body[..s.len]).into_owned()))
+        .map(|s| (s.checked_at, s.body[..s.len].to_vec()))
 }
 
-fn store(checked_at: i64, body: &str) {
+fn store(checked_at: i64, body: &[u8]) {
     if !SHARED_READY.load(Ordering::Relaxed) {
-        BACKEND_CACHE.with(|c| *c.borrow_mut() = Some((checked_at, body.to_string())));
+        BACKEND_CACHE.with(|c| *c.borrow_mut() = Some((checked_at, body.to_vec())));
         return;
     }
     if body.len() > BODY_CAPACITY {
@@ -97,7 +144,7 @@ fn store(checked_at: i64, body: &str) {
     });
     let slot = &mut guard.slots[index];
     slot.database = db;
-    slot.body[..body.len()].copy_from_slice(body.as_bytes());
+    slot.body[..body.len()].copy_from_slice(body);
     slot.len = body.len();
     slot.checked_at = checked_at;
 }
@@ -109,8 +156,8 @@ fn cut(text: &str) -> &str {
     }
 }
 
-/// Runs the operational checks and serializes them as the body of a health result.
-fn compute_body(checked_at: i64) -> String {
+/// Runs the operational checks and returns the body of a health result as jsonb bytes.
+fn compute_body(checked_at: i64) -> Vec<u8> {
     let rows = preflight::operational_checks(&Thresholds::from_settings());
     let worst = Status::worst(rows.iter().map(|r| r.status));
     let checks: serde_json::Map<String, serde_json::Value> = rows
@@ -132,9 +179,7 @@ fn compute_body(checked_at: i64) -> String {
         "checks": checks,
         "checked_at": checked_at,
     });
-    let text = body.to_string();
-    // Strip the braces: the body is spliced into the object that carries cached/age_ms.
-    text[1..text.len() - 1].to_string()
+    jsonb_bytes(jsonb_from_text(&body.to_string()))
 }
 
 fn now_micros() -> i64 {
@@ -145,7 +190,7 @@ fn now_micros() -> i64 {
 /// `checked_at`, `cached`, `age_ms` and `cache` ('shared' or, without shared_preload_libraries,
 /// 'backend'). Results are reused for `pg_runbook.health_cache_ttl`.
 #[pg_extern(volatile, parallel_safe)]
-fn health_check() -> JsonB {
+fn health_check() -> RawJsonb {
     let ttl_us = settings::HEALTH_CACHE_TTL_MS.get() as i64 * 1000;
     let now = now_micros();
     let (checked_at, body, cached) = match load() {
@@ -158,8 +203,11 @@ fn health_check() -> JsonB {
     };
     let scope = if SHARED_READY.load(Ordering::Relaxed) { "shared" } else { "backend" };
     let age_ms = (now - checked_at) / 1000;
-    let text = format!("{{\"cached\":{cached},\"age_ms\":{age_ms},\"cache\":\"{scope}\",{body}}}");
-    JsonB(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    let call = jsonb_from_text(&format!("{{\"cached\":{cached},\"age_ms\":{age_ms},\"cache\":\"{scope}\"}}"));
+    let whole = unsafe {
+        pgrx::direct_function_call_as_datum(pg_sys::jsonb_concat, &[Some(call), Some(jsonb_from_bytes(&body))])
+    };
+    RawJsonb(whole.unwrap_or_else(|| crate::error::spi_failure("health_check", "jsonb_concat returned NULL")))
 }
 
 /// Liveness: true whenever the server can run a query. Costs nothing beyond the call itself.

@@ -1,0 +1,28 @@
+# Helpers for benchmarks, sourced by bench/*.sh. The cluster is running (scripts/bench.sh) with a
+# database `bench` holding the extension. A benchmark prints result lines on stdout:
+#   measure <benchmark> <variant> <value> <unit>        one run's value
+#   target <benchmark> <variant> <baseline-variant> <op> <ratio> <unit-kind>
+#   target <benchmark> <variant> <baseline-variant|-> <ge|le> <number> <speedup|rate|abs>
+#     speedup: baseline median time / variant median time; rate: variant median / baseline median;
+#     abs: the variant's median itself
+#   note <benchmark> <text>
+# and anything else to stderr.
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+# shellcheck disable=SC1091
+. "$RUN_DIR/bench/env"
+RUNS=${RUNS:-$([ "${QUICK:-0}" = 1 ] && echo 1 || echo 5)}
+
+# size FULL QUICK: the full size, or the quick one under QUICK=1.
+size() { if [ "${QUICK:-0}" = 1 ]; then echo "$2"; else echo "$1"; fi; }
+
+# time_ms DB SQL: runs SQL once through psql and prints the server round trip in milliseconds as
+# psql's \timing measures it. The rows are fetched by the client, so the result is used.
+time_ms() {
+  psql -X -q -d "$1" -v ON_ERROR_STOP=1 -o /dev/null -c '\timing on' -c "$2" 2>&1 \
+    | awk '/^Time:/ { t = $2 } END { if (t == "") exit 1; print t }' \
+    || psql -X -q -d "$1" -v ON_ERROR_STOP=1 -o /dev/null -c '\timing on' -c "$2" 1>&2
+}
+
+measure() { echo "measure	$1	$2	$3	$4"; }
+target() { echo "target	$1	$2	$3	$4	$5	$6"; }
+note() { echo "note	$1	$2"; }

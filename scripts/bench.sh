@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# make bench: builds the extension in release mode, starts a throwaway cluster like the demo's
+# (preloaded, fsync on, shared_buffers 1 GB), runs every bench/*.sh side by side with its plain-SQL
+# baseline, and rewrites BENCHMARKS.md from the measurements.
+#   QUICK=1   tiny sizes and one run, to keep the benchmarks from rotting (make test runs this);
+#             writes its report under .run/ instead of BENCHMARKS.md
+#   BENCH=x   run only bench/x.sh
+. "$(dirname "$0")/lib.sh"
+export QUICK=${QUICK:-0}
+WITH_BENCH_PACKAGES=1 "$REPO/scripts/setup.sh"
+
+if [ "$QUICK" = 1 ]; then
+  cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null
+  buffers=128MB; report=$RUN_DIR/BENCHMARKS.quick.md
+else
+  cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null
+  buffers=1GB; report=$REPO/BENCHMARKS.md
+fi
+
+cluster_destroy bench
+cluster_start bench "$PRELOAD_ALL" "shared_buffers = $buffers" "max_wal_size = 4GB" \
+  "pg_runbook.database = 'bench'" "cron.database_name = 'bench'"
+trap 'cluster_destroy bench' EXIT
+psql -X -q -d postgres -c "CREATE DATABASE bench" >/dev/null
+q bench "CREATE EXTENSION pg_runbook; CREATE EXTENSION pg_stat_statements;" >/dev/null
+
+results=$RUN_DIR/bench-results.tsv
+: > "$results"
+for f in "$REPO"/bench/*.sh; do
+  name=$(basename "$f" .sh)
+  [ "$name" = lib ] && continue
+  [ -n "${BENCH:-}" ] && [ "$BENCH" != "$name" ] && continue
+  say "bench: $name"
+  bash "$f" >> "$results"
+done
+python3 "$REPO/bench/report.py" "$results" "$report"
+say "wrote $report"
