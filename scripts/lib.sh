@@ -67,6 +67,11 @@ cluster_start() {
   . "$dir/env"
 }
 
+cluster_restart() {
+  local dir=$RUN_DIR/$1
+  as_postgres "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w -t 60 restart >/dev/null
+}
+
 cluster_stop() {
   local dir=$RUN_DIR/$1
   [ -d "$dir/data" ] || return 0

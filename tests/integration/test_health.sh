@@ -16,6 +16,11 @@ other=$(q "$DB2" "SELECT h->>'checked_at' FROM health_check() h")
 check "another database does not get this database's result" \
   "$([ "$other" != "$(echo "$first" | cut -d'|' -f2)" ] && echo different)" "different"
 
+echo "a restart empties the shared cache, and the next call fills it again"
+cluster_restart integration
+check "first call after a restart computes" "$(q "$DB" "SELECT h->>'cached' FROM health_check() h")" "false"
+check "the next one is cached" "$(q "$DB" "SELECT h->>'cached' FROM health_check() h")" "true"
+
 echo "without shared_preload_libraries: a per-backend cache that says so"
 cluster_start nopreload "" >/dev/null
 q postgres "CREATE EXTENSION IF NOT EXISTS pg_runbook" >/dev/null
