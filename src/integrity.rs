@@ -95,7 +95,7 @@ fn constraint_findings(bound: i32, rows: &mut Vec<Finding>) {
         let what = if c.kind == "f" { "foreign key" } else { "check constraint" };
         let status = if n > 0 { Status::Fail } else { Status::Warn };
         let detail = if n > 0 {
-            format!("NOT VALID {what}; {} rows violate it; fix them, then {fix}", counted(n, bound))
+            format!("NOT VALID {what}; {} violating rows; fix them, then {fix}", counted(n, bound))
         } else {
             format!("NOT VALID {what}; no violating rows; {fix}")
         };
@@ -163,9 +163,15 @@ fn sequence_headroom(warn_pct: f64, fail_pct: f64, rows: &mut Vec<Finding>) {
                 status,
                 name.clone(),
                 format!(
-                    "{pct:.1}% of its range used (last value {}, maximum {max}, {ty}); warn >= {warn_pct}%, fail >= {fail_pct}%; \
-                     widen the column and ALTER SEQUENCE {name} AS bigint",
-                    last.map_or("none".into(), |v| v.to_string())
+                    "{pct:.1}% of its range used (last value {}, maximum {max}, {ty}); warn >= {warn_pct}%, fail >= {fail_pct}%; {}",
+                    last.map_or("none".into(), |v| v.to_string()),
+                    if ty == "bigint" && *max == i64::MAX {
+                        "plan a new key before it runs out".to_string()
+                    } else if ty == "bigint" {
+                        format!("ALTER SEQUENCE {name} NO MAXVALUE")
+                    } else {
+                        format!("widen the column to bigint, then ALTER SEQUENCE {name} AS bigint")
+                    }
                 ),
             ));
         }

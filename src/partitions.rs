@@ -118,7 +118,7 @@ pub fn drop_partitions(parent: Option<pg_sys::Oid>, months: i32, days: i32, micr
 #[pg_extern(volatile)]
 fn drop_old_partitions(
     keep_months: Option<i32>,
-    parent: default!(Option<pg_sys::Oid>, "NULL"),
+    parent: default!(Option<pgrx::PgRelation>, "NULL"),
     dry_run: default!(Option<bool>, "false"),
 ) -> TableIterator<
     'static,
@@ -135,6 +135,7 @@ fn drop_old_partitions(
         error::invalid_argument("keep_months", format!("{keep} is negative"));
     }
     let dry_run = error::required("dry_run", dry_run);
+    let parent = parent.map(|rel| rel.oid());
     let rows = drop_partitions(parent, keep, 0, 0, dry_run);
     TableIterator::new(rows.into_iter().map(|a| (a.parent, a.partition, a.bounds, a.action.to_string(), a.detail)))
 }
