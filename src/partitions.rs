@@ -361,3 +361,39 @@ fn analyze_partition_distribution(
     }
     TableIterator::new(out)
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn monthly_table() {
+        Spi::run(
+            "CREATE TABLE t_monthly (at date NOT NULL) PARTITION BY RANGE (at); \
+             CREATE TABLE t_monthly_default PARTITION OF t_monthly DEFAULT; \
+             DO $$ BEGIN FOR i IN 0..29 LOOP \
+               EXECUTE format('CREATE TABLE t_monthly_%s PARTITION OF t_monthly FOR VALUES FROM (%L) TO (%L)', i, \
+                 date_trunc('month', current_date)::date - make_interval(months => i), \
+                 date_trunc('month', current_date)::date - make_interval(months => i - 1)); \
+             END LOOP; END $$",
+        )
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn drop_old_partitions_keeping_24_months_drops_the_five_oldest() {
+        monthly_table();
+        let dry = Spi::get_one::<i64>("SELECT count(*) FROM drop_old_partitions(24, 't_monthly', true) WHERE action = 'would drop'");
+        assert_eq!(dry, Ok(Some(5)));
+        let dropped = Spi::get_one::<i64>("SELECT count(*) FROM drop_old_partitions(24, 't_monthly') WHERE action = 'dropped'");
+        assert_eq!(dropped, Ok(Some(5)));
+        let left = Spi::get_one::<i64>("SELECT count(*) FROM pg_inherits WHERE inhparent = 't_monthly'::regclass");
+        assert_eq!(left, Ok(Some(26)));
+    }
+
+    #[pg_test(error = "invalid value for argument \"keep_months\": -1 is negative")]
+    fn a_negative_keep_is_refused() {
+        monthly_table();
+        Spi::run("SELECT * FROM drop_old_partitions(-1)").unwrap();
+    }
+}
