@@ -6,9 +6,13 @@
 use pgrx::prelude::*;
 
 mod catalog;
+mod compliance;
 mod error;
 mod health;
+mod integrity;
+mod partitions;
 mod preflight;
+mod security;
 mod settings;
 
 

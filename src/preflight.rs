@@ -431,7 +431,7 @@ fn thresholds_from_args(
 /// The check functions use it in their argument defaults. Calling it loads the library, so the
 /// `pg_runbook.*` settings are defined even in a session that has not used the extension yet.
 #[pg_extern(stable, parallel_safe)]
-fn runbook_setting(name: Option<&str>) -> String {
+pub(crate) fn runbook_setting(name: Option<&str>) -> String {
     let name = error::required("name", name);
     if !name.starts_with("pg_runbook.") {
         error::invalid_argument("name", format!("\"{name}\" is not a pg_runbook setting"));

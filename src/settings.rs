@@ -34,6 +34,31 @@ pub static MIN_SERVER_VERSION: GucSetting<i32> = GucSetting::<i32>::new(14);
 /// polling every second from doing catalog work more than once per ten seconds per cluster.
 pub static HEALTH_CACHE_TTL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
+// ---- integrity, security, compliance --------------------------------------------------------
+
+/// Sequence headroom: WARN / FAIL when a sequence has used this share of its range.
+pub static SEQUENCE_WARN_PCT: GucSetting<f64> = GucSetting::<f64>::new(80.0);
+pub static SEQUENCE_FAIL_PCT: GucSetting<f64> = GucSetting::<f64>::new(95.0);
+
+/// Schemas an API layer exposes (PostgREST, Supabase): their tables should have row-level security.
+pub static EXPOSED_SCHEMAS: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(Some(c"public"));
+
+/// The audit table the compliance report counts changes in ('' = none), its time column ('' =
+/// the table's time-typed partition key, else its first time-typed column) and its tenant column
+/// ('' = the report's tenant is only a label).
+pub static AUDIT_TABLE: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(Some(c""));
+pub static AUDIT_TIME_COLUMN: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(Some(c""));
+pub static AUDIT_TENANT_COLUMN: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(Some(c""));
+
+/// A setting's text value, '' when unset.
+pub fn text(setting: &GucSetting<Option<std::ffi::CString>>) -> String {
+    setting.get().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn string(name: &'static CStr, about: &'static CStr, setting: &'static GucSetting<Option<std::ffi::CString>>) {
+    GucRegistry::define_string_guc(name, about, c"", setting, GucContext::Userset, GucFlags::default());
+}
+
 const HOUR_MS: i32 = 3_600_000;
 const DAY_MS: i32 = 24 * HOUR_MS;
 
@@ -96,6 +121,13 @@ pub fn init() {
     count(c"pg_runbook.min_server_version", c"Preflight: WARN when the server's major version is below this.", &MIN_SERVER_VERSION);
 
     ms(c"pg_runbook.health_cache_ttl", c"How long health_check() serves a cached result; 0 disables the cache.", &HEALTH_CACHE_TTL_MS, HOUR_MS);
+
+    percent(c"pg_runbook.sequence_warn_pct", c"Integrity: WARN when a sequence has used this percentage of its range.", &SEQUENCE_WARN_PCT);
+    percent(c"pg_runbook.sequence_fail_pct", c"Integrity: FAIL when a sequence has used this percentage of its range.", &SEQUENCE_FAIL_PCT);
+    string(c"pg_runbook.exposed_schemas", c"Security: comma-separated schemas exposed to an API, whose tables need row-level security.", &EXPOSED_SCHEMAS);
+    string(c"pg_runbook.audit_table", c"Compliance: the audit table whose changes the compliance report counts ('' for none).", &AUDIT_TABLE);
+    string(c"pg_runbook.audit_time_column", c"Compliance: the audit table's time column ('' to use its time-typed partition key or first time column).", &AUDIT_TIME_COLUMN);
+    string(c"pg_runbook.audit_tenant_column", c"Compliance: the audit table's tenant column; with it, a report for a tenant counts only its rows.", &AUDIT_TENANT_COLUMN);
 
     reserve_prefix();
 }

@@ -1,0 +1,158 @@
+//! The compliance report: `generate_compliance_report(tenant, as_of)`, one jsonb document with
+//! the pre-deployment, integrity and security checks, the retention status and, when
+//! `pg_runbook.audit_table` names one, the audit table's coverage of the month up to `as_of`.
+
+use crate::catalog::{self, col, quote_ident};
+use crate::preflight::{Thresholds, all_checks};
+use crate::{error, integrity, partitions, security, settings};
+use pgrx::prelude::*;
+use runbook_core::status::Status;
+use serde_json::{Value, json};
+
+fn section(rows: Vec<(String, Status, Value)>) -> (Status, Value) {
+    let worst = Status::worst(rows.iter().map(|r| r.1));
+    (worst, Value::Array(rows.into_iter().map(|r| r.2).collect()))
+}
+
+fn retention() -> Value {
+    let actions = partitions::apply_all(true);
+    let pending: Vec<Value> = actions
+        .iter()
+        .map(|a| json!({"policy": a.policy, "mode": a.mode, "action": a.action, "object": a.object, "rows": a.rows, "detail": a.detail}))
+        .collect();
+    let overdue = actions.iter().any(|a| a.action.starts_with("would") && a.rows != Some(0));
+    let skipped = actions.iter().any(|a| a.action == "skipped");
+    let status = if skipped || overdue { Status::Warn } else { Status::Pass };
+    json!({"status": status.as_str(), "pending": pending})
+}
+
+/// The audit table's time column: the setting, else its time-typed range partition key, else its
+/// first date/timestamp column.
+fn audit_time_column(table: pg_sys::Oid) -> Option<String> {
+    let set = settings::text(&settings::AUDIT_TIME_COLUMN);
+    if !set.is_empty() {
+        return Some(set);
+    }
+    catalog::select(
+        "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+         LEFT JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid = a.attrelid AND pt.partnatts = 1 AND pt.partattrs[0] = a.attnum \
+         WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+           AND a.atttypid IN ('date'::regtype, 'timestamp'::regtype, 'timestamptz'::regtype) \
+         ORDER BY pt.partrelid IS NULL, a.attnum LIMIT 1",
+        &[table.into()],
+        |r| col::<String>(r, 1),
+    )
+    .into_iter()
+    .flatten()
+    .next()
+}
+
+fn audit(tenant: Option<&str>, as_of: Date) -> Value {
+    let table = settings::text(&settings::AUDIT_TABLE);
+    if table.is_empty() {
+        return json!({"configured": false, "detail": "set pg_runbook.audit_table to report audit coverage"});
+    }
+    let oid = catalog::select_one("SELECT to_regclass($1)::oid", &[table.clone().into()], |r| col::<pg_sys::Oid>(r, 1));
+    let Some(oid) = oid else {
+        return json!({"configured": true, "table": table, "status": "FAIL", "detail": "pg_runbook.audit_table names no table"});
+    };
+    let name = catalog::select_one("SELECT $1::regclass::text", &[oid.into()], |r| col::<String>(r, 1).unwrap_or_default());
+    let Some(time_column) = audit_time_column(oid) else {
+        return json!({"configured": true, "table": name, "status": "FAIL", "detail": "no time column: set pg_runbook.audit_time_column"});
+    };
+    let tenant_column = settings::text(&settings::AUDIT_TENANT_COLUMN);
+    let filtered = tenant.is_some() && !tenant_column.is_empty();
+    let tenant_filter = if filtered { format!(" AND {}::text = $3", quote_ident(&tenant_column)) } else { String::new() };
+    let t = quote_ident(&time_column);
+    // The period is the calendar month of as_of, up to and including as_of.
+    let sql = format!(
+        "SELECT count(*), count(DISTINCT {t}::date), \
+                (date_trunc('month', $1::date)::date)::text, ($2::date - date_trunc('month', $1::date)::date + 1)::int8 \
+         FROM {oid_name} WHERE {t} >= date_trunc('month', $1::date) AND {t} < $2::date + 1{tenant_filter}",
+        oid_name = name
+    );
+    let mut args: Vec<pgrx::datum::DatumWithOid> = vec![as_of.into(), as_of.into()];
+    if filtered {
+        args.push(tenant.unwrap_or_default().to_string().into());
+    }
+    let (changes, days_with, from, days) = catalog::with_lock_timeout(|| {
+        catalog::with_settings(&[("DateStyle", "ISO, YMD".into())], || {
+            catalog::select_one(&sql, &args, |r| {
+                (col::<i64>(r, 1).unwrap_or(0), col::<i64>(r, 2).unwrap_or(0), col::<String>(r, 3).unwrap_or_default(), col::<i64>(r, 4).unwrap_or(0))
+            })
+        })
+    });
+    json!({
+        "configured": true,
+        "table": name,
+        "time_column": time_column,
+        "tenant_column": if tenant_column.is_empty() { Value::Null } else { Value::String(tenant_column) },
+        "filtered_by_tenant": filtered,
+        "period": {"from": from, "to": as_of.to_string(), "days": days},
+        "changes": changes,
+        "days_with_changes": days_with,
+        "status": if changes > 0 { "PASS" } else { "WARN" },
+    })
+}
+
+/// A compliance report as one jsonb document.
+#[pg_extern(volatile, requires = ["partitions"])]
+fn generate_compliance_report(
+    tenant: default!(Option<&str>, "NULL"),
+    as_of: default!(Option<Date>, "current_date"),
+) -> pgrx::JsonB {
+    let as_of = error::required("as_of", as_of);
+    let (pre_status, preflight) = section(
+        all_checks(&Thresholds::from_settings())
+            .into_iter()
+            .map(|c| {
+                let v = json!({"check": c.check, "status": c.status.as_str(), "observed": c.observed, "threshold": c.threshold, "detail": c.detail});
+                (c.check.to_string(), c.status, v)
+            })
+            .collect(),
+    );
+    let (int_status, integrity) = section(
+        integrity::all_findings(1000, settings::SEQUENCE_WARN_PCT.get(), settings::SEQUENCE_FAIL_PCT.get())
+            .into_iter()
+            .map(|f| {
+                let v = json!({"check": f.check, "status": f.status.as_str(), "object": f.object, "detail": f.detail});
+                (f.check.to_string(), f.status, v)
+            })
+            .collect(),
+    );
+    let (sec_status, security) = section(
+        security::all_findings()
+            .into_iter()
+            .map(|f| {
+                let v = json!({"check": f.check, "status": f.status.as_str(), "object": f.object, "detail": f.detail, "remediation": f.remediation});
+                (f.check.to_string(), f.status, v)
+            })
+            .collect(),
+    );
+    let retention = retention();
+    let audit = audit(tenant, as_of);
+    let status_of = |v: &Value| match v.get("status").and_then(Value::as_str) {
+        Some("FAIL") => Status::Fail,
+        Some("WARN") => Status::Warn,
+        _ => Status::Pass,
+    };
+    let overall = Status::worst([pre_status, int_status, sec_status, status_of(&retention), status_of(&audit)]);
+    let database = catalog::select_one("SELECT current_database()::text, now()::text", &[], |r| {
+        (col::<String>(r, 1).unwrap_or_default(), col::<String>(r, 2).unwrap_or_default())
+    });
+    pgrx::JsonB(json!({
+        "report": "pg_runbook compliance report",
+        "tenant": tenant,
+        "as_of": as_of.to_string(),
+        "database": database.0,
+        "generated_at": database.1,
+        "status": overall.as_str(),
+        "sections": {
+            "preflight": {"status": pre_status.as_str(), "checks": preflight},
+            "integrity": {"status": int_status.as_str(), "checks": integrity},
+            "security": {"status": sec_status.as_str(), "checks": security},
+            "retention": retention,
+            "audit": audit,
+        },
+    }))
+}

@@ -1,0 +1,222 @@
+//! Data integrity: `check_data_integrity()`.
+//!
+//! NOT VALID constraints (and how many rows violate each, counted with a bounded query), tables
+//! without a primary key, sequences near their maximum, and NOT VALID foreign keys whose
+//! referencing rows point nowhere (the only foreign keys PostgreSQL has not checked itself).
+
+use crate::catalog::{self, col};
+use crate::error;
+use pgrx::prelude::*;
+use runbook_core::integrity::{judge_sequence, sequence_used_pct};
+use runbook_core::status::Status;
+
+/// The schemas every check of this module and of security.rs looks at: everything but the
+/// system's own.
+pub const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
+
+/// One finding: check, status, object, detail.
+pub struct Finding {
+    pub check: &'static str,
+    pub status: Status,
+    pub object: String,
+    pub detail: String,
+}
+
+fn finding(check: &'static str, status: Status, object: String, detail: String) -> Finding {
+    Finding { check, status, object, detail }
+}
+
+/// A PASS row standing for "nothing found", so every check appears in the output.
+fn pass_if_none(check: &'static str, rows: &mut Vec<Finding>, before: usize, detail: &str) {
+    if rows.len() == before {
+        rows.push(finding(check, Status::Pass, String::new(), detail.into()));
+    }
+}
+
+struct NotValid {
+    kind: String,
+    table: String,
+    name: String,
+    /// The query counting violating rows, `LIMIT $1`.
+    count_sql: String,
+}
+
+fn not_valid_constraints() -> Vec<NotValid> {
+    // The FK's join and NULL tests are built here with format('%I'), so every column name is
+    // quoted; a CHECK's expression comes from pg_get_expr. Constraints cloned onto partitions
+    // (conparentid <> 0) are checked through their parent's.
+    let sql = format!(
+        "SELECT con.contype::text, quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
+                quote_ident(con.conname), \
+                CASE con.contype \
+                WHEN 'c' THEN format('SELECT count(*) FROM (SELECT 1 FROM %s.%s WHERE (%s) IS FALSE LIMIT $1) s', \
+                                     quote_ident(n.nspname), quote_ident(c.relname), pg_catalog.pg_get_expr(con.conbin, con.conrelid)) \
+                ELSE format('SELECT count(*) FROM (SELECT 1 FROM %s.%s c WHERE %s AND NOT EXISTS \
+                             (SELECT 1 FROM %s.%s p WHERE %s) LIMIT $1) s', \
+                            quote_ident(n.nspname), quote_ident(c.relname), \
+                            CASE WHEN con.confmatchtype = 'f' THEN '(' || k.any_set || ')' ELSE k.all_set END, \
+                            quote_ident(fn.nspname), quote_ident(fc.relname), k.joined) \
+                END \
+         FROM pg_catalog.pg_constraint con \
+         JOIN pg_catalog.pg_class c ON c.oid = con.conrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         LEFT JOIN pg_catalog.pg_class fc ON fc.oid = con.confrelid \
+         LEFT JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace \
+         LEFT JOIN LATERAL ( \
+             SELECT string_agg(format('c.%I = p.%I', a.attname, fa.attname), ' AND ' ORDER BY u.i) AS joined, \
+                    string_agg(format('c.%I IS NOT NULL', a.attname), ' AND ' ORDER BY u.i) AS all_set, \
+                    string_agg(format('c.%I IS NOT NULL', a.attname), ' OR ' ORDER BY u.i) AS any_set \
+             FROM unnest(con.conkey, con.confkey) WITH ORDINALITY u(att, fatt, i) \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = u.att \
+             JOIN pg_catalog.pg_attribute fa ON fa.attrelid = con.confrelid AND fa.attnum = u.fatt \
+         ) k ON con.contype = 'f' \
+         WHERE NOT con.convalidated AND con.contype IN ('c', 'f') AND con.conparentid = 0 AND {USER_SCHEMAS} \
+         ORDER BY 2, 3"
+    );
+    catalog::select(&sql, &[], |r| NotValid {
+        kind: col::<String>(r, 1).unwrap_or_default(),
+        table: col::<String>(r, 2).unwrap_or_default(),
+        name: col::<String>(r, 3).unwrap_or_default(),
+        count_sql: col::<String>(r, 4).unwrap_or_default(),
+    })
+}
+
+fn counted(n: i64, bound: i32) -> String {
+    if n >= i64::from(bound) { format!("at least {n} (counted up to {bound})") } else { format!("{n} (counted up to {bound})") }
+}
+
+fn constraint_findings(bound: i32, rows: &mut Vec<Finding>) {
+    let (before_nv, mut orphans) = (rows.len(), Vec::new());
+    for c in not_valid_constraints() {
+        let n = catalog::select_one(&c.count_sql, &[bound.into()], |r| col::<i64>(r, 1).unwrap_or(0));
+        let object = format!("{} on {}", c.name, c.table);
+        let fix = format!("ALTER TABLE {} VALIDATE CONSTRAINT {}", c.table, c.name);
+        let what = if c.kind == "f" { "foreign key" } else { "check constraint" };
+        let status = if n > 0 { Status::Fail } else { Status::Warn };
+        let detail = if n > 0 {
+            format!("NOT VALID {what}; {} violating rows; fix them, then {fix}", counted(n, bound))
+        } else {
+            format!("NOT VALID {what}; no violating rows; {fix}")
+        };
+        rows.push(finding("not_valid_constraint", status, object.clone(), detail));
+        if c.kind == "f" {
+            let status = if n > 0 { Status::Fail } else { Status::Pass };
+            orphans.push(finding("orphaned_foreign_keys", status, object, format!("{} referencing rows point nowhere", counted(n, bound))));
+        }
+    }
+    pass_if_none("not_valid_constraint", rows, before_nv, "every constraint is validated");
+    let before = rows.len();
+    rows.extend(orphans);
+    pass_if_none("orphaned_foreign_keys", rows, before, "no NOT VALID foreign keys (validated ones are enforced by PostgreSQL)");
+}
+
+fn tables_without_primary_key(rows: &mut Vec<Finding>) {
+    let before = rows.len();
+    let sql = format!(
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {USER_SCHEMAS} \
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint p WHERE p.conrelid = c.oid AND p.contype = 'p') \
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass \
+                           AND d.objid = c.oid AND d.deptype = 'e') \
+         ORDER BY 1"
+    );
+    for table in catalog::select(&sql, &[], |r| col::<String>(r, 1).unwrap_or_default()) {
+        rows.push(finding(
+            "table_without_primary_key",
+            Status::Warn,
+            table,
+            "no primary key: logical replication cannot replicate its UPDATEs and DELETEs, and duplicate rows go unnoticed".into(),
+        ));
+    }
+    pass_if_none("table_without_primary_key", rows, before, "every table has a primary key");
+}
+
+fn sequence_headroom(warn_pct: f64, fail_pct: f64, rows: &mut Vec<Finding>) {
+    let before = rows.len();
+    // pg_sequences.last_value is NULL for a sequence never called or not readable by the caller.
+    let seqs = catalog::select(
+        "SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename), last_value, min_value, max_value, \
+                increment_by, data_type::text \
+         FROM pg_catalog.pg_sequences WHERE NOT cycle ORDER BY 1",
+        &[],
+        |r| {
+            (
+                col::<String>(r, 1).unwrap_or_default(),
+                col::<i64>(r, 2),
+                col::<i64>(r, 3).unwrap_or(1),
+                col::<i64>(r, 4).unwrap_or(i64::MAX),
+                col::<i64>(r, 5).unwrap_or(1),
+                col::<String>(r, 6).unwrap_or_default(),
+            )
+        },
+    );
+    let mut highest = 0.0_f64;
+    for (name, last, min, max, inc, ty) in &seqs {
+        let pct = sequence_used_pct(*last, *min, *max, *inc);
+        highest = highest.max(pct);
+        let status = judge_sequence(pct, warn_pct, fail_pct);
+        if status != Status::Pass {
+            rows.push(finding(
+                "sequence_headroom",
+                status,
+                name.clone(),
+                format!(
+                    "{pct:.1}% of its range used (last value {}, maximum {max}, {ty}); warn >= {warn_pct}%, fail >= {fail_pct}%; {}",
+                    last.map_or("none".into(), |v| v.to_string()),
+                    if ty == "bigint" && *max == i64::MAX {
+                        "plan a new key before it runs out".to_string()
+                    } else if ty == "bigint" {
+                        format!("ALTER SEQUENCE {name} NO MAXVALUE")
+                    } else {
+                        format!("widen the column to bigint, then ALTER SEQUENCE {name} AS bigint")
+                    }
+                ),
+            ));
+        }
+    }
+    pass_if_none(
+        "sequence_headroom",
+        rows,
+        before,
+        &format!("{} sequences below {warn_pct}% of their range", seqs.len()),
+    );
+}
+
+/// Every integrity finding, as the compliance report includes them.
+pub fn all_findings(violation_limit: i32, warn_pct: f64, fail_pct: f64) -> Vec<Finding> {
+    catalog::with_lock_timeout(|| {
+        let mut rows = Vec::new();
+        constraint_findings(violation_limit, &mut rows);
+        tables_without_primary_key(&mut rows);
+        sequence_headroom(warn_pct, fail_pct, &mut rows);
+        rows
+    })
+}
+
+/// Integrity checks: one row per finding (and a PASS row for a check that found nothing).
+#[pg_extern(volatile, parallel_safe, requires = [preflight::runbook_setting])]
+fn check_data_integrity(
+    violation_limit: default!(Option<i32>, "1000"),
+    sequence_warn_pct: default!(Option<f64>, "@extschema@.runbook_setting('pg_runbook.sequence_warn_pct')::float8"),
+    sequence_fail_pct: default!(Option<f64>, "@extschema@.runbook_setting('pg_runbook.sequence_fail_pct')::float8"),
+) -> TableIterator<'static, (name!(check, String), name!(status, String), name!(object, String), name!(detail, String))> {
+    let limit = error::required("violation_limit", violation_limit);
+    if limit < 1 {
+        error::invalid_argument("violation_limit", format!("{limit} is not a positive row count"));
+    }
+    let pct = |arg: &str, v: Option<f64>| {
+        let v = error::required(arg, v);
+        if !(0.0..=100.0).contains(&v) {
+            error::invalid_argument(arg, format!("{v} is not a percentage between 0 and 100"));
+        }
+        v
+    };
+    let (warn, fail) = (pct("sequence_warn_pct", sequence_warn_pct), pct("sequence_fail_pct", sequence_fail_pct));
+    if warn > fail {
+        error::invalid_argument("sequence_warn_pct", format!("{warn}% is above sequence_fail_pct ({fail}%)"));
+    }
+    let rows = all_findings(limit, warn, fail);
+    TableIterator::new(rows.into_iter().map(|f| (f.check.to_string(), f.status.as_str().to_string(), f.object, f.detail)))
+}

@@ -1,0 +1,399 @@
+//! Partitions and retention: `analyze_partition_distribution()`, `drop_old_partitions()`, the
+//! `retention_policies` table and `apply_data_retention_policies()`.
+//!
+//! Which partitions may go is decided from each partition's bound as PostgreSQL prints it
+//! (`pg_get_expr(relpartbound)`), read by runbook-core; anything it cannot read is skipped and
+//! reported, never guessed. Everything here runs under `pg_runbook.lock_timeout`.
+
+use crate::catalog::{self, col, quote_ident};
+use crate::error;
+use pgrx::prelude::*;
+use runbook_core::partitions::{Date, LocalTime, Verdict, cutoff, judge_partition, skewed};
+
+/// Partition bounds and dates are read in ISO form whatever the caller's DateStyle.
+fn iso<R>(f: impl FnOnce() -> R) -> R {
+    catalog::with_settings(&[("DateStyle", "ISO, YMD".into())], f)
+}
+
+const QUALIFIED: &str = "quote_ident(n.nspname) || '.' || quote_ident(c.relname)";
+
+/// A partitioned table: its quoted name and, when it is range-partitioned on one column of type
+/// date, timestamp or timestamptz, that column's name.
+struct Parent {
+    oid: pg_sys::Oid,
+    name: String,
+    time_key: Option<String>,
+    why_not: String,
+}
+
+fn partitioned_tables(only: Option<pg_sys::Oid>) -> Vec<Parent> {
+    let sql = format!(
+        "SELECT c.oid, {QUALIFIED}, \
+                CASE WHEN pt.partstrat = 'r' AND pt.partnatts = 1 AND a.atttypid IN \
+                          ('date'::regtype, 'timestamp'::regtype, 'timestamptz'::regtype) THEN a.attname::text END, \
+                CASE WHEN pt.partstrat <> 'r' THEN 'it is not range-partitioned' \
+                     WHEN pt.partnatts <> 1 THEN 'its partition key has ' || pt.partnatts || ' columns' \
+                     WHEN a.attname IS NULL THEN 'its partition key is an expression' \
+                     ELSE 'its partition key ' || quote_ident(a.attname) || ' is of type ' || format_type(a.atttypid, NULL) || \
+                          ', not date, timestamp or timestamptz' END \
+         FROM pg_catalog.pg_partitioned_table pt \
+         JOIN pg_catalog.pg_class c ON c.oid = pt.partrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0] AND pt.partattrs[0] <> 0 \
+         WHERE ($1::oid IS NULL OR c.oid = $1) ORDER BY 2"
+    );
+    catalog::select(&sql, &[only.into()], |r| Parent {
+        oid: col::<pg_sys::Oid>(r, 1).unwrap_or(pg_sys::InvalidOid),
+        name: col::<String>(r, 2).unwrap_or_default(),
+        time_key: col::<String>(r, 3),
+        why_not: col::<String>(r, 4).unwrap_or_default(),
+    })
+}
+
+/// The direct partitions of a table: (quoted name, bound expression).
+fn partitions_of(parent: pg_sys::Oid) -> Vec<(String, String)> {
+    let sql = format!(
+        "SELECT {QUALIFIED}, pg_catalog.pg_get_expr(c.relpartbound, c.oid) \
+         FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE i.inhparent = $1 ORDER BY 2, 1"
+    );
+    iso(|| catalog::select(&sql, &[parent.into()], |r| (col::<String>(r, 1).unwrap_or_default(), col::<String>(r, 2).unwrap_or_default())))
+}
+
+fn today() -> Date {
+    let text = iso(|| catalog::select_one("SELECT current_date::text", &[], |r| col::<String>(r, 1).unwrap_or_default()));
+    Date::parse(&text).unwrap_or_else(|| error::not_ready(format!("current_date {text} is outside the range retention handles"), "use a date after year 1"))
+}
+
+/// One partition that was (or would be) dropped, or was skipped.
+pub struct PartitionAction {
+    pub parent: String,
+    pub partition: String,
+    pub bounds: String,
+    pub action: &'static str,
+    pub detail: String,
+}
+
+/// Detaches and drops the partitions of `parent` that end at or before `cut`, oldest first.
+fn drop_before(parent: &Parent, cut: LocalTime, dry_run: bool) -> Vec<PartitionAction> {
+    let mut out = Vec::new();
+    for (partition, bounds) in partitions_of(parent.oid) {
+        let (action, detail) = match judge_partition(&bounds, cut) {
+            Verdict::Keep => continue,
+            Verdict::Skip(why) => ("skipped", why),
+            Verdict::Drop => {
+                if !dry_run {
+                    catalog::execute(&format!("ALTER TABLE {} DETACH PARTITION {partition}", parent.name), &[]);
+                    catalog::execute(&format!("DROP TABLE {partition}"), &[]);
+                }
+                (if dry_run { "would drop" } else { "dropped" }, format!("every row is before the cutoff {cut}"))
+            }
+        };
+        out.push(PartitionAction { parent: parent.name.clone(), partition, bounds, action, detail });
+    }
+    out
+}
+
+/// The partitions to drop for a keep interval, across every time-partitioned table or the one
+/// named (which must be one: otherwise 22023 before anything is dropped).
+pub fn drop_partitions(parent: Option<pg_sys::Oid>, months: i32, days: i32, micros: i64, dry_run: bool) -> Vec<PartitionAction> {
+    catalog::with_lock_timeout(|| {
+        let parents = partitioned_tables(parent);
+        if let Some(oid) = parent {
+            let Some(p) = parents.first() else {
+                let name = catalog::select_one("SELECT $1::regclass::text", &[oid.into()], |r| col::<String>(r, 1).unwrap_or_default());
+                error::invalid_argument("parent", format!("{name} is not a partitioned table"));
+            };
+            if p.time_key.is_none() {
+                error::invalid_argument("parent", format!("{} cannot be pruned by time: {}", p.name, p.why_not));
+            }
+        }
+        let cut = cutoff(today(), months, days, micros);
+        parents.iter().filter(|p| p.time_key.is_some()).flat_map(|p| drop_before(p, cut, dry_run)).collect()
+    })
+}
+
+/// Detaches and drops range partitions that hold only rows older than `keep_months` months.
+#[pg_extern(volatile)]
+fn drop_old_partitions(
+    keep_months: Option<i32>,
+    parent: default!(Option<pgrx::PgRelation>, "NULL"),
+    dry_run: default!(Option<bool>, "false"),
+) -> TableIterator<
+    'static,
+    (
+        name!(parent, String),
+        name!(partition, String),
+        name!(bounds, String),
+        name!(action, String),
+        name!(detail, String),
+    ),
+> {
+    let keep = error::required("keep_months", keep_months);
+    if keep < 0 {
+        error::invalid_argument("keep_months", format!("{keep} is negative"));
+    }
+    let dry_run = error::required("dry_run", dry_run);
+    let parent = parent.map(|rel| rel.oid());
+    let rows = drop_partitions(parent, keep, 0, 0, dry_run);
+    TableIterator::new(rows.into_iter().map(|a| (a.parent, a.partition, a.bounds, a.action.to_string(), a.detail)))
+}
+
+pgrx::extension_sql_file!("../sql/partitions.sql", name = "partitions");
+
+struct Policy {
+    schema: String,
+    table: String,
+    time_column: String,
+    keep: Interval,
+    mode: String,
+    batch_size: i32,
+}
+
+/// One action of apply_data_retention_policies.
+pub struct RetentionAction {
+    pub policy: String,
+    pub mode: String,
+    pub action: String,
+    pub object: String,
+    pub rows: Option<i64>,
+    pub detail: String,
+}
+
+fn policies() -> Vec<Policy> {
+    let sql = format!(
+        "SELECT table_schema, table_name, time_column, keep, mode, batch_size FROM {} WHERE enabled ORDER BY 1, 2",
+        catalog::ext_object("retention_policies")
+    );
+    catalog::select(&sql, &[], |r| Policy {
+        schema: col::<String>(r, 1).unwrap_or_default(),
+        table: col::<String>(r, 2).unwrap_or_default(),
+        time_column: col::<String>(r, 3).unwrap_or_default(),
+        keep: col::<Interval>(r, 4).unwrap_or_else(|| error::spi_failure("reading retention_policies", "keep is NULL")),
+        mode: col::<String>(r, 5).unwrap_or_default(),
+        batch_size: col::<i32>(r, 6).unwrap_or(10_000),
+    })
+}
+
+fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
+    let target = format!("{}.{}", quote_ident(&p.schema), quote_ident(&p.table));
+    let action = |action: &str, object: String, rows: Option<i64>, detail: String| RetentionAction {
+        policy: target.clone(),
+        mode: p.mode.clone(),
+        action: action.into(),
+        object,
+        rows,
+        detail,
+    };
+    let found = catalog::select(
+        "SELECT c.oid, c.relkind::text, \
+                (SELECT format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute a \
+                 WHERE a.attrelid = c.oid AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped) \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = $2",
+        &[p.schema.clone().into(), p.table.clone().into(), p.time_column.clone().into()],
+        |r| (col::<pg_sys::Oid>(r, 1), col::<String>(r, 2).unwrap_or_default(), col::<String>(r, 3)),
+    );
+    let Some((Some(oid), relkind, column_type)) = found.into_iter().next() else {
+        return vec![action("skipped", target.clone(), None, "the table does not exist".into())];
+    };
+    if column_type.is_none() {
+        return vec![action("skipped", target.clone(), None, format!("the table has no column {}", quote_ident(&p.time_column)))];
+    }
+    if p.mode == "drop_partitions" {
+        let parent = partitioned_tables(Some(oid));
+        let key = parent.first().and_then(|t| t.time_key.clone());
+        if key.as_deref() != Some(p.time_column.as_str()) {
+            let why = parent.first().map_or("it is not partitioned".to_string(), |t| {
+                t.time_key.as_ref().map_or(t.why_not.clone(), |k| format!("it is partitioned on {}, not on the policy's column", quote_ident(k)))
+            });
+            return vec![action("skipped", target.clone(), None, format!("cannot drop partitions: {why}"))];
+        }
+        let dropped = drop_partitions(Some(oid), p.keep.months(), p.keep.days(), p.keep.micros(), dry_run);
+        if dropped.is_empty() {
+            return vec![action("nothing to do", target.clone(), Some(0), "no partition ends before the cutoff".into())];
+        }
+        return dropped.into_iter().map(|d| action(d.action, d.partition, None, format!("{}: {}", d.bounds, d.detail))).collect();
+    }
+    if !matches!(relkind.as_str(), "r" | "p") {
+        return vec![action("skipped", target.clone(), None, "not a table".into())];
+    }
+    let column = quote_ident(&p.time_column);
+    let keep = p.keep.clone();
+    if dry_run {
+        let n = catalog::select_one(
+            &format!("SELECT count(*) FROM {target} WHERE {column} < now() - $1"),
+            &[keep.into()],
+            |r| col::<i64>(r, 1).unwrap_or(0),
+        );
+        return vec![action("would delete", target.clone(), Some(n), format!("rows with {column} older than {}", p.keep))];
+    }
+    // Each DELETE removes at most batch_size rows, so no statement holds row locks on, or
+    // writes WAL for, an unbounded number of rows at once.
+    let delete = format!(
+        "DELETE FROM {target} WHERE (tableoid, ctid) IN \
+         (SELECT tableoid, ctid FROM {target} WHERE {column} < now() - $1 LIMIT $2)"
+    );
+    let (mut total, mut batches) = (0_i64, 0_i64);
+    loop {
+        let n = catalog::execute(&delete, &[p.keep.clone().into(), p.batch_size.into()]) as i64;
+        total += n;
+        batches += 1;
+        if n < i64::from(p.batch_size) {
+            break;
+        }
+    }
+    vec![action("deleted", target.clone(), Some(total), format!("in {batches} batches of at most {} rows", p.batch_size))]
+}
+
+/// Every enabled policy applied (or, with dry_run, what applying would do).
+pub fn apply_all(dry_run: bool) -> Vec<RetentionAction> {
+    catalog::with_lock_timeout(|| policies().iter().flat_map(|p| apply_policy(p, dry_run)).collect())
+}
+
+/// Applies every enabled row of retention_policies and returns the actions taken.
+#[pg_extern(volatile, requires = ["partitions"])]
+fn apply_data_retention_policies(
+    dry_run: default!(Option<bool>, "false"),
+) -> TableIterator<
+    'static,
+    (
+        name!(policy, String),
+        name!(mode, String),
+        name!(action, String),
+        name!(object, String),
+        name!(rows, Option<i64>),
+        name!(detail, String),
+    ),
+> {
+    let dry_run = error::required("dry_run", dry_run);
+    TableIterator::new(apply_all(dry_run).into_iter().map(|a| (a.policy, a.mode, a.action, a.object, a.rows, a.detail)))
+}
+
+/// Per partition: its size and estimated rows, its share of the parent, a skew flag, and a WARN
+/// when a default partition holds rows.
+#[pg_extern(volatile, parallel_safe)]
+fn analyze_partition_distribution(
+    skew_factor: default!(Option<f64>, "3.0"),
+) -> TableIterator<
+    'static,
+    (
+        name!(parent, String),
+        name!(partition, String),
+        name!(bounds, String),
+        name!(estimated_rows, i64),
+        name!(size_bytes, i64),
+        name!(size, String),
+        name!(share_pct, f64),
+        name!(skewed, bool),
+        name!(status, String),
+        name!(detail, String),
+    ),
+> {
+    let factor = error::required("skew_factor", skew_factor);
+    if !factor.is_finite() || factor < 1.0 {
+        error::invalid_argument("skew_factor", format!("{factor} is below 1 (a partition's even share)"));
+    }
+    let sql = format!(
+        "SELECT quote_ident(pn.nspname) || '.' || quote_ident(p.relname), {QUALIFIED}, \
+                pg_catalog.pg_get_expr(c.relpartbound, c.oid), t.rows, t.bytes, t.unanalyzed \
+         FROM pg_catalog.pg_inherits i \
+         JOIN pg_catalog.pg_class p ON p.oid = i.inhparent AND p.relkind = 'p' \
+         JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace \
+         JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         CROSS JOIN LATERAL ( \
+             SELECT COALESCE(sum(greatest(lc.reltuples, 0)), 0)::float8 AS rows, \
+                    COALESCE(sum(pg_catalog.pg_total_relation_size(pt.relid)), 0)::int8 AS bytes, \
+                    COALESCE(bool_or(lc.reltuples < 0), false) AS unanalyzed \
+             FROM pg_catalog.pg_partition_tree(c.oid) pt JOIN pg_catalog.pg_class lc ON lc.oid = pt.relid \
+             WHERE pt.isleaf) t \
+         ORDER BY 1, 3, 2"
+    );
+    type Row = (String, String, String, f64, i64, bool);
+    let rows: Vec<Row> = catalog::with_lock_timeout(|| {
+        iso(|| {
+            catalog::select(&sql, &[], |r| {
+                (
+                    col::<String>(r, 1).unwrap_or_default(),
+                    col::<String>(r, 2).unwrap_or_default(),
+                    col::<String>(r, 3).unwrap_or_default(),
+                    col::<f64>(r, 4).unwrap_or(0.0),
+                    col::<i64>(r, 5).unwrap_or(0),
+                    col::<bool>(r, 6).unwrap_or(false),
+                )
+            })
+        })
+    });
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < rows.len() {
+        let end = start + rows[start..].iter().take_while(|r| r.0 == rows[start].0).count();
+        let group = &rows[start..end];
+        let counts: Vec<f64> = group.iter().map(|r| r.3).collect();
+        let total: f64 = counts.iter().sum();
+        let flags = skewed(&counts, factor);
+        for (r, skew) in group.iter().zip(flags) {
+            let (parent, partition, bounds, est, bytes, unanalyzed) = r.clone();
+            let share = if total > 0.0 { (est * 1000.0 / total).round() / 10.0 } else { 0.0 };
+            let mut notes = Vec::new();
+            let mut status = "PASS";
+            if bounds == "DEFAULT" {
+                let q = format!("SELECT EXISTS (SELECT 1 FROM {partition})");
+                let holds = catalog::with_lock_timeout(|| catalog::select_one(&q, &[], |r| col::<bool>(r, 1).unwrap_or(false)));
+                if holds {
+                    status = "WARN";
+                    notes.push("the default partition holds rows: create the partitions they belong in and move them there".to_string());
+                }
+            }
+            if skew {
+                status = "WARN";
+                notes.push(format!("skewed: more than {factor} times its even share of {:.0} rows", total / group.len() as f64));
+            }
+            if unanalyzed {
+                notes.push("never analyzed: row estimate unknown (run ANALYZE)".into());
+            }
+            let size = catalog::select_one("SELECT pg_catalog.pg_size_pretty($1::int8)", &[bytes.into()], |r| col::<String>(r, 1).unwrap_or_default());
+            out.push((parent, partition, bounds, est as i64, bytes, size, share, skew, status.to_string(), notes.join("; ")));
+        }
+        start = end;
+    }
+    TableIterator::new(out)
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn monthly_table() {
+        Spi::run(
+            "CREATE TABLE t_monthly (at date NOT NULL) PARTITION BY RANGE (at); \
+             CREATE TABLE t_monthly_default PARTITION OF t_monthly DEFAULT; \
+             DO $$ BEGIN FOR i IN 0..29 LOOP \
+               EXECUTE format('CREATE TABLE t_monthly_%s PARTITION OF t_monthly FOR VALUES FROM (%L) TO (%L)', i, \
+                 date_trunc('month', current_date)::date - make_interval(months => i), \
+                 date_trunc('month', current_date)::date - make_interval(months => i - 1)); \
+             END LOOP; END $$",
+        )
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn drop_old_partitions_keeping_24_months_drops_the_five_oldest() {
+        monthly_table();
+        let dry = Spi::get_one::<i64>("SELECT count(*) FROM drop_old_partitions(24, 't_monthly', true) WHERE action = 'would drop'");
+        assert_eq!(dry, Ok(Some(5)));
+        let dropped = Spi::get_one::<i64>("SELECT count(*) FROM drop_old_partitions(24, 't_monthly') WHERE action = 'dropped'");
+        assert_eq!(dropped, Ok(Some(5)));
+        let left = Spi::get_one::<i64>("SELECT count(*) FROM pg_inherits WHERE inhparent = 't_monthly'::regclass");
+        assert_eq!(left, Ok(Some(26)));
+    }
+
+    #[pg_test(error = "invalid value for argument \"keep_months\": -1 is negative")]
+    fn a_negative_keep_is_refused() {
+        monthly_table();
+        Spi::run("SELECT * FROM drop_old_partitions(-1)").unwrap();
+    }
+}
