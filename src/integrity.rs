@@ -4,7 +4,7 @@
 //! without a primary key, sequences near their maximum, and NOT VALID foreign keys whose
 //! referencing rows point nowhere (the only foreign keys PostgreSQL has not checked itself).
 
-use crate::catalog::{self, col};
+use crate::catalog::{self, NOT_EXTENSION_MEMBER, col};
 use crate::error;
 use pgrx::prelude::*;
 use runbook_core::integrity::{judge_sequence, sequence_used_pct};
@@ -118,8 +118,7 @@ fn tables_without_primary_key(rows: &mut Vec<Finding>) {
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {USER_SCHEMAS} \
            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint p WHERE p.conrelid = c.oid AND p.contype = 'p') \
-           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass \
-                           AND d.objid = c.oid AND d.deptype = 'e') \
+           AND {NOT_EXTENSION_MEMBER} \
          ORDER BY 1"
     );
     for table in catalog::select(&sql, &[], |r| col::<String>(r, 1).unwrap_or_default()) {

@@ -4,6 +4,7 @@
 //! whole cluster; the table and function checks see the current database.
 
 use crate::catalog::{self, col, quote_literal};
+use crate::catalog::NOT_EXTENSION_MEMBER;
 use crate::integrity::USER_SCHEMAS;
 use crate::settings;
 use pgrx::prelude::*;
@@ -67,12 +68,14 @@ fn tables(rows: &mut Vec<SecurityFinding>) {
         rows,
         "exposed_table_without_rls",
         Status::Warn,
-        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
-                'in exposed schema ' || quote_ident(n.nspname) || ' without row-level security: every role with table privileges sees every row', \
-                format('ALTER TABLE %I.%I ENABLE ROW LEVEL SECURITY; -- then CREATE POLICY ... for each role that reads it', n.nspname, c.relname) \
-         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND NOT c.relrowsecurity \
-           AND n.nspname = ANY ($1::text[]) ORDER BY 1",
+        &format!(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
+                    'in exposed schema ' || quote_ident(n.nspname) || ' without row-level security: every role with table privileges sees every row', \
+                    format('ALTER TABLE %I.%I ENABLE ROW LEVEL SECURITY; -- then CREATE POLICY ... for each role that reads it', n.nspname, c.relname) \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND NOT c.relrowsecurity \
+               AND n.nspname = ANY ($1::text[]) AND {NOT_EXTENSION_MEMBER} ORDER BY 1"
+        ),
         &[schemas.clone().into()],
         &format!("every table in the exposed schemas ({}) has row-level security", schemas.join(", ")),
     );
