@@ -2,6 +2,7 @@
 # Sourced, not run. Everything runs as root; PostgreSQL itself runs as the `postgres` user.
 
 set -euo pipefail
+shopt -s nullglob
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
