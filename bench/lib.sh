@@ -26,3 +26,20 @@ time_ms() {
 measure() { echo "measure	$1	$2	$3	$4"; }
 target() { echo "target	$1	$2	$3	$4	$5	$6"; }
 note() { echo "note	$1	$2"; }
+
+# time_file_ms DB FILE: wall-clock milliseconds for psql to run a whole script file.
+time_file_ms() {
+  local start end
+  start=$(date +%s%N)
+  psql -X -q -d "$1" -v ON_ERROR_STOP=1 -o /dev/null -f "$2" >/dev/null
+  end=$(date +%s%N)
+  awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f\n", (e - s) / 1000000 }'
+}
+
+# worker DB on|off: turns the background worker on or off for the benchmark cluster, so it neither
+# competes with nor helps a measurement it is not part of.
+worker() {
+  q postgres "ALTER SYSTEM SET pg_runbook.worker_enabled = $2" >/dev/null
+  q postgres "SELECT pg_reload_conf()" >/dev/null
+  sleep 1
+}
