@@ -5,9 +5,12 @@
 
 use pgrx::prelude::*;
 
+mod baselines;
 mod catalog;
 mod error;
 mod health;
+mod indexes;
+mod migrations;
 mod preflight;
 mod settings;
 

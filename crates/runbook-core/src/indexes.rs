@@ -74,7 +74,7 @@ impl Reason {
     pub fn describe(self) -> &'static str {
         match self {
             Reason::Duplicate => "exact duplicate",
-            Reason::Prefix => "its key columns lead the other index's keys",
+            Reason::Prefix => "key columns are a leading prefix of the covering index's keys",
         }
     }
 }
