@@ -64,8 +64,13 @@ fn label_arg(label: Option<&str>) -> String {
 }
 
 fn baseline_exists(label: &str) -> bool {
-    let sql = format!("SELECT EXISTS (SELECT 1 FROM {} WHERE label = $1)", catalog::ext_object("schema_baselines"));
-    catalog::select_one(&sql, &[label.into()], |r| col::<bool>(r, 1).unwrap_or(false))
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE label = $1)",
+        catalog::ext_object("schema_baselines")
+    );
+    catalog::select_one(&sql, &[label.into()], |r| {
+        col::<bool>(r, 1).unwrap_or(false)
+    })
 }
 
 /// The baseline's objects; 42704 when there is no such baseline.
@@ -96,14 +101,22 @@ fn schema_baseline(label: Option<&str>, replace: default!(Option<bool>, "false")
         if !replace {
             error::invalid_argument(
                 "label",
-                format!("schema baseline \"{label}\" already exists; pass replace => true to take it again"),
+                format!(
+                    "schema baseline \"{label}\" already exists; pass replace => true to take it again"
+                ),
             );
         }
-        let sql = format!("DELETE FROM {} WHERE label = $1", catalog::ext_object("schema_baselines"));
+        let sql = format!(
+            "DELETE FROM {} WHERE label = $1",
+            catalog::ext_object("schema_baselines")
+        );
         catalog::execute(&sql, &[label.as_str().into()]);
     }
     catalog::execute(
-        &format!("INSERT INTO {} (label) VALUES ($1)", catalog::ext_object("schema_baselines")),
+        &format!(
+            "INSERT INTO {} (label) VALUES ($1)",
+            catalog::ext_object("schema_baselines")
+        ),
         &[label.as_str().into()],
     );
     let sql = format!(
@@ -144,7 +157,11 @@ fn schema_diff(
                 Kind::Constraint => "NOT VALID",
                 Kind::MaterializedView => "NOT POPULATED",
             };
-            if o.definition.ends_with("NOT VALID") { o.definition.clone() } else { format!("{} ({state})", o.definition) }
+            if o.definition.ends_with("NOT VALID") {
+                o.definition.clone()
+            } else {
+                format!("{} ({state})", o.definition)
+            }
         }
     };
     TableIterator::new(
@@ -171,7 +188,9 @@ fn schema_diff(
 /// outside a transaction block (they build and drop indexes CONCURRENTLY), for example with
 /// `SELECT statement FROM rollback_ddl('before') ORDER BY step \gexec`.
 #[pg_extern(volatile, parallel_safe)]
-fn rollback_ddl(label: Option<&str>) -> TableIterator<'static, (name!(step, i32), name!(statement, String))> {
+fn rollback_ddl(
+    label: Option<&str>,
+) -> TableIterator<'static, (name!(step, i32), name!(statement, String))> {
     let label = label_arg(label);
     let before = baseline_objects(&label);
     let now = current_objects();
@@ -184,6 +203,13 @@ fn rollback_ddl(label: Option<&str>) -> TableIterator<'static, (name!(step, i32)
     )
     .into_iter()
     .collect();
-    let ddl = schema::rollback(&changes, |s, t| tables.contains(&(s.to_string(), t.to_string())));
-    TableIterator::new(ddl.into_iter().enumerate().map(|(i, s)| (i as i32 + 1, s)).collect::<Vec<_>>())
+    let ddl = schema::rollback(&changes, |s, t| {
+        tables.contains(&(s.to_string(), t.to_string()))
+    });
+    TableIterator::new(
+        ddl.into_iter()
+            .enumerate()
+            .map(|(i, s)| (i as i32 + 1, s))
+            .collect::<Vec<_>>(),
+    )
 }

@@ -77,7 +77,10 @@ fn read_index_row(r: &pgrx::spi::SpiHeapTupleData) -> IndexRow {
             if att != 0 {
                 format!("#{att}")
             } else {
-                exprs.as_ref().and_then(|e| e.get(k).cloned().flatten()).unwrap_or_else(|| format!("?{k}"))
+                exprs
+                    .as_ref()
+                    .and_then(|e| e.get(k).cloned().flatten())
+                    .unwrap_or_else(|| format!("?{k}"))
             }
         })
         .collect();
@@ -118,8 +121,15 @@ fn read_index_row(r: &pgrx::spi::SpiHeapTupleData) -> IndexRow {
 
 /// The redundant indexes among `rows`, keyed by index id.
 fn redundancies(rows: &[IndexRow]) -> HashMap<i64, Redundancy> {
-    let defs: Vec<IndexDef> = rows.iter().filter(|r| r.is_valid).map(|r| r.def.clone()).collect();
-    rules::find_redundant(&defs).into_iter().map(|r| (r.index, r)).collect()
+    let defs: Vec<IndexDef> = rows
+        .iter()
+        .filter(|r| r.is_valid)
+        .map(|r| r.def.clone())
+        .collect();
+    rules::find_redundant(&defs)
+        .into_iter()
+        .map(|r| (r.index, r))
+        .collect()
 }
 
 fn recommendation(row: &IndexRow, redundant: Option<(&Redundancy, &str)>) -> String {
@@ -170,7 +180,10 @@ fn analyze_index_usage() -> TableIterator<
 > {
     let rows = user_indexes();
     let found = redundancies(&rows);
-    let names: HashMap<i64, String> = rows.iter().map(|r| (r.def.id, r.def.name.clone())).collect();
+    let names: HashMap<i64, String> = rows
+        .iter()
+        .map(|r| (r.def.id, r.def.name.clone()))
+        .collect();
     let out: Vec<_> = rows
         .iter()
         .map(|row| {
@@ -217,7 +230,10 @@ fn find_redundant_indexes() -> TableIterator<
 > {
     let rows = user_indexes();
     let found = redundancies(&rows);
-    let names: HashMap<i64, String> = rows.iter().map(|r| (r.def.id, r.def.name.clone())).collect();
+    let names: HashMap<i64, String> = rows
+        .iter()
+        .map(|r| (r.def.id, r.def.name.clone()))
+        .collect();
     let out: Vec<_> = rows
         .iter()
         .filter_map(|row| {
@@ -263,7 +279,12 @@ fn find_unused_indexes(
                 'statistics never reset (counted since the database was created or the cluster initialized)') \
          FROM pg_catalog.pg_stat_database WHERE datname = pg_catalog.current_database()",
         &[],
-        |r| (col::<TimestampWithTimeZone>(r, 1), col::<String>(r, 2).unwrap_or_default()),
+        |r| {
+            (
+                col::<TimestampWithTimeZone>(r, 1),
+                col::<String>(r, 2).unwrap_or_default(),
+            )
+        },
     );
     let out: Vec<_> = user_indexes()
         .into_iter()
@@ -335,10 +356,13 @@ fn find_missing_fk_indexes() -> TableIterator<
             )
         })
     });
-    TableIterator::new(rows.into_iter().map(|(schema, table, con, cols, referenced)| {
-        let stmt = rules::create_index_statement(&schema, &table, &cols);
-        (schema, table, con, cols, referenced, stmt)
-    }))
+    TableIterator::new(
+        rows.into_iter()
+            .map(|(schema, table, con, cols, referenced)| {
+                let stmt = rules::create_index_statement(&schema, &table, &cols);
+                (schema, table, con, cols, referenced, stmt)
+            }),
+    )
 }
 
 /// CREATE INDEX and REINDEX builds running in this database now, with their phase and progress.
@@ -388,4 +412,67 @@ fn index_build_progress() -> TableIterator<
         },
     );
     TableIterator::new(rows)
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn scan_table() {
+        Spi::run(
+            "CREATE SCHEMA \"App\"; \
+             CREATE TABLE \"App\".\"Scan\" (id bigint PRIMARY KEY, \"normalizedInput\" text, \"createdAt\" timestamptz); \
+             CREATE INDEX \"Scan_normalizedInput_idx\" ON \"App\".\"Scan\" (\"normalizedInput\"); \
+             CREATE INDEX \"Scan_normalizedInput_createdAt_idx\" ON \"App\".\"Scan\" (\"normalizedInput\", \"createdAt\")",
+        )
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn single_column_index_is_redundant_to_the_two_column_one() {
+        scan_table();
+        let found = Spi::get_two::<String, String>(
+            "SELECT indexname, covered_by FROM find_redundant_indexes() WHERE schemaname = 'App'",
+        )
+        .unwrap();
+        assert_eq!(
+            found,
+            (
+                Some("Scan_normalizedInput_idx".into()),
+                Some("Scan_normalizedInput_createdAt_idx".into())
+            )
+        );
+    }
+
+    #[pg_test]
+    fn primary_key_index_is_never_recommended_for_dropping() {
+        scan_table();
+        Spi::run("CREATE INDEX \"Scan_id_copy\" ON \"App\".\"Scan\" (id)").unwrap();
+        let pkey = Spi::get_one::<bool>(
+            "SELECT is_redundant FROM analyze_index_usage() WHERE indexname = 'Scan_pkey'",
+        );
+        assert_eq!(pkey, Ok(Some(false)));
+        let copy = Spi::get_one::<String>(
+            "SELECT redundant_to FROM analyze_index_usage() WHERE indexname = 'Scan_id_copy'",
+        );
+        assert_eq!(copy, Ok(Some("Scan_pkey".into())));
+    }
+
+    #[pg_test]
+    fn foreign_key_without_index_gets_a_quoted_create_statement() {
+        Spi::run(
+            "CREATE SCHEMA \"App\"; CREATE TABLE \"App\".\"User\" (id int PRIMARY KEY); \
+             CREATE TABLE \"App\".\"Scan\" (id int, \"userId\" int REFERENCES \"App\".\"User\")",
+        )
+        .unwrap();
+        let stmt = Spi::get_one::<String>("SELECT create_statement FROM find_missing_fk_indexes()");
+        assert_eq!(
+            stmt,
+            Ok(Some(
+                "CREATE INDEX CONCURRENTLY \"Scan_userId_idx\" ON \"App\".\"Scan\" (\"userId\")"
+                    .into()
+            ))
+        );
+    }
 }

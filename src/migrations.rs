@@ -41,12 +41,27 @@ struct Finding {
 }
 
 impl Finding {
-    fn new(check: &'static str, status: Status, object: impl Into<String>, detail: impl Into<String>) -> Self {
-        Finding { check, status, object: object.into(), detail: detail.into() }
+    fn new(
+        check: &'static str,
+        status: Status,
+        object: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Finding {
+            check,
+            status,
+            object: object.into(),
+            detail: detail.into(),
+        }
     }
 
     fn into_row(self) -> (String, String, String, String) {
-        (self.check.to_string(), self.status.as_str().to_string(), self.object, self.detail)
+        (
+            self.check.to_string(),
+            self.status.as_str().to_string(),
+            self.object,
+            self.detail,
+        )
     }
 }
 
@@ -91,18 +106,32 @@ fn leftover_checks() -> Vec<Finding> {
         ));
     }
     if failed.is_empty() {
-        rows.push(Finding::new("invalid_index", Status::Pass, "", "no invalid or not-ready index"));
+        rows.push(Finding::new(
+            "invalid_index",
+            Status::Pass,
+            "",
+            "no invalid or not-ready index",
+        ));
     }
     for (name, _, _, pid, phase) in &building {
         rows.push(Finding::new(
             "index_build",
             Status::Warn,
             name.clone(),
-            format!("still being built by pid {}: {}", pid.unwrap_or(0), phase.clone().unwrap_or_default()),
+            format!(
+                "still being built by pid {}: {}",
+                pid.unwrap_or(0),
+                phase.clone().unwrap_or_default()
+            ),
         ));
     }
     if building.is_empty() {
-        rows.push(Finding::new("index_build", Status::Pass, "", "no index build in progress"));
+        rows.push(Finding::new(
+            "index_build",
+            Status::Pass,
+            "",
+            "no index build in progress",
+        ));
     }
     let not_valid = catalog::select(
         &format!(
@@ -117,13 +146,28 @@ fn leftover_checks() -> Vec<Finding> {
             user_relation("n", "con.conrelid")
         ),
         &[],
-        |r| (col::<String>(r, 1).unwrap_or_default(), col::<String>(r, 2).unwrap_or_default()),
+        |r| {
+            (
+                col::<String>(r, 1).unwrap_or_default(),
+                col::<String>(r, 2).unwrap_or_default(),
+            )
+        },
     );
     for (name, validate) in &not_valid {
-        rows.push(Finding::new("not_valid_constraint", Status::Warn, name.clone(), format!("NOT VALID: run {validate}")));
+        rows.push(Finding::new(
+            "not_valid_constraint",
+            Status::Warn,
+            name.clone(),
+            format!("NOT VALID: run {validate}"),
+        ));
     }
     if not_valid.is_empty() {
-        rows.push(Finding::new("not_valid_constraint", Status::Pass, "", "every constraint is validated"));
+        rows.push(Finding::new(
+            "not_valid_constraint",
+            Status::Pass,
+            "",
+            "every constraint is validated",
+        ));
     }
     rows
 }
@@ -154,15 +198,26 @@ fn validate_expected(expected: &Value) -> usize {
                 "unknown key \"{key}\"; expected one of indexes, constraints, tables, materialized_views, functions"
             ));
         }
-        let Some(items) = value.as_array() else { bad(format!("\"{key}\" must be an array of names")) };
+        let Some(items) = value.as_array() else {
+            bad(format!("\"{key}\" must be an array of names"))
+        };
         for item in items {
-            let Some(name) = item.as_str() else { bad(format!("\"{key}\" lists {item}, which is not a string")) };
-            let name_part = if key == "functions" { name.split('(').next().unwrap_or("") } else { name };
-            let parts = parse_qualified_name(name_part).unwrap_or_else(|e| bad(format!("in \"{key}\": {e}")));
+            let Some(name) = item.as_str() else {
+                bad(format!("\"{key}\" lists {item}, which is not a string"))
+            };
+            let name_part = if key == "functions" {
+                name.split('(').next().unwrap_or("")
+            } else {
+                name
+            };
+            let parts = parse_qualified_name(name_part)
+                .unwrap_or_else(|e| bad(format!("in \"{key}\": {e}")));
             let (min, max) = if key == "constraints" { (2, 3) } else { (1, 2) };
             if parts.len() < min || parts.len() > max {
                 bad(if key == "constraints" {
-                    format!("constraint \"{name}\" must be named with its table: table.constraint or schema.table.constraint")
+                    format!(
+                        "constraint \"{name}\" must be named with its table: table.constraint or schema.table.constraint"
+                    )
                 } else {
                     format!("\"{name}\" in \"{key}\" must be name or schema.name")
                 });
@@ -177,7 +232,11 @@ fn validate_expected(expected: &Value) -> usize {
 }
 
 fn relation_text(parts: &[String]) -> String {
-    parts.iter().map(|p| quote_ident(p)).collect::<Vec<_>>().join(".")
+    parts
+        .iter()
+        .map(|p| quote_ident(p))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// (exists, valid, ready, being built) of a relation of the given relkinds.
@@ -189,7 +248,11 @@ fn relation_state(parts: &[String], relkinds: &str) -> Option<(bool, bool, bool)
          WHERE c.oid = pg_catalog.to_regclass($1) AND c.relkind IN ({relkinds})"
     );
     catalog::select(&sql, &[relation_text(parts).into()], |r| {
-        (col::<bool>(r, 1).unwrap_or(false), col::<bool>(r, 2).unwrap_or(false), col::<bool>(r, 3).unwrap_or(false))
+        (
+            col::<bool>(r, 1).unwrap_or(false),
+            col::<bool>(r, 2).unwrap_or(false),
+            col::<bool>(r, 3).unwrap_or(false),
+        )
     })
     .into_iter()
     .next()
@@ -197,7 +260,9 @@ fn relation_state(parts: &[String], relkinds: &str) -> Option<(bool, bool, bool)
 
 fn check_expected(migration: &str, check: &'static str, name: &str) -> Finding {
     let prefix = format!("migration {migration}: ");
-    let found = |status: Status, detail: &str| Finding::new(check, status, name, format!("{prefix}{detail}"));
+    let found = |status: Status, detail: &str| {
+        Finding::new(check, status, name, format!("{prefix}{detail}"))
+    };
     let missing = || found(Status::Fail, "missing");
     match check {
         "expected_index" => {
@@ -206,38 +271,56 @@ fn check_expected(migration: &str, check: &'static str, name: &str) -> Finding {
                 None => missing(),
                 Some((_, _, true)) => found(Status::Warn, "still being built"),
                 Some((true, true, _)) => found(Status::Pass, "present, valid and ready"),
-                Some(_) => found(Status::Fail, "invalid: the build failed; drop it and build it again"),
+                Some(_) => found(
+                    Status::Fail,
+                    "invalid: the build failed; drop it and build it again",
+                ),
             }
         }
-        "expected_table" => match relation_state(&parse_qualified_name(name).unwrap_or_default(), "'r', 'p'") {
-            None => missing(),
-            Some(_) => found(Status::Pass, "present"),
-        },
-        "expected_materialized_view" => match relation_state(&parse_qualified_name(name).unwrap_or_default(), "'m'") {
-            None => missing(),
-            Some((true, _, _)) => found(Status::Pass, "present and populated"),
-            Some(_) => found(Status::Warn, "present but not populated: REFRESH MATERIALIZED VIEW it"),
-        },
+        "expected_table" => {
+            match relation_state(&parse_qualified_name(name).unwrap_or_default(), "'r', 'p'") {
+                None => missing(),
+                Some(_) => found(Status::Pass, "present"),
+            }
+        }
+        "expected_materialized_view" => {
+            match relation_state(&parse_qualified_name(name).unwrap_or_default(), "'m'") {
+                None => missing(),
+                Some((true, _, _)) => found(Status::Pass, "present and populated"),
+                Some(_) => found(
+                    Status::Warn,
+                    "present but not populated: REFRESH MATERIALIZED VIEW it",
+                ),
+            }
+        }
         "expected_constraint" => {
             let parts = parse_qualified_name(name).unwrap_or_default();
             let (table, con) = parts.split_at(parts.len().saturating_sub(1));
             let state = catalog::select(
                 "SELECT convalidated FROM pg_catalog.pg_constraint \
                  WHERE conrelid = pg_catalog.to_regclass($1) AND conname = $2",
-                &[relation_text(table).into(), con.first().cloned().unwrap_or_default().into()],
+                &[
+                    relation_text(table).into(),
+                    con.first().cloned().unwrap_or_default().into(),
+                ],
                 |r| col::<bool>(r, 1).unwrap_or(false),
             );
             match state.first() {
                 None => missing(),
                 Some(true) => found(Status::Pass, "present and validated"),
-                Some(false) => found(Status::Fail, "NOT VALID: validate it with ALTER TABLE ... VALIDATE CONSTRAINT"),
+                Some(false) => found(
+                    Status::Fail,
+                    "NOT VALID: validate it with ALTER TABLE ... VALIDATE CONSTRAINT",
+                ),
             }
         }
         _ => {
             let exists = if name.contains('(') {
-                catalog::select_one("SELECT pg_catalog.to_regprocedure($1) IS NOT NULL", &[name.into()], |r| {
-                    col::<bool>(r, 1).unwrap_or(false)
-                })
+                catalog::select_one(
+                    "SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
+                    &[name.into()],
+                    |r| col::<bool>(r, 1).unwrap_or(false),
+                )
             } else {
                 let parts = parse_qualified_name(name).unwrap_or_default();
                 let (schema, func) = match parts.as_slice() {
@@ -253,7 +336,11 @@ fn check_expected(migration: &str, check: &'static str, name: &str) -> Finding {
                     |r| col::<bool>(r, 1).unwrap_or(false),
                 )
             };
-            if exists { found(Status::Pass, "present") } else { missing() }
+            if exists {
+                found(Status::Pass, "present")
+            } else {
+                missing()
+            }
         }
     }
 }
@@ -261,7 +348,12 @@ fn check_expected(migration: &str, check: &'static str, name: &str) -> Finding {
 fn expectation_checks(migration: &str, expected: &Value) -> Vec<Finding> {
     let mut rows = Vec::new();
     for (key, check) in KINDS {
-        for item in expected.get(key).and_then(Value::as_array).into_iter().flatten() {
+        for item in expected
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(name) = item.as_str() {
                 rows.push(check_expected(migration, check, name));
             }
@@ -277,7 +369,10 @@ fn expectations(migration: Option<&str>) -> Vec<(String, Value)> {
         catalog::ext_object("migration_expectations")
     );
     catalog::select(&sql, &[migration.into()], |r| {
-        (col::<String>(r, 1).unwrap_or_default(), col::<JsonB>(r, 2).map(|j| j.0).unwrap_or(Value::Null))
+        (
+            col::<String>(r, 1).unwrap_or_default(),
+            col::<JsonB>(r, 2).map(|j| j.0).unwrap_or(Value::Null),
+        )
     })
 }
 
@@ -310,7 +405,12 @@ fn verify_all() -> Vec<Finding> {
 #[pg_extern(volatile, parallel_safe)]
 fn verify_migration_success() -> TableIterator<
     'static,
-    (name!(check, String), name!(status, String), name!(object, String), name!(detail, String)),
+    (
+        name!(check, String),
+        name!(status, String),
+        name!(object, String),
+        name!(detail, String),
+    ),
 > {
     let rows = catalog::with_lock_timeout(verify_all);
     TableIterator::new(rows.into_iter().map(Finding::into_row))
@@ -324,7 +424,12 @@ fn assert_migration_success(
     migration: default!(Option<&str>, "NULL"),
 ) -> TableIterator<
     'static,
-    (name!(check, String), name!(status, String), name!(object, String), name!(detail, String)),
+    (
+        name!(check, String),
+        name!(status, String),
+        name!(object, String),
+        name!(detail, String),
+    ),
 > {
     let rows = catalog::with_lock_timeout(|| match migration {
         None => verify_all(),
@@ -337,8 +442,14 @@ fn assert_migration_success(
     });
     let failing: Vec<&Finding> = rows.iter().filter(|r| r.status == Status::Fail).collect();
     if !failing.is_empty() {
-        let names: Vec<String> = failing.iter().map(|r| format!("{} {}", r.check, r.object)).collect();
-        let details: Vec<String> = failing.iter().map(|r| format!("{} {}: {}", r.check, r.object, r.detail)).collect();
+        let names: Vec<String> = failing
+            .iter()
+            .map(|r| format!("{} {}", r.check, r.object))
+            .collect();
+        let details: Vec<String> = failing
+            .iter()
+            .map(|r| format!("{} {}: {}", r.check, r.object, r.detail))
+            .collect();
         error::assertion_failed("migration verification", &names, &details);
     }
     TableIterator::new(rows.into_iter().map(Finding::into_row))
@@ -367,7 +478,12 @@ fn verify_migration(
     migration: Option<&str>,
 ) -> TableIterator<
     'static,
-    (name!(check, String), name!(status, String), name!(object, String), name!(detail, String)),
+    (
+        name!(check, String),
+        name!(status, String),
+        name!(object, String),
+        name!(detail, String),
+    ),
 > {
     let migration = migration_name("migration", migration);
     let rows = catalog::with_lock_timeout(|| verify_one(&migration));
@@ -379,14 +495,21 @@ fn verify_migration(
 /// Why `query` is not one plain SELECT, or None when it is. Nothing is executed: the text is only
 /// run through PostgreSQL's raw parser, and the tree walked for anything that writes or locks.
 fn refusal(query: &str) -> Option<String> {
-    let cquery = std::ffi::CString::new(query).unwrap_or_else(|_| error::invalid_argument("query", "contains a NUL byte"));
+    let cquery = std::ffi::CString::new(query)
+        .unwrap_or_else(|_| error::invalid_argument("query", "contains a NUL byte"));
     unsafe {
         let list = pg_sys::raw_parser(cquery.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
         let stmts = pgrx::PgList::<pg_sys::RawStmt>::from_pg(list);
         if stmts.len() != 1 {
-            return Some(format!("it holds {} statements; give exactly one SELECT", stmts.len()));
+            return Some(format!(
+                "it holds {} statements; give exactly one SELECT",
+                stmts.len()
+            ));
         }
-        let stmt = stmts.get_ptr(0).map(|s| (*s).stmt).unwrap_or(std::ptr::null_mut());
+        let stmt = stmts
+            .get_ptr(0)
+            .map(|s| (*s).stmt)
+            .unwrap_or(std::ptr::null_mut());
         if stmt.is_null() || (*stmt).type_ != pg_sys::NodeTag::T_SelectStmt {
             return Some("only a SELECT (or WITH ... SELECT) is accepted".into());
         }
@@ -397,7 +520,10 @@ fn refusal(query: &str) -> Option<String> {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn refuse_walker(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+unsafe extern "C-unwind" fn refuse_walker(
+    node: *mut pg_sys::Node,
+    context: *mut std::ffi::c_void,
+) -> bool {
     if node.is_null() {
         return false;
     }
@@ -426,7 +552,12 @@ unsafe extern "C-unwind" fn refuse_walker(node: *mut pg_sys::Node, context: *mut
 
 /// What an EXPLAIN (FORMAT JSON) plan says: indexes used and relations scanned sequentially.
 fn plan_summary(plan: &Value, indexes: &mut Vec<(String, String)>, seq_scans: &mut Vec<String>) {
-    let text = |k: &str| plan.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let text = |k: &str| {
+        plan.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     if let Some(index) = plan.get("Index Name").and_then(Value::as_str) {
         let entry = (text("Schema"), index.to_string());
         if !indexes.contains(&entry) {
@@ -434,12 +565,21 @@ fn plan_summary(plan: &Value, indexes: &mut Vec<(String, String)>, seq_scans: &m
         }
     }
     if text("Node Type") == "Seq Scan" {
-        let rel = format!("{}.{}", quote_ident(&text("Schema")), quote_ident(&text("Relation Name")));
+        let rel = format!(
+            "{}.{}",
+            quote_ident(&text("Schema")),
+            quote_ident(&text("Relation Name"))
+        );
         if !seq_scans.contains(&rel) {
             seq_scans.push(rel);
         }
     }
-    for child in plan.get("Plans").and_then(Value::as_array).into_iter().flatten() {
+    for child in plan
+        .get("Plans")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         plan_summary(child, indexes, seq_scans);
     }
 }
@@ -470,16 +610,21 @@ fn check_query_plan(
         error::invalid_argument("query", "is empty");
     }
     let expected_index = expect_index.map(|e| {
-        let parts = parse_qualified_name(e).unwrap_or_else(|why| error::invalid_argument("expect_index", why));
+        let parts = parse_qualified_name(e)
+            .unwrap_or_else(|why| error::invalid_argument("expect_index", why));
         if parts.len() > 2 {
-            error::invalid_argument("expect_index", format!("\"{e}\" must be index or schema.index"));
+            error::invalid_argument(
+                "expect_index",
+                format!("\"{e}\" must be index or schema.index"),
+            );
         }
         parts
     });
-    if let Some(ms) = max_ms {
-        if !ms.is_finite() || ms < 0.0 {
-            error::invalid_argument("max_ms", format!("{ms} is not a non-negative number of milliseconds"));
-        }
+    if let Some(ms) = max_ms.filter(|ms| !ms.is_finite() || *ms < 0.0) {
+        error::invalid_argument(
+            "max_ms",
+            format!("{ms} is not a non-negative number of milliseconds"),
+        );
     }
     if let Some(why) = refusal(query) {
         error::invalid_argument("query", why);
@@ -491,15 +636,24 @@ fn check_query_plan(
     let result = PgTryBuilder::new(|| {
         Spi::connect_mut(|client| {
             let rows = catalog::spi("running EXPLAIN", client.update(&explain, None, &[]));
-            rows.into_iter().next().and_then(|r| catalog::col::<Json>(&r, 1)).map(|j| j.0)
+            rows.into_iter()
+                .next()
+                .and_then(|r| catalog::col::<Json>(&r, 1))
+                .map(|j| j.0)
         })
     })
     .finally(|| unsafe { pg_sys::XactReadOnly = saved })
     .execute();
     let result = result.unwrap_or(Value::Null);
     let top = result.get(0).cloned().unwrap_or(Value::Null);
-    let planning_ms = top.get("Planning Time").and_then(Value::as_f64).unwrap_or(0.0);
-    let execution_ms = top.get("Execution Time").and_then(Value::as_f64).unwrap_or(0.0);
+    let planning_ms = top
+        .get("Planning Time")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    let execution_ms = top
+        .get("Execution Time")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
     let (mut indexes, mut seq_scans) = (Vec::new(), Vec::new());
     if let Some(plan) = top.get("Plan") {
         plan_summary(plan, &mut indexes, &mut seq_scans);
@@ -513,15 +667,22 @@ fn check_query_plan(
             _ => false,
         });
         if !used {
-            failures.push(format!("expected index {} was not used", relation_text(parts)));
+            failures.push(format!(
+                "expected index {} was not used",
+                relation_text(parts)
+            ));
         }
     }
-    if let Some(max) = max_ms {
-        if execution_ms > max {
-            failures.push(format!("execution took {execution_ms:.3} ms, more than {max} ms"));
-        }
+    if let Some(max) = max_ms.filter(|max| execution_ms > *max) {
+        failures.push(format!(
+            "execution took {execution_ms:.3} ms, more than {max} ms"
+        ));
     }
-    let status = if failures.is_empty() { Status::Pass } else { Status::Fail };
+    let status = if failures.is_empty() {
+        Status::Pass
+    } else {
+        Status::Fail
+    };
     let mut detail = failures;
     if !seq_scans.is_empty() {
         detail.push(format!("sequential scan of {}", seq_scans.join(", ")));
@@ -536,4 +697,52 @@ fn check_query_plan(
         seq_scans,
         detail.join("; "),
     ))
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn an_unmet_expectation_fails_verify_migration() {
+        Spi::run("SELECT expect_migration('m1', '{\"tables\": [\"public.no_such_table\"]}')")
+            .unwrap();
+        let status = Spi::get_one::<String>("SELECT status FROM verify_migration('m1')");
+        assert_eq!(status, Ok(Some("FAIL".into())));
+    }
+
+    #[pg_test(error = "migration verification failed: expected_table public.no_such_table")]
+    fn assert_migration_success_raises_naming_the_missing_object() {
+        Spi::run("SELECT expect_migration('m1', '{\"tables\": [\"public.no_such_table\"]}')")
+            .unwrap();
+        Spi::run("SELECT * FROM assert_migration_success('m1')").unwrap();
+    }
+
+    #[pg_test(error = "invalid value for argument \"query\": DELETE is not a read-only query")]
+    fn check_query_plan_refuses_a_data_modifying_cte() {
+        Spi::run("CREATE TABLE t (id int)").unwrap();
+        Spi::run("SELECT * FROM check_query_plan('WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d')").unwrap();
+    }
+
+    #[pg_test]
+    fn check_query_plan_reports_a_sequential_scan() {
+        Spi::run("CREATE TABLE t (id int)").unwrap();
+        let seq = Spi::get_one::<bool>("SELECT seq_scan FROM check_query_plan('SELECT * FROM t')");
+        assert_eq!(seq, Ok(Some(true)));
+    }
+
+    #[pg_test]
+    fn rollback_ddl_recreates_a_dropped_index_concurrently() {
+        Spi::run("CREATE TABLE t (id int); CREATE INDEX t_id_idx ON t (id)").unwrap();
+        Spi::run("SELECT schema_baseline('b')").unwrap();
+        Spi::run("DROP INDEX t_id_idx").unwrap();
+        let stmt = Spi::get_one::<String>("SELECT statement FROM rollback_ddl('b')");
+        assert_eq!(
+            stmt,
+            Ok(Some(
+                "CREATE INDEX CONCURRENTLY t_id_idx ON public.t USING btree (id)".into()
+            ))
+        );
+    }
 }

@@ -44,7 +44,8 @@ impl IndexDef {
     }
 
     fn keys_lead(&self, other: &IndexDef) -> bool {
-        self.keys.len() <= other.keys.len() && (0..self.keys.len()).all(|i| self.key(i) == other.key(i))
+        self.keys.len() <= other.keys.len()
+            && (0..self.keys.len()).all(|i| self.key(i) == other.key(i))
     }
 
     fn same_keys(&self, other: &IndexDef) -> bool {
@@ -53,7 +54,9 @@ impl IndexDef {
 
     /// Every INCLUDE column of self is stored by `other` too (as a key or an INCLUDE column).
     fn includes_covered_by(&self, other: &IndexDef) -> bool {
-        self.include.iter().all(|c| other.keys.contains(c) || other.include.contains(c))
+        self.include
+            .iter()
+            .all(|c| other.keys.contains(c) || other.include.contains(c))
     }
 
     /// Which of two exact duplicates to keep: a constraint's index, then a unique one, then the
@@ -136,10 +139,18 @@ pub fn find_redundant(indexes: &[IndexDef]) -> Vec<Redundancy> {
             .filter_map(|other| redundant_to(ix, other).map(|r| (other, r)))
             .min_by(|(x, rx), (y, ry)| {
                 let rank = |r: &Reason| if *r == Reason::Duplicate { 0 } else { 1 };
-                (rank(rx), x.keys.len(), x.keep_rank()).cmp(&(rank(ry), y.keys.len(), y.keep_rank()))
+                (rank(rx), x.keys.len(), x.keep_rank()).cmp(&(
+                    rank(ry),
+                    y.keys.len(),
+                    y.keep_rank(),
+                ))
             });
         if let Some((other, reason)) = best {
-            found.push(Redundancy { index: ix.id, covered_by: other.id, reason });
+            found.push(Redundancy {
+                index: ix.id,
+                covered_by: other.id,
+                reason,
+            });
         }
     }
     found
@@ -168,7 +179,10 @@ fn truncate_ident(name: &str) -> String {
 pub fn index_name(table: &str, columns: &[String]) -> String {
     let body = format!("{}_{}", table, columns.join("_"));
     let max_body = 63 - "_idx".len();
-    format!("{}_idx", truncate_ident(&body[..floor_boundary(&body, max_body)]))
+    format!(
+        "{}_idx",
+        truncate_ident(&body[..floor_boundary(&body, max_body)])
+    )
 }
 
 fn floor_boundary(s: &str, max: usize) -> usize {
@@ -192,7 +206,10 @@ pub fn create_index_statement(schema: &str, table: &str, columns: &[String]) -> 
 
 /// `DROP INDEX CONCURRENTLY IF EXISTS "schema"."index"`.
 pub fn drop_index_statement(schema: &str, index: &str) -> String {
-    format!("DROP INDEX CONCURRENTLY IF EXISTS {}", qualified(schema, index))
+    format!(
+        "DROP INDEX CONCURRENTLY IF EXISTS {}",
+        qualified(schema, index)
+    )
 }
 
 #[cfg(test)]
@@ -222,7 +239,14 @@ mod tests {
         let single = ix(1, "Scan_normalizedInput_idx", &["#2"]);
         let pair = ix(2, "Scan_normalizedInput_createdAt_idx", &["#2", "#3"]);
         let found = find_redundant(&[single, pair]);
-        assert_eq!(found, vec![Redundancy { index: 1, covered_by: 2, reason: Reason::Prefix }]);
+        assert_eq!(
+            found,
+            vec![Redundancy {
+                index: 1,
+                covered_by: 2,
+                reason: Reason::Prefix
+            }]
+        );
     }
 
     #[test]
@@ -234,7 +258,14 @@ mod tests {
     #[test]
     fn exact_duplicates_drop_exactly_one_of_the_pair() {
         let found = find_redundant(&[ix(1, "b_idx", &["#2"]), ix(2, "a_idx", &["#2"])]);
-        assert_eq!(found, vec![Redundancy { index: 1, covered_by: 2, reason: Reason::Duplicate }]);
+        assert_eq!(
+            found,
+            vec![Redundancy {
+                index: 1,
+                covered_by: 2,
+                reason: Reason::Duplicate
+            }]
+        );
     }
 
     #[test]
@@ -244,7 +275,14 @@ mod tests {
         pk.unique = true;
         let plain = ix(2, "a_idx", &["#1"]);
         let found = find_redundant(&[pk, plain]);
-        assert_eq!(found, vec![Redundancy { index: 2, covered_by: 1, reason: Reason::Duplicate }]);
+        assert_eq!(
+            found,
+            vec![Redundancy {
+                index: 2,
+                covered_by: 1,
+                reason: Reason::Duplicate
+            }]
+        );
     }
 
     #[test]
@@ -310,7 +348,10 @@ mod tests {
         let mut a = ix(1, "a", &["#1"]);
         a.include = vec!["#5".into()];
         assert_eq!(redundant_to(&a, &ix(2, "b", &["#1", "#2"])), None);
-        assert_eq!(redundant_to(&a, &ix(3, "c", &["#1", "#5"])), Some(Reason::Prefix));
+        assert_eq!(
+            redundant_to(&a, &ix(3, "c", &["#1", "#5"])),
+            Some(Reason::Prefix)
+        );
     }
 
     #[test]
@@ -327,7 +368,10 @@ mod tests {
             create_index_statement("App", "Scan", &["userId".into(), "we\"ird".into()]),
             "CREATE INDEX CONCURRENTLY \"Scan_userId_we\"\"ird_idx\" ON \"App\".\"Scan\" (\"userId\", \"we\"\"ird\")"
         );
-        assert_eq!(drop_index_statement("public", "x"), "DROP INDEX CONCURRENTLY IF EXISTS \"public\".\"x\"");
+        assert_eq!(
+            drop_index_statement("public", "x"),
+            "DROP INDEX CONCURRENTLY IF EXISTS \"public\".\"x\""
+        );
     }
 
     #[test]

@@ -52,13 +52,21 @@ pub struct SchemaObject {
 impl SchemaObject {
     /// Identity across snapshots: index and view names are unique per schema, constraint names per table.
     fn key(&self) -> (Kind, String, String, String) {
-        let table = if self.kind == Kind::Constraint { self.table.clone() } else { String::new() };
+        let table = if self.kind == Kind::Constraint {
+            self.table.clone()
+        } else {
+            String::new()
+        };
         (self.kind, self.schema.clone(), table, self.name.clone())
     }
 
     pub fn display_name(&self) -> String {
         match self.kind {
-            Kind::Constraint => format!("{} on {}", quote_ident(&self.name), qualified(&self.schema, &self.table)),
+            Kind::Constraint => format!(
+                "{} on {}",
+                quote_ident(&self.name),
+                qualified(&self.schema, &self.table)
+            ),
             _ => qualified(&self.schema, &self.name),
         }
     }
@@ -90,7 +98,10 @@ pub struct Change {
 
 impl Change {
     pub fn object(&self) -> &SchemaObject {
-        self.after.as_ref().or(self.before.as_ref()).expect("a change has a side")
+        self.after
+            .as_ref()
+            .or(self.before.as_ref())
+            .expect("a change has a side")
     }
 }
 
@@ -104,10 +115,22 @@ pub fn diff(baseline: &[SchemaObject], now: &[SchemaObject]) -> Vec<Change> {
     keys.dedup();
     keys.into_iter()
         .filter_map(|k| match (before.get(&k), after.get(&k)) {
-            (Some(b), None) => Some(Change { change: ChangeKind::Dropped, before: Some((*b).clone()), after: None }),
-            (None, Some(a)) => Some(Change { change: ChangeKind::Added, before: None, after: Some((*a).clone()) }),
+            (Some(b), None) => Some(Change {
+                change: ChangeKind::Dropped,
+                before: Some((*b).clone()),
+                after: None,
+            }),
+            (None, Some(a)) => Some(Change {
+                change: ChangeKind::Added,
+                before: None,
+                after: Some((*a).clone()),
+            }),
             (Some(b), Some(a)) if b.definition != a.definition || b.valid != a.valid => {
-                Some(Change { change: ChangeKind::Changed, before: Some((*b).clone()), after: Some((*a).clone()) })
+                Some(Change {
+                    change: ChangeKind::Changed,
+                    before: Some((*b).clone()),
+                    after: Some((*a).clone()),
+                })
             }
             _ => None,
         })
@@ -136,11 +159,20 @@ fn drop_index(o: &SchemaObject) -> String {
 }
 
 fn drop_constraint(o: &SchemaObject) -> String {
-    format!("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}", qualified(&o.schema, &o.table), quote_ident(&o.name))
+    format!(
+        "ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}",
+        qualified(&o.schema, &o.table),
+        quote_ident(&o.name)
+    )
 }
 
 fn add_constraint(o: &SchemaObject) -> String {
-    format!("ALTER TABLE {} ADD CONSTRAINT {} {}", qualified(&o.schema, &o.table), quote_ident(&o.name), o.definition)
+    format!(
+        "ALTER TABLE {} ADD CONSTRAINT {} {}",
+        qualified(&o.schema, &o.table),
+        quote_ident(&o.name),
+        o.definition
+    )
 }
 
 /// Constraints that others may depend on go first when adding and last when dropping: a foreign
@@ -173,16 +205,27 @@ pub fn rollback(changes: &[Change], table_exists: impl Fn(&str, &str) -> bool) -
         .filter(|o| table_exists(&o.schema, &o.table))
         .collect();
 
-    let mut drop_constraints: Vec<&SchemaObject> =
-        removed.iter().copied().filter(|o| o.kind == Kind::Constraint).collect();
+    let mut drop_constraints: Vec<&SchemaObject> = removed
+        .iter()
+        .copied()
+        .filter(|o| o.kind == Kind::Constraint)
+        .collect();
     drop_constraints.sort_by_key(|o| std::cmp::Reverse(add_rank(o)));
-    let mut add_constraints: Vec<&SchemaObject> =
-        restored.iter().copied().filter(|o| o.kind == Kind::Constraint).collect();
+    let mut add_constraints: Vec<&SchemaObject> = restored
+        .iter()
+        .copied()
+        .filter(|o| o.kind == Kind::Constraint)
+        .collect();
     add_constraints.sort_by_key(|o| add_rank(o));
 
     let mut out = Vec::new();
     out.extend(drop_constraints.into_iter().map(drop_constraint));
-    out.extend(removed.iter().filter(|o| o.kind == Kind::Index).map(|o| drop_index(o)));
+    out.extend(
+        removed
+            .iter()
+            .filter(|o| o.kind == Kind::Index)
+            .map(|o| drop_index(o)),
+    );
     out.extend(
         restored
             .iter()
@@ -277,21 +320,34 @@ mod tests {
 
     #[test]
     fn diff_reports_added_dropped_and_changed() {
-        let base = vec![index("a", "CREATE INDEX a ON \"App\".\"Scan\" USING btree (x)"), index("b", "B")];
+        let base = vec![
+            index("a", "CREATE INDEX a ON \"App\".\"Scan\" USING btree (x)"),
+            index("b", "B"),
+        ];
         let mut changed = index("b", "B");
         changed.valid = false;
         let now = vec![changed, index("c", "C")];
         let d = diff(&base, &now);
-        let summary: Vec<(ChangeKind, String)> = d.iter().map(|c| (c.change, c.object().name.clone())).collect();
+        let summary: Vec<(ChangeKind, String)> = d
+            .iter()
+            .map(|c| (c.change, c.object().name.clone()))
+            .collect();
         assert_eq!(
             summary,
-            vec![(ChangeKind::Dropped, "a".into()), (ChangeKind::Changed, "b".into()), (ChangeKind::Added, "c".into())]
+            vec![
+                (ChangeKind::Dropped, "a".into()),
+                (ChangeKind::Changed, "b".into()),
+                (ChangeKind::Added, "c".into())
+            ]
         );
     }
 
     #[test]
     fn identical_snapshots_have_no_diff() {
-        let base = vec![index("a", "A"), constraint("fk", 'f', "FOREIGN KEY (x) REFERENCES t(id)")];
+        let base = vec![
+            index("a", "A"),
+            constraint("fk", 'f', "FOREIGN KEY (x) REFERENCES t(id)"),
+        ];
         assert!(diff(&base, &base.clone()).is_empty());
     }
 
@@ -306,14 +362,28 @@ mod tests {
     #[test]
     fn rollback_drops_before_it_creates_and_orders_keys_before_foreign_keys() {
         let base = vec![
-            index("old_idx", "CREATE UNIQUE INDEX old_idx ON \"App\".\"Scan\" USING btree (x)"),
+            index(
+                "old_idx",
+                "CREATE UNIQUE INDEX old_idx ON \"App\".\"Scan\" USING btree (x)",
+            ),
             constraint("Scan_pkey", 'p', "PRIMARY KEY (id)"),
-            constraint("Scan_user_fk", 'f', "FOREIGN KEY (\"userId\") REFERENCES \"App\".\"User\"(id)"),
+            constraint(
+                "Scan_user_fk",
+                'f',
+                "FOREIGN KEY (\"userId\") REFERENCES \"App\".\"User\"(id)",
+            ),
         ];
         let now = vec![
-            index("new_idx", "CREATE INDEX new_idx ON \"App\".\"Scan\" USING btree (y)"),
+            index(
+                "new_idx",
+                "CREATE INDEX new_idx ON \"App\".\"Scan\" USING btree (y)",
+            ),
             constraint("Scan_x_key", 'u', "UNIQUE (x)"),
-            constraint("Scan_other_fk", 'f', "FOREIGN KEY (x) REFERENCES \"App\".\"Other\"(x)"),
+            constraint(
+                "Scan_other_fk",
+                'f',
+                "FOREIGN KEY (x) REFERENCES \"App\".\"Other\"(x)",
+            ),
         ];
         let ddl = rollback(&diff(&base, &now), |_, _| true);
         assert_eq!(
@@ -331,7 +401,10 @@ mod tests {
 
     #[test]
     fn a_changed_index_is_dropped_then_rebuilt() {
-        let base = vec![index("i", "CREATE INDEX i ON \"App\".\"Scan\" USING btree (x)")];
+        let base = vec![index(
+            "i",
+            "CREATE INDEX i ON \"App\".\"Scan\" USING btree (x)",
+        )];
         let mut broken = base[0].clone();
         broken.valid = false;
         let ddl = rollback(&diff(&base, &[broken]), |_, _| true);
@@ -346,21 +419,36 @@ mod tests {
 
     #[test]
     fn objects_of_dropped_tables_and_partitioned_indexes_are_handled() {
-        let base = vec![index("gone", "CREATE INDEX gone ON \"App\".\"Scan\" USING btree (x)")];
+        let base = vec![index(
+            "gone",
+            "CREATE INDEX gone ON \"App\".\"Scan\" USING btree (x)",
+        )];
         assert!(rollback(&diff(&base, &[]), |_, _| false).is_empty());
-        let mut part = index("p", "CREATE INDEX p ON ONLY \"App\".\"Scan\" USING btree (x)");
+        let mut part = index(
+            "p",
+            "CREATE INDEX p ON ONLY \"App\".\"Scan\" USING btree (x)",
+        );
         part.partitioned = true;
         let ddl = rollback(&diff(&[], &[part.clone()]), |_, _| true);
         assert_eq!(ddl, vec!["DROP INDEX IF EXISTS \"App\".\"p\""]);
         let ddl = rollback(&diff(&[part], &[]), |_, _| true);
-        assert_eq!(ddl, vec!["CREATE INDEX p ON ONLY \"App\".\"Scan\" USING btree (x)"]);
+        assert_eq!(
+            ddl,
+            vec!["CREATE INDEX p ON ONLY \"App\".\"Scan\" USING btree (x)"]
+        );
     }
 
     #[test]
     fn names_parse_like_postgresql_identifiers() {
-        assert_eq!(parse_qualified_name("public.\"Scan\"").unwrap(), vec!["public", "Scan"]);
+        assert_eq!(
+            parse_qualified_name("public.\"Scan\"").unwrap(),
+            vec!["public", "Scan"]
+        );
         assert_eq!(parse_qualified_name("Orders").unwrap(), vec!["orders"]);
-        assert_eq!(parse_qualified_name("\"a\"\"b\" . c").unwrap(), vec!["a\"b", "c"]);
+        assert_eq!(
+            parse_qualified_name("\"a\"\"b\" . c").unwrap(),
+            vec!["a\"b", "c"]
+        );
         assert_eq!(parse_qualified_name("\"a.b\"").unwrap(), vec!["a.b"]);
         assert!(parse_qualified_name("").is_err());
         assert!(parse_qualified_name("a..b").is_err());
