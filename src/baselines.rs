@@ -87,7 +87,7 @@ fn baseline_objects(label: &str) -> Vec<SchemaObject> {
 }
 
 fn current_objects() -> Vec<SchemaObject> {
-    catalog::with_lock_timeout(|| catalog::select(&current_objects_sql(), &[], read_object))
+    catalog::with_catalog_settings(|| catalog::select(&current_objects_sql(), &[], read_object))
 }
 
 /// Snapshots the definitions of every index, constraint and materialized view of user tables
@@ -125,7 +125,7 @@ fn schema_baseline(label: Option<&str>, replace: default!(Option<bool>, "false")
         catalog::ext_object("schema_baseline_objects"),
         current_objects_sql()
     );
-    catalog::with_lock_timeout(|| catalog::execute(&sql, &[label.as_str().into()])) as i64
+    catalog::with_catalog_settings(|| catalog::execute(&sql, &[label.as_str().into()])) as i64
 }
 
 /// What was added, dropped or changed (definition or validity) in indexes, constraints and

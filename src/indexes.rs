@@ -62,7 +62,7 @@ pub fn user_indexes() -> Vec<IndexRow> {
          ORDER BY n.nspname, t.relname, c.relname",
         user_relation("n", "i.indrelid")
     );
-    catalog::with_lock_timeout(|| catalog::select(&sql, &[], read_index_row))
+    catalog::with_catalog_settings(|| catalog::select(&sql, &[], read_index_row))
 }
 
 fn read_index_row(r: &pgrx::spi::SpiHeapTupleData) -> IndexRow {
@@ -345,7 +345,7 @@ fn find_missing_fk_indexes() -> TableIterator<
          ORDER BY 1, 2, 3",
         user_relation("n", "con.conrelid")
     );
-    let rows = catalog::with_lock_timeout(|| {
+    let rows = catalog::with_catalog_settings(|| {
         catalog::select(&sql, &[], |r| {
             (
                 col::<String>(r, 1).unwrap_or_default(),

@@ -412,7 +412,7 @@ fn verify_migration_success() -> TableIterator<
         name!(detail, String),
     ),
 > {
-    let rows = catalog::with_lock_timeout(verify_all);
+    let rows = catalog::with_catalog_settings(verify_all);
     TableIterator::new(rows.into_iter().map(Finding::into_row))
 }
 
@@ -431,7 +431,7 @@ fn assert_migration_success(
         name!(detail, String),
     ),
 > {
-    let rows = catalog::with_lock_timeout(|| match migration {
+    let rows = catalog::with_catalog_settings(|| match migration {
         None => verify_all(),
         Some(m) => {
             let m = migration_name("migration", Some(m));
@@ -486,7 +486,7 @@ fn verify_migration(
     ),
 > {
     let migration = migration_name("migration", migration);
-    let rows = catalog::with_lock_timeout(|| verify_one(&migration));
+    let rows = catalog::with_catalog_settings(|| verify_one(&migration));
     TableIterator::new(rows.into_iter().map(Finding::into_row))
 }
 
