@@ -40,11 +40,8 @@ pub struct IndexRow {
 pub fn user_indexes() -> Vec<IndexRow> {
     let sql = format!(
         "SELECT i.indexrelid::int8, i.indrelid::int8, n.nspname::text, t.relname::text, c.relname::text, \
-                am.amname::text, i.indnkeyatts::int4, i.indkey::int2[], \
-                CASE WHEN i.indexprs IS NOT NULL THEN ARRAY(SELECT pg_catalog.pg_get_indexdef(i.indexrelid, k, true) \
-                     FROM pg_catalog.generate_series(1, i.indnatts) k ORDER BY k) END, \
-                i.indclass::oid[]::int8[], i.indcollation::oid[]::int8[], i.indoption::int2[], \
-                CASE WHEN i.indpred IS NOT NULL THEN pg_catalog.pg_get_expr(i.indpred, i.indrelid, true) END, \
+                am.amname::text, i.indnkeyatts::int4, i.indkey::text, i.indexprs::text, \
+                i.indclass::text, i.indcollation::text, i.indoption::text, i.indpred::text, \
                 i.indisunique, i.indisprimary, con.oid IS NOT NULL, i.indisvalid, i.indisready, \
                 COALESCE(pg_catalog.pg_stat_get_numscans(i.indexrelid), 0), \
                 COALESCE(pg_catalog.pg_stat_get_tuples_returned(i.indexrelid), 0), \
@@ -67,9 +64,20 @@ pub fn user_indexes() -> Vec<IndexRow> {
 
 fn read_index_row(r: &pgrx::spi::SpiHeapTupleData) -> IndexRow {
     let nkeys = col::<i32>(r, 7).unwrap_or(0).max(0) as usize;
-    let attnums: Vec<i16> = col::<Vec<i16>>(r, 8).unwrap_or_default();
-    let exprs: Option<Vec<Option<String>>> = col::<Vec<Option<String>>>(r, 9);
-    // A plain column is known by its number; an expression by its deparsed text.
+    let numbers = |n: usize| -> Vec<i64> {
+        col::<String>(r, n)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect()
+    };
+    let attnums = numbers(8);
+    // Expression keys, in order, from the stored tree (see normalize_node_tree).
+    let mut exprs = col::<String>(r, 9)
+        .map(|t| rules::split_node_list(&rules::normalize_node_tree(&t)))
+        .unwrap_or_default()
+        .into_iter();
+    // A plain column is known by its number; an expression by its normalized tree.
     let columns: Vec<String> = attnums
         .iter()
         .enumerate()
@@ -77,10 +85,7 @@ fn read_index_row(r: &pgrx::spi::SpiHeapTupleData) -> IndexRow {
             if att != 0 {
                 format!("#{att}")
             } else {
-                exprs
-                    .as_ref()
-                    .and_then(|e| e.get(k).cloned().flatten())
-                    .unwrap_or_else(|| format!("?{k}"))
+                exprs.next().unwrap_or_else(|| format!("?{k}"))
             }
         })
         .collect();
@@ -98,11 +103,11 @@ fn read_index_row(r: &pgrx::spi::SpiHeapTupleData) -> IndexRow {
             name: col::<String>(r, 5).unwrap_or_default(),
             method: col::<String>(r, 6).unwrap_or_default(),
             keys,
-            opclasses: col::<Vec<i64>>(r, 10).unwrap_or_default(),
-            collations: col::<Vec<i64>>(r, 11).unwrap_or_default(),
-            options: col::<Vec<i16>>(r, 12).unwrap_or_default(),
+            opclasses: numbers(10),
+            collations: numbers(11),
+            options: numbers(12).into_iter().map(|o| o as i16).collect(),
             include,
-            predicate: col::<String>(r, 13),
+            predicate: col::<String>(r, 13).map(|p| rules::normalize_node_tree(&p)),
             unique: col::<bool>(r, 14).unwrap_or(false),
             backs_constraint: col::<bool>(r, 16).unwrap_or(false),
             usable: valid && ready,

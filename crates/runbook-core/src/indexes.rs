@@ -383,3 +383,80 @@ mod tests {
         assert!(index_name(&multibyte, &["c".into()]).len() <= 63);
     }
 }
+
+/// A stored expression tree (`pg_node_tree` text, as in pg_index.indexprs / indpred) without its
+/// `:location N` fields, which only record where the expression stood in its CREATE INDEX
+/// statement: two indexes with the same expression then compare equal. Reading the stored tree
+/// costs nothing, where deparsing it (pg_get_expr, pg_get_indexdef) is slow on 10,000 indexes.
+pub fn normalize_node_tree(tree: &str) -> String {
+    let mut out = String::with_capacity(tree.len());
+    let mut rest = tree;
+    while let Some(at) = rest.find(":location ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + ":location ".len()..];
+        let end = after
+            .char_indices()
+            .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && c == '-')))
+            .map_or(after.len(), |(i, _)| i);
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The elements of a stored expression list, `({A ...} {B ...})` -> `["{A ...}", "{B ...}"]`.
+/// Tokens escape braces and parentheses with a backslash, so depth counting skips escaped chars.
+pub fn split_node_list(tree: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut depth = 0usize;
+    let mut start = None;
+    let mut chars = tree.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '{' => {
+                if depth == 0 {
+                    start = Some(i);
+                }
+                depth += 1;
+            }
+            '}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    if let Some(s) = start.take() {
+                        items.push(tree[s..=i].to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    items
+}
+
+#[cfg(test)]
+mod node_tree_tests {
+    use super::*;
+
+    #[test]
+    fn locations_do_not_count() {
+        let a =
+            "({FUNCEXPR :funcid 870 :args ({VAR :varno 1 :varattno 3 :location 48}) :location 42})";
+        let b =
+            "({FUNCEXPR :funcid 870 :args ({VAR :varno 1 :varattno 3 :location 7}) :location -1})";
+        assert_eq!(normalize_node_tree(a), normalize_node_tree(b));
+        let c =
+            "({FUNCEXPR :funcid 871 :args ({VAR :varno 1 :varattno 3 :location 48}) :location 42})";
+        assert_ne!(normalize_node_tree(a), normalize_node_tree(c));
+    }
+
+    #[test]
+    fn expression_lists_split_at_the_top_level_only() {
+        let list = "({FUNCEXPR :args ({VAR :varattno 3})} {OPEXPR :args ({CONST :constvalue 5 [ 123 125 0 0 0 ]} {VAR \\{x})})";
+        let items = split_node_list(list);
+        assert_eq!(items.len(), 2);
+        assert!(items[0].starts_with("{FUNCEXPR") && items[1].starts_with("{OPEXPR"));
+    }
+}
