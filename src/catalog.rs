@@ -139,3 +139,11 @@ pub fn human_ms(ms: f64) -> String {
 pub const NOT_EXTENSION_MEMBER: &str = "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend ext_dep \
      WHERE ext_dep.classid = 'pg_catalog.pg_class'::regclass AND ext_dep.objid = c.oid \
        AND ext_dep.deptype = 'e')";
+
+/// Runs `f` as the extension's catalog-reading functions run their queries: under
+/// `pg_runbook.lock_timeout` and with JIT off. Catalog statistics are often stale (many tables
+/// created since the last ANALYZE of pg_class), so estimates can cross `jit_above_cost` and
+/// compiling a query that reads a few thousand catalog rows costs more than running it.
+pub fn with_catalog_settings<R>(f: impl FnOnce() -> R) -> R {
+    with_lock_timeout(|| with_settings(&[("jit", "off".to_string())], f))
+}

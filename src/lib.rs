@@ -5,16 +5,18 @@
 
 use pgrx::prelude::*;
 
+mod baselines;
 mod catalog;
 mod compliance;
 mod error;
 mod health;
+mod indexes;
 mod integrity;
+mod migrations;
 mod partitions;
 mod preflight;
 mod security;
 mod settings;
-
 
 pgrx::pg_module_magic!();
 

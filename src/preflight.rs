@@ -92,7 +92,7 @@ fn into_output(rows: Vec<CheckRow>) -> CheckOutput {
 
 /// The checks that describe the server's state right now (health_check runs these).
 pub fn operational_checks(t: &Thresholds) -> Vec<CheckRow> {
-    catalog::with_lock_timeout(|| {
+    catalog::with_catalog_settings(|| {
         vec![
             connections(t),
             long_running_queries(t),

@@ -3,6 +3,8 @@
 //! The extension's SQL functions fetch rows and hand them here; `cargo test -p runbook-core` checks
 //! the rules in seconds.
 
+pub mod indexes;
+pub mod schema;
 pub mod status;
 pub mod integrity;
 pub mod partitions;

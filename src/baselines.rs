@@ -1,0 +1,215 @@
+//! Schema baselines: `schema_baseline(label)` snapshots the definitions of indexes, constraints and
+//! materialized views; `schema_diff(label)` says what changed since; `rollback_ddl(label)` gives
+//! the statements that bring indexes and constraints back. runbook-core compares and orders.
+
+use crate::catalog::{self, col};
+use crate::error;
+use crate::indexes::user_relation;
+use pgrx::prelude::*;
+use runbook_core::schema::{self, Kind, SchemaObject};
+
+/// The schema now, in the columns of schema_baseline_objects (after the label). Indexes that back
+/// a constraint come with their constraint, and partitions' copies of a parent's index or
+/// constraint with their parent, so neither appears twice.
+fn current_objects_sql() -> String {
+    format!(
+        "SELECT 'index'::text AS kind, n.nspname::text AS schemaname, t.relname::text AS tablename, \
+                c.relname::text AS name, pg_catalog.pg_get_indexdef(i.indexrelid) AS definition, \
+                i.indisvalid AND i.indisready AS valid, NULL::\"char\" AS contype, c.relkind = 'I' AS partitioned \
+         FROM pg_catalog.pg_index i \
+         JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
+         JOIN pg_catalog.pg_class t ON t.oid = i.indrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace \
+         WHERE {idx} \
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint con WHERE con.conindid = i.indexrelid \
+                           AND con.conrelid = i.indrelid AND con.contype IN ('p', 'u', 'x')) \
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h WHERE h.inhrelid = i.indexrelid) \
+         UNION ALL \
+         SELECT 'constraint', n.nspname::text, t.relname::text, con.conname::text, \
+                pg_catalog.pg_get_constraintdef(con.oid), con.convalidated, con.contype, false \
+         FROM pg_catalog.pg_constraint con \
+         JOIN pg_catalog.pg_class t ON t.oid = con.conrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace \
+         WHERE con.contype IN ('p', 'u', 'x', 'f', 'c') AND con.conparentid = 0 AND {con} \
+         UNION ALL \
+         SELECT 'materialized view', n.nspname::text, c.relname::text, c.relname::text, \
+                pg_catalog.pg_get_viewdef(c.oid, true), c.relispopulated, NULL, false \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind = 'm' AND {mv}",
+        idx = user_relation("n", "i.indrelid"),
+        con = user_relation("n", "con.conrelid"),
+        mv = user_relation("n", "c.oid"),
+    )
+}
+
+fn read_object(r: &pgrx::spi::SpiHeapTupleData) -> SchemaObject {
+    SchemaObject {
+        kind: Kind::parse(&col::<String>(r, 1).unwrap_or_default()).unwrap_or(Kind::Index),
+        schema: col::<String>(r, 2).unwrap_or_default(),
+        table: col::<String>(r, 3).unwrap_or_default(),
+        name: col::<String>(r, 4).unwrap_or_default(),
+        definition: col::<String>(r, 5).unwrap_or_default(),
+        valid: col::<bool>(r, 6).unwrap_or(false),
+        contype: col::<i8>(r, 7).map(|c| c as u8 as char),
+        partitioned: col::<bool>(r, 8).unwrap_or(false),
+    }
+}
+
+fn label_arg(label: Option<&str>) -> String {
+    let label = error::required("label", label);
+    if label.trim().is_empty() {
+        error::invalid_argument("label", "must not be empty");
+    }
+    label.to_string()
+}
+
+fn baseline_exists(label: &str) -> bool {
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE label = $1)",
+        catalog::ext_object("schema_baselines")
+    );
+    catalog::select_one(&sql, &[label.into()], |r| {
+        col::<bool>(r, 1).unwrap_or(false)
+    })
+}
+
+/// The baseline's objects; 42704 when there is no such baseline.
+fn baseline_objects(label: &str) -> Vec<SchemaObject> {
+    if !baseline_exists(label) {
+        error::undefined_object("schema baseline", label);
+    }
+    let sql = format!(
+        "SELECT kind, schemaname, tablename, name, definition, valid, contype, partitioned \
+         FROM {} WHERE label = $1",
+        catalog::ext_object("schema_baseline_objects")
+    );
+    catalog::select(&sql, &[label.into()], read_object)
+}
+
+fn current_objects() -> Vec<SchemaObject> {
+    catalog::with_catalog_settings(|| catalog::select(&current_objects_sql(), &[], read_object))
+}
+
+/// Snapshots the definitions of every index, constraint and materialized view of user tables
+/// under `label`, and returns how many objects it holds. Taking an existing label again raises
+/// unless `replace => true`.
+#[pg_extern(volatile)]
+fn schema_baseline(label: Option<&str>, replace: default!(Option<bool>, "false")) -> i64 {
+    let label = label_arg(label);
+    let replace = error::required("replace", replace);
+    if baseline_exists(&label) {
+        if !replace {
+            error::invalid_argument(
+                "label",
+                format!(
+                    "schema baseline \"{label}\" already exists; pass replace => true to take it again"
+                ),
+            );
+        }
+        let sql = format!(
+            "DELETE FROM {} WHERE label = $1",
+            catalog::ext_object("schema_baselines")
+        );
+        catalog::execute(&sql, &[label.as_str().into()]);
+    }
+    catalog::execute(
+        &format!(
+            "INSERT INTO {} (label) VALUES ($1)",
+            catalog::ext_object("schema_baselines")
+        ),
+        &[label.as_str().into()],
+    );
+    let sql = format!(
+        "INSERT INTO {} (label, kind, schemaname, tablename, name, definition, valid, contype, partitioned) \
+         SELECT $1, o.* FROM ({}) o",
+        catalog::ext_object("schema_baseline_objects"),
+        current_objects_sql()
+    );
+    catalog::with_catalog_settings(|| catalog::execute(&sql, &[label.as_str().into()])) as i64
+}
+
+/// What was added, dropped or changed (definition or validity) in indexes, constraints and
+/// materialized views since the baseline `label`.
+#[pg_extern(volatile, parallel_safe)]
+fn schema_diff(
+    label: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(change, String),
+        name!(kind, String),
+        name!(schemaname, String),
+        name!(tablename, String),
+        name!(name, String),
+        name!(baseline_definition, Option<String>),
+        name!(current_definition, Option<String>),
+    ),
+> {
+    let label = label_arg(label);
+    let before = baseline_objects(&label);
+    let changes = schema::diff(&before, &current_objects());
+    let describe = |o: &SchemaObject| {
+        if o.valid {
+            o.definition.clone()
+        } else {
+            let state = match o.kind {
+                Kind::Index => "INVALID",
+                Kind::Constraint => "NOT VALID",
+                Kind::MaterializedView => "NOT POPULATED",
+            };
+            if o.definition.ends_with("NOT VALID") {
+                o.definition.clone()
+            } else {
+                format!("{} ({state})", o.definition)
+            }
+        }
+    };
+    TableIterator::new(
+        changes
+            .into_iter()
+            .map(|c| {
+                let o = c.object().clone();
+                (
+                    c.change.as_str().to_string(),
+                    o.kind.as_str().to_string(),
+                    o.schema,
+                    o.table,
+                    o.name,
+                    c.before.as_ref().map(describe),
+                    c.after.as_ref().map(describe),
+                )
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The statements that bring indexes and constraints back to the baseline `label`, one per row
+/// in a safe order (drops before creates, keys before the foreign keys that need them). Run them
+/// outside a transaction block (they build and drop indexes CONCURRENTLY), for example with
+/// `SELECT statement FROM rollback_ddl('before') ORDER BY step \gexec`.
+#[pg_extern(volatile, parallel_safe)]
+fn rollback_ddl(
+    label: Option<&str>,
+) -> TableIterator<'static, (name!(step, i32), name!(statement, String))> {
+    let label = label_arg(label);
+    let before = baseline_objects(&label);
+    let now = current_objects();
+    let changes = schema::diff(&before, &now);
+    let tables: std::collections::HashSet<(String, String)> = catalog::select(
+        "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'm')",
+        &[],
+        |r| (col::<String>(r, 1).unwrap_or_default(), col::<String>(r, 2).unwrap_or_default()),
+    )
+    .into_iter()
+    .collect();
+    let ddl = schema::rollback(&changes, |s, t| {
+        tables.contains(&(s.to_string(), t.to_string()))
+    });
+    TableIterator::new(
+        ddl.into_iter()
+            .enumerate()
+            .map(|(i, s)| (i as i32 + 1, s))
+            .collect::<Vec<_>>(),
+    )
+}

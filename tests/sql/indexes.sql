@@ -1,0 +1,67 @@
+-- analyze_index_usage(), find_redundant_indexes(), find_unused_indexes(), find_missing_fk_indexes(),
+-- index_build_progress(): a runbook-shaped schema with mixed-case names, partial and expression
+-- indexes, in a schema other than public.
+CREATE SCHEMA "Shop";
+CREATE TABLE "Shop"."User" (id bigint PRIMARY KEY, email text NOT NULL);
+CREATE TABLE "Shop"."Scan" (
+    id                bigserial PRIMARY KEY,
+    "userId"          bigint REFERENCES "Shop"."User" (id),
+    "normalizedInput" text NOT NULL,
+    "createdAt"       timestamptz NOT NULL DEFAULT '2026-01-01',
+    deleted           boolean NOT NULL DEFAULT false
+);
+-- The runbook's pair: the single-column index is a leading prefix of the two-column one.
+CREATE INDEX "Scan_normalizedInput_idx" ON "Shop"."Scan" ("normalizedInput");
+CREATE INDEX "Scan_normalizedInput_createdAt_idx" ON "Shop"."Scan" ("normalizedInput", "createdAt");
+-- Partial expression indexes: a prefix only under the same predicate.
+CREATE INDEX "Scan_lower_live_idx" ON "Shop"."Scan" (lower("normalizedInput")) WHERE NOT deleted;
+CREATE INDEX "Scan_lower_created_live_idx" ON "Shop"."Scan" (lower("normalizedInput"), "createdAt") WHERE NOT deleted;
+CREATE INDEX "Scan_lower_all_idx" ON "Shop"."Scan" (lower("normalizedInput"));
+-- Different sort order or operator class: not redundant.
+CREATE INDEX "Scan_normalizedInput_desc_idx" ON "Shop"."Scan" ("normalizedInput" DESC);
+CREATE INDEX "Scan_normalizedInput_pattern_idx" ON "Shop"."Scan" ("normalizedInput" text_pattern_ops);
+-- An exact duplicate of the primary key's index, and a unique index the longer one cannot replace.
+CREATE INDEX "Scan_id_copy" ON "Shop"."Scan" (id);
+CREATE UNIQUE INDEX "User_email_key" ON "Shop"."User" (email);
+CREATE INDEX "User_email_id_idx" ON "Shop"."User" (email, id);
+INSERT INTO "Shop"."User" VALUES (1, 'a@example.com');
+INSERT INTO "Shop"."Scan" ("userId", "normalizedInput") VALUES (1, 'x');
+ANALYZE "Shop"."Scan", "Shop"."User";
+
+SELECT indexname, is_unique, is_primary, is_valid, is_redundant, redundant_to, recommendation
+FROM analyze_index_usage() WHERE schemaname = 'Shop' ORDER BY tablename, indexname;
+
+-- Both forms runbooks use work.
+SELECT count(*) <= 20 AS top_20 FROM (SELECT * FROM analyze_index_usage() WHERE scans > 0 ORDER BY scans DESC LIMIT 20) s;
+SELECT r FROM (SELECT analyze_index_usage() AS r) s
+WHERE (r).schemaname = 'Shop' AND (r).indexname IN ('Scan_pkey', 'Scan_normalizedInput_idx')
+ORDER BY (r).indexname;
+
+SELECT tablename, indexname, covered_by, reason, drop_statement
+FROM find_redundant_indexes() WHERE schemaname = 'Shop' ORDER BY indexname;
+
+-- Unused: constraint-backing and unique indexes are never listed; the size filter applies.
+SELECT tablename, indexname, detail LIKE 'no scans; statistics %' AS says_since_when, drop_statement
+FROM find_unused_indexes() WHERE schemaname = 'Shop' ORDER BY indexname;
+SELECT count(*) FROM find_unused_indexes(min_size_bytes => 1000000000) WHERE schemaname = 'Shop';
+
+-- "userId" leads no index: suggested, every identifier quoted. An index fixes it.
+SELECT * FROM find_missing_fk_indexes() WHERE schemaname = 'Shop';
+CREATE INDEX "Scan_userId_createdAt_idx" ON "Shop"."Scan" ("userId", "createdAt");
+SELECT count(*) FROM find_missing_fk_indexes() WHERE schemaname = 'Shop';
+-- A partial index does not serve the foreign key.
+DROP INDEX "Shop"."Scan_userId_createdAt_idx";
+CREATE INDEX "Scan_userId_live_idx" ON "Shop"."Scan" ("userId") WHERE NOT deleted;
+SELECT constraint_name FROM find_missing_fk_indexes() WHERE schemaname = 'Shop';
+
+-- No build runs now (a running build is shown by the integration test).
+SELECT * FROM index_build_progress();
+
+-- Bad input.
+SELECT regress.error_of($$SELECT * FROM find_unused_indexes(NULL)$$);
+SELECT regress.error_of($$SELECT * FROM find_unused_indexes(-1)$$);
+
+-- The extension's own tables are never analysed.
+SELECT count(*) FROM analyze_index_usage() WHERE tablename IN ('migration_expectations', 'schema_baselines', 'schema_baseline_objects');
+
+DROP SCHEMA "Shop" CASCADE;
