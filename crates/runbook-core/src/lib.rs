@@ -4,3 +4,5 @@
 //! the rules in seconds.
 
 pub mod status;
+pub mod sketch;
+pub mod slo;
