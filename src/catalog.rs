@@ -133,3 +133,14 @@ pub fn human_ms(ms: f64) -> String {
         format!("{:.1} h", ms / 3_600_000.0)
     }
 }
+
+/// Runs a statement that may write (a data-modifying CTE) and returns exactly one row, mapped.
+pub fn select_mut_one<T>(sql: &str, args: &[DatumWithOid], map: impl Fn(&SpiHeapTupleData) -> T) -> T {
+    Spi::connect_mut(|client| {
+        let rows = spi(sql, client.update(sql, None, args));
+        rows.into_iter()
+            .next()
+            .map(|row| map(&row))
+            .unwrap_or_else(|| error::spi_failure(sql, "the query returned no row"))
+    })
+}

@@ -8,8 +8,11 @@ use pgrx::prelude::*;
 mod catalog;
 mod error;
 mod health;
+mod metrics;
 mod preflight;
 mod settings;
+mod sketch_agg;
+mod slo;
 
 
 pgrx::pg_module_magic!();

@@ -34,6 +34,13 @@ pub static MIN_SERVER_VERSION: GucSetting<i32> = GucSetting::<i32>::new(14);
 /// polling every second from doing catalog work more than once per ten seconds per cluster.
 pub static HEALTH_CACHE_TTL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
+// ---- metrics -------------------------------------------------------------------------------------
+
+/// How long raw rows of performance_metrics are kept (seconds); rollup_metrics() prunes older
+/// rows after folding them. Seven days covers a week of "compare with last deploy" questions
+/// while the 5-minute rollups (a few KB per bucket) are kept.
+pub static METRICS_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+
 const HOUR_MS: i32 = 3_600_000;
 const DAY_MS: i32 = 24 * HOUR_MS;
 
@@ -96,6 +103,17 @@ pub fn init() {
     count(c"pg_runbook.min_server_version", c"Preflight: WARN when the server's major version is below this.", &MIN_SERVER_VERSION);
 
     ms(c"pg_runbook.health_cache_ttl", c"How long health_check() serves a cached result; 0 disables the cache.", &HEALTH_CACHE_TTL_MS, HOUR_MS);
+
+    GucRegistry::define_int_guc(
+        c"pg_runbook.metrics_retention",
+        c"Metrics: raw performance_metrics rows older than this are pruned by rollup_metrics(), after being rolled up.",
+        c"",
+        &METRICS_RETENTION_S,
+        300,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
 
     reserve_prefix();
 }
