@@ -91,6 +91,12 @@ fn show(metric: &str, v: f64) -> String {
     }
 }
 
+/// Observations rounded the way they are shown: 0.01 ms or percent point, 1e-6 of a rate.
+fn rounded(metric: &str, v: Option<f64>) -> Option<f64> {
+    let scale = if metric == "err_rate" { 1e6 } else { 100.0 };
+    v.map(|v| (v * scale).round() / scale)
+}
+
 fn scope(endpoint: &Option<String>) -> String {
     endpoint.as_ref().map_or("all endpoints".to_string(), |e| format!("endpoint {e}"))
 }
@@ -142,7 +148,7 @@ fn check_slo_compliance(
             let j = rules::judge(&series(&rows, target, &rule.metric), rule.cmp, rule.threshold, rule.required);
             let level = if j.breached { rule.level.clone() } else { "OK".to_string() };
             let detail = describe(rule, target, &j);
-            (rule.name.clone(), level, j.observed, rule.threshold, j.breached_buckets, rule.required, detail)
+            (rule.name.clone(), level, rounded(&rule.metric, j.observed), rule.threshold, j.breached_buckets, rule.required, detail)
         })
         .collect();
     TableIterator::new(out)
@@ -204,7 +210,7 @@ fn judge_triggers(window: Interval, as_of: TimestampWithTimeZone) -> Vec<Fired> 
             Fired {
                 name: rule.name.clone(),
                 fired: j.breached,
-                observed: j.observed,
+                observed: rounded(&rule.metric, j.observed),
                 threshold: rule.threshold,
                 detail: describe(rule, target, &j),
             }
