@@ -4,6 +4,7 @@
 CREATE AGGREGATE @extschema@.request_sketch(duration_ms double precision, status_code integer, cache_hit boolean) (
     SFUNC = @extschema@.request_sketch_trans,
     STYPE = internal,
+    SSPACE = 512,
     FINALFUNC = @extschema@.sketch_final,
     COMBINEFUNC = @extschema@.sketch_combine,
     SERIALFUNC = @extschema@.sketch_serialize,
@@ -16,6 +17,7 @@ COMMENT ON AGGREGATE @extschema@.request_sketch(double precision, integer, boole
 CREATE AGGREGATE @extschema@.sketch_union(sketch bytea) (
     SFUNC = @extschema@.sketch_union_trans,
     STYPE = internal,
+    SSPACE = 512,
     FINALFUNC = @extschema@.sketch_final,
     COMBINEFUNC = @extschema@.sketch_combine,
     SERIALFUNC = @extschema@.sketch_serialize,
@@ -40,3 +42,24 @@ COMMENT ON FUNCTION @extschema@.sketch_cache_lookups(bytea) IS 'Requests with a 
 COMMENT ON FUNCTION @extschema@.sketch_max(bytea) IS 'The largest duration in a sketch, in ms (exact).';
 COMMENT ON FUNCTION @extschema@.sketch_mean(bytea) IS 'The mean duration in a sketch, in ms (exact).';
 
+
+-- One aggregate for a whole rollup: groups by (endpoint, 5-minute bucket) inside its state, which
+-- costs less per raw row than a GROUP BY on date_bin(); rollup_rows() turns its result into rows.
+CREATE AGGREGATE @extschema@.request_rollup(created_at timestamptz, endpoint text, duration_ms double precision,
+                                            status_code integer, cache_hit boolean) (
+    SFUNC = @extschema@.request_rollup_trans,
+    STYPE = internal,
+    SSPACE = 65536,
+    FINALFUNC = @extschema@.rollup_serialize,
+    COMBINEFUNC = @extschema@.rollup_combine,
+    SERIALFUNC = @extschema@.rollup_serialize,
+    DESERIALFUNC = @extschema@.rollup_deserialize,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE @extschema@.request_rollup(timestamptz, text, double precision, integer, boolean) IS
+  'Request sketches per endpoint and 5-minute bucket (aligned to 2000-01-01 UTC) in one value; rollup_rows() expands it. Used by rollup_metrics().';
+COMMENT ON FUNCTION @extschema@.request_rollup_trans(internal, timestamptz, text, double precision, integer, boolean) IS 'Transition function of request_rollup().';
+COMMENT ON FUNCTION @extschema@.rollup_combine(internal, internal) IS 'Combine function of request_rollup().';
+COMMENT ON FUNCTION @extschema@.rollup_serialize(internal) IS 'Serialization and final function of request_rollup().';
+COMMENT ON FUNCTION @extschema@.rollup_deserialize(bytea, internal) IS 'Deserialization function of request_rollup().';
+COMMENT ON FUNCTION @extschema@.rollup_rows(bytea) IS 'The rows of a request_rollup() value: bucket, endpoint (NULL for all endpoints) and sketch.';

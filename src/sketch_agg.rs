@@ -10,6 +10,7 @@ use crate::error;
 use pgrx::datum::Internal;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
+use runbook_core::rollup::Rollup;
 use runbook_core::sketch::Sketch;
 
 /// The aggregate's memory context; outside an aggregate call this is a misuse and an ERROR.
@@ -21,18 +22,15 @@ fn agg_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext {
     ctx
 }
 
-fn new_state(fcinfo: pg_sys::FunctionCallInfo, sketch: Sketch) -> *mut Sketch {
-    PgMemoryContexts::For(agg_context(fcinfo)).leak_and_drop_on_delete(sketch)
+fn new_state<T>(fcinfo: pg_sys::FunctionCallInfo, state: T) -> *mut T {
+    PgMemoryContexts::For(agg_context(fcinfo)).leak_and_drop_on_delete(state)
 }
 
-fn state_ptr(state: &Option<Internal>) -> Option<*mut Sketch> {
-    state
-        .as_ref()
-        .and_then(|s| unsafe { s.get::<Sketch>() })
-        .map(|p| p as *const Sketch as *mut Sketch)
+fn state_ptr<T>(state: &Option<Internal>) -> Option<*mut T> {
+    state.as_ref().and_then(|s| unsafe { s.get::<T>() }).map(|p| p as *const T as *mut T)
 }
 
-fn into_internal(p: *mut Sketch) -> Internal {
+fn into_internal<T>(p: *mut T) -> Internal {
     Internal::from(Some(pg_sys::Datum::from(p)))
 }
 
@@ -49,7 +47,7 @@ fn request_sketch_trans(
     cache_hit: Option<bool>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Option<Internal> {
-    let p = match state_ptr(&state) {
+    let p = match state_ptr::<Sketch>(&state) {
         Some(p) => p,
         None => new_state(fcinfo, Sketch::new()),
     };
@@ -66,7 +64,7 @@ fn sketch_union_trans(
     sketch: Option<&[u8]>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Option<Internal> {
-    let p = match state_ptr(&state) {
+    let p = match state_ptr::<Sketch>(&state) {
         Some(p) => p,
         None => new_state(fcinfo, Sketch::new()),
     };
@@ -83,7 +81,7 @@ fn sketch_combine(
     b: Option<Internal>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Option<Internal> {
-    match (state_ptr(&a), state_ptr(&b)) {
+    match (state_ptr::<Sketch>(&a), state_ptr::<Sketch>(&b)) {
         (None, None) => None,
         (Some(pa), None) => Some(into_internal(pa)),
         (None, Some(pb)) => Some(into_internal(new_state(fcinfo, unsafe { (*pb).clone() }))),
@@ -97,7 +95,7 @@ fn sketch_combine(
 /// Serialization of both aggregates' state: the sketch's stored bytes.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_serialize(state: Option<Internal>) -> Option<Vec<u8>> {
-    state_ptr(&state).map(|p| unsafe { (*p).to_bytes() })
+    state_ptr::<Sketch>(&state).map(|p| unsafe { (*p).to_bytes() })
 }
 
 /// Deserialization of both aggregates' state.
@@ -113,7 +111,7 @@ fn sketch_deserialize(
 /// Final function of both aggregates: the sketch's stored bytes (NULL over no rows).
 #[pg_extern(immutable, parallel_safe)]
 fn sketch_final(state: Option<Internal>) -> Option<Vec<u8>> {
-    state_ptr(&state).map(|p| unsafe { (*p).to_bytes() })
+    state_ptr::<Sketch>(&state).map(|p| unsafe { (*p).to_bytes() })
 }
 
 // ---- reading stored sketches ---------------------------------------------------------------
@@ -179,12 +177,81 @@ fn sketch_mean(sketch: &[u8]) -> Option<f64> {
     decode(sketch).mean()
 }
 
+// ---- the whole rollup in one aggregate ------------------------------------------------------
+
+/// Transition of request_rollup(): counts one raw row in its (endpoint, 5-minute) sketch.
+#[pg_extern(immutable, parallel_safe)]
+fn request_rollup_trans(
+    state: Option<Internal>,
+    created_at: Option<TimestampWithTimeZone>,
+    endpoint: Option<&str>,
+    duration_ms: Option<f64>,
+    status_code: Option<i32>,
+    cache_hit: Option<bool>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<Internal> {
+    let p = match state_ptr::<Rollup>(&state) {
+        Some(p) => p,
+        None => new_state(fcinfo, Rollup::new()),
+    };
+    if let (Some(at), Some(endpoint), Some(d)) = (created_at, endpoint, duration_ms) {
+        let micros: pg_sys::TimestampTz = at.into();
+        unsafe { (*p).add(micros, endpoint, d, status_code, cache_hit) };
+    }
+    Some(into_internal(p))
+}
+
+/// Combine function of request_rollup().
+#[pg_extern(immutable, parallel_safe)]
+fn rollup_combine(a: Option<Internal>, b: Option<Internal>, fcinfo: pg_sys::FunctionCallInfo) -> Option<Internal> {
+    match (state_ptr::<Rollup>(&a), state_ptr::<Rollup>(&b)) {
+        (None, None) => None,
+        (Some(pa), None) => Some(into_internal(pa)),
+        (None, Some(pb)) => Some(into_internal(new_state(fcinfo, unsafe { (*pb).clone() }))),
+        (Some(pa), Some(pb)) => {
+            unsafe { (*pa).merge(&*pb) };
+            Some(into_internal(pa))
+        }
+    }
+}
+
+fn decode_rollup(bytes: &[u8]) -> Rollup {
+    Rollup::from_bytes(bytes).unwrap_or_else(|e| error::invalid_argument("rollup", e))
+}
+
+/// Serialization (and final function) of request_rollup().
+#[pg_extern(immutable, parallel_safe)]
+fn rollup_serialize(state: Option<Internal>) -> Option<Vec<u8>> {
+    state_ptr::<Rollup>(&state).map(|p| unsafe { (*p).to_bytes() })
+}
+
+/// Deserialization of request_rollup().
+#[pg_extern(immutable, parallel_safe, strict)]
+fn rollup_deserialize(bytes: Option<&[u8]>, _unused: Option<Internal>, fcinfo: pg_sys::FunctionCallInfo) -> Option<Internal> {
+    bytes.map(|b| into_internal(new_state(fcinfo, decode_rollup(b))))
+}
+
+/// The rows of a request_rollup() result: one per 5-minute bucket and endpoint, plus one per
+/// bucket for all endpoints (endpoint NULL), each with its sketch.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn rollup_rows(
+    rollup: &[u8],
+) -> TableIterator<'static, (name!(bucket, TimestampWithTimeZone), name!(endpoint, Option<String>), name!(sketch, Vec<u8>))> {
+    let rows = decode_rollup(rollup).rows();
+    TableIterator::new(rows.into_iter().filter_map(|(slot, endpoint, sketch)| {
+        let micros = slot.checked_mul(runbook_core::rollup::SLOT_MICROS)?;
+        let bucket = TimestampWithTimeZone::try_from(micros).ok()?;
+        Some((bucket, endpoint, sketch.to_bytes()))
+    }))
+}
+
 pgrx::extension_sql_file!(
     "../sql/sketch.sql",
     name = "sketch",
     requires = [
         request_sketch_trans, sketch_union_trans, sketch_combine, sketch_serialize, sketch_deserialize,
         sketch_final, sketch_quantile, sketch_merge, sketch_count, sketch_errors, sketch_cache_hits,
-        sketch_cache_lookups, sketch_max, sketch_mean,
+        sketch_cache_lookups, sketch_max, sketch_mean, request_rollup_trans, rollup_combine,
+        rollup_serialize, rollup_deserialize, rollup_rows,
     ]
 );

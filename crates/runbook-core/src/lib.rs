@@ -6,3 +6,4 @@
 pub mod status;
 pub mod sketch;
 pub mod slo;
+pub mod rollup;
