@@ -15,7 +15,12 @@ use pgrx::prelude::*;
 
 /// Validates one request; raises 22023 naming the problem. `n` is the element number in a batch.
 #[pg_extern(immutable, parallel_safe)]
-fn check_request(endpoint: Option<&str>, duration_ms: Option<f64>, status_code: Option<i32>, n: Option<i64>) -> bool {
+fn check_request(
+    endpoint: Option<&str>,
+    duration_ms: Option<f64>,
+    status_code: Option<i32>,
+    n: Option<i64>,
+) -> bool {
     let (arg, at) = match n {
         Some(n) => ("requests", format!("element {n}: ")),
         None => ("", String::new()),
@@ -23,20 +28,35 @@ fn check_request(endpoint: Option<&str>, duration_ms: Option<f64>, status_code: 
     let name = |field: &'static str| if arg.is_empty() { field } else { arg };
     match endpoint {
         None => error::invalid_argument(name("endpoint"), format!("{at}endpoint must not be NULL")),
-        Some(e) if e.is_empty() => error::invalid_argument(name("endpoint"), format!("{at}endpoint must not be empty")),
+        Some(e) if e.is_empty() => {
+            error::invalid_argument(name("endpoint"), format!("{at}endpoint must not be empty"))
+        }
         Some(_) => {}
     }
     match duration_ms {
-        None => error::invalid_argument(name("duration_ms"), format!("{at}duration_ms must not be NULL")),
-        Some(d) if !d.is_finite() => error::invalid_argument(name("duration_ms"), format!("{at}duration_ms {d} is not finite")),
-        Some(d) if d < 0.0 => error::invalid_argument(name("duration_ms"), format!("{at}duration_ms {d} is negative")),
+        None => error::invalid_argument(
+            name("duration_ms"),
+            format!("{at}duration_ms must not be NULL"),
+        ),
+        Some(d) if !d.is_finite() => error::invalid_argument(
+            name("duration_ms"),
+            format!("{at}duration_ms {d} is not finite"),
+        ),
+        Some(d) if d < 0.0 => error::invalid_argument(
+            name("duration_ms"),
+            format!("{at}duration_ms {d} is negative"),
+        ),
         Some(_) => {}
     }
     match status_code {
-        None => error::invalid_argument(name("status_code"), format!("{at}status_code must not be NULL")),
-        Some(s) if !(100..=599).contains(&s) => {
-            error::invalid_argument(name("status_code"), format!("{at}status_code {s} is outside 100..599"))
-        }
+        None => error::invalid_argument(
+            name("status_code"),
+            format!("{at}status_code must not be NULL"),
+        ),
+        Some(s) if !(100..=599).contains(&s) => error::invalid_argument(
+            name("status_code"),
+            format!("{at}status_code {s} is outside 100..599"),
+        ),
         Some(_) => {}
     }
     true
@@ -140,23 +160,27 @@ fn rollup_metrics() -> i64 {
             return 0;
         };
         let oldest_writer: Option<TimestampWithTimeZone> =
-            catalog::select_one(OLDEST_WRITER_SQL, &[], |r| col::<TimestampWithTimeZone>(r, 1));
+            catalog::select_one(OLDEST_WRITER_SQL, &[], |r| {
+                col::<TimestampWithTimeZone>(r, 1)
+            });
         let retention_s = settings::METRICS_RETENTION_S.get() as f64;
         // JIT compilation costs more than it saves on this one-aggregate pipeline.
         let planner = [("jit", "off".to_string())];
-        let (folded, pruned) = catalog::with_settings(&planner, || catalog::select_mut_one(
-            &fold_sql(&schema),
-            &[
-                w.id_floor.into(),
-                w.first_run.into(),
-                w.age_xmin.into(),
-                w.age_xmax.into(),
-                w.age_xip.into(),
-                w.age_run_xid.into(),
-                retention_s.into(),
-            ],
-            |r| (col::<i64>(r, 1).unwrap_or(0), col::<i64>(r, 2).unwrap_or(0)),
-        ));
+        let (folded, pruned) = catalog::with_settings(&planner, || {
+            catalog::select_mut_one(
+                &fold_sql(&schema),
+                &[
+                    w.id_floor.into(),
+                    w.first_run.into(),
+                    w.age_xmin.into(),
+                    w.age_xmax.into(),
+                    w.age_xip.into(),
+                    w.age_run_xid.into(),
+                    retention_s.into(),
+                ],
+                |r| (col::<i64>(r, 1).unwrap_or(0), col::<i64>(r, 2).unwrap_or(0)),
+            )
+        });
         // After the fold: ids handed out after `ran_at` are above `seq_value`.
         let log = format!(
             "INSERT INTO {schema}.metrics_rollup_log (seq_value, ran_at, folded, pruned) \
@@ -175,7 +199,10 @@ fn rollup_metrics() -> i64 {
                 SET id_floor = GREATEST(s.id_floor, floor.seq_value), last_folded = $2, last_pruned = $3 \
              FROM floor"
         );
-        catalog::execute(&advance, &[oldest_writer.into(), folded.into(), pruned.into()]);
+        catalog::execute(
+            &advance,
+            &[oldest_writer.into(), folded.into(), pruned.into()],
+        );
         catalog::execute(
             &format!("UPDATE {schema}.metrics_rollup_state SET last_folded = $1, last_pruned = $2"),
             &[folded.into(), pruned.into()],
@@ -184,7 +211,11 @@ fn rollup_metrics() -> i64 {
     })
 }
 
-pgrx::extension_sql_file!("../sql/metrics.sql", name = "metrics", requires = [check_request, "sketch"]);
+pgrx::extension_sql_file!(
+    "../sql/metrics.sql",
+    name = "metrics",
+    requires = [check_request, "sketch"]
+);
 
 pgrx::extension_sql!(
     "COMMENT ON FUNCTION @extschema@.rollup_metrics() IS \
@@ -219,14 +250,21 @@ mod tests {
              FROM generate_series(1, 100) i",
         )
         .unwrap();
-        assert_eq!(Spi::get_one::<i64>("SELECT rollup_metrics()"), Ok(Some(100)));
         assert_eq!(
-            Spi::get_one::<f64>("SELECT err_rate FROM performance_analytics_5min WHERE endpoint IS NULL"),
+            Spi::get_one::<i64>("SELECT rollup_metrics()"),
+            Ok(Some(100))
+        );
+        assert_eq!(
+            Spi::get_one::<f64>(
+                "SELECT err_rate FROM performance_analytics_5min WHERE endpoint IS NULL"
+            ),
             Ok(Some(0.1))
         );
     }
 
-    #[pg_test(error = "invalid value for argument \"requests\": element 1: status_code 42 is outside 100..599")]
+    #[pg_test(
+        error = "invalid value for argument \"requests\": element 1: status_code 42 is outside 100..599"
+    )]
     fn a_status_code_outside_the_http_range_is_refused() {
         Spi::run("SELECT record_requests('[{\"endpoint\": \"/a\", \"duration_ms\": 1, \"status_code\": 42}]')").unwrap();
     }

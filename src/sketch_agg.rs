@@ -7,9 +7,9 @@
 //! `runbook_core::sketch`.
 
 use crate::error;
+use pgrx::PgMemoryContexts;
 use pgrx::datum::Internal;
 use pgrx::prelude::*;
-use pgrx::PgMemoryContexts;
 use runbook_core::rollup::Rollup;
 use runbook_core::sketch::Sketch;
 
@@ -17,7 +17,10 @@ use runbook_core::sketch::Sketch;
 fn agg_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext {
     let mut ctx: pg_sys::MemoryContext = std::ptr::null_mut();
     if unsafe { pg_sys::AggCheckCallContext(fcinfo, &mut ctx) } == 0 || ctx.is_null() {
-        error::invalid_argument("state", "sketch transition functions may only be called by an aggregate");
+        error::invalid_argument(
+            "state",
+            "sketch transition functions may only be called by an aggregate",
+        );
     }
     ctx
 }
@@ -27,7 +30,10 @@ fn new_state<T>(fcinfo: pg_sys::FunctionCallInfo, state: T) -> *mut T {
 }
 
 fn state_ptr<T>(state: &Option<Internal>) -> Option<*mut T> {
-    state.as_ref().and_then(|s| unsafe { s.get::<T>() }).map(|p| p as *const T as *mut T)
+    state
+        .as_ref()
+        .and_then(|s| unsafe { s.get::<T>() })
+        .map(|p| p as *const T as *mut T)
 }
 
 fn into_internal<T>(p: *mut T) -> Internal {
@@ -203,7 +209,11 @@ fn request_rollup_trans(
 
 /// Combine function of request_rollup().
 #[pg_extern(immutable, parallel_safe)]
-fn rollup_combine(a: Option<Internal>, b: Option<Internal>, fcinfo: pg_sys::FunctionCallInfo) -> Option<Internal> {
+fn rollup_combine(
+    a: Option<Internal>,
+    b: Option<Internal>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<Internal> {
     match (state_ptr::<Rollup>(&a), state_ptr::<Rollup>(&b)) {
         (None, None) => None,
         (Some(pa), None) => Some(into_internal(pa)),
@@ -227,7 +237,11 @@ fn rollup_serialize(state: Option<Internal>) -> Option<Vec<u8>> {
 
 /// Deserialization of request_rollup().
 #[pg_extern(immutable, parallel_safe, strict)]
-fn rollup_deserialize(bytes: Option<&[u8]>, _unused: Option<Internal>, fcinfo: pg_sys::FunctionCallInfo) -> Option<Internal> {
+fn rollup_deserialize(
+    bytes: Option<&[u8]>,
+    _unused: Option<Internal>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<Internal> {
     bytes.map(|b| into_internal(new_state(fcinfo, decode_rollup(b))))
 }
 
@@ -236,7 +250,14 @@ fn rollup_deserialize(bytes: Option<&[u8]>, _unused: Option<Internal>, fcinfo: p
 #[pg_extern(immutable, parallel_safe, strict)]
 fn rollup_rows(
     rollup: &[u8],
-) -> TableIterator<'static, (name!(bucket, TimestampWithTimeZone), name!(endpoint, Option<String>), name!(sketch, Vec<u8>))> {
+) -> TableIterator<
+    'static,
+    (
+        name!(bucket, TimestampWithTimeZone),
+        name!(endpoint, Option<String>),
+        name!(sketch, Vec<u8>),
+    ),
+> {
     let rows = decode_rollup(rollup).rows();
     TableIterator::new(rows.into_iter().filter_map(|(slot, endpoint, sketch)| {
         let micros = slot.checked_mul(runbook_core::rollup::SLOT_MICROS)?;
@@ -249,9 +270,24 @@ pgrx::extension_sql_file!(
     "../sql/sketch.sql",
     name = "sketch",
     requires = [
-        request_sketch_trans, sketch_union_trans, sketch_combine, sketch_serialize, sketch_deserialize,
-        sketch_final, sketch_quantile, sketch_merge, sketch_count, sketch_errors, sketch_cache_hits,
-        sketch_cache_lookups, sketch_max, sketch_mean, request_rollup_trans, rollup_combine,
-        rollup_serialize, rollup_deserialize, rollup_rows,
+        request_sketch_trans,
+        sketch_union_trans,
+        sketch_combine,
+        sketch_serialize,
+        sketch_deserialize,
+        sketch_final,
+        sketch_quantile,
+        sketch_merge,
+        sketch_count,
+        sketch_errors,
+        sketch_cache_hits,
+        sketch_cache_lookups,
+        sketch_max,
+        sketch_mean,
+        request_rollup_trans,
+        rollup_combine,
+        rollup_serialize,
+        rollup_deserialize,
+        rollup_rows,
     ]
 );

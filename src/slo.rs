@@ -7,7 +7,15 @@ use crate::error;
 use pgrx::prelude::*;
 use runbook_core::slo::{self as rules, Comparison, Point};
 
-const METRICS: [&str; 7] = ["p50_ms", "p95_ms", "p99_ms", "max_ms", "avg_ms", "err_rate", "cache_hit_rate_percent"];
+const METRICS: [&str; 7] = [
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "avg_ms",
+    "err_rate",
+    "cache_hit_rate_percent",
+];
 
 /// One rule of either table.
 struct Rule {
@@ -44,7 +52,8 @@ fn load_rules(table: &str, level_col: &str, filter: &str) -> Vec<Rule> {
     catalog::select(&sql, &[], |r| Rule {
         name: col::<String>(r, 1).unwrap_or_default(),
         metric: col::<String>(r, 2).unwrap_or_default(),
-        cmp: Comparison::parse(&col::<String>(r, 3).unwrap_or_default()).unwrap_or(Comparison::Above),
+        cmp: Comparison::parse(&col::<String>(r, 3).unwrap_or_default())
+            .unwrap_or(Comparison::Above),
         threshold: col::<f64>(r, 4).unwrap_or(0.0),
         level: col::<String>(r, 5).unwrap_or_default(),
         required: col::<i32>(r, 6).unwrap_or(1) as i64,
@@ -54,7 +63,11 @@ fn load_rules(table: &str, level_col: &str, filter: &str) -> Vec<Rule> {
 
 /// The rollup rows of the complete buckets in [end - window, end), end being the start of the
 /// bucket as_of falls in, for the given endpoints (None = the all-endpoints row).
-fn load_rows(window: &Interval, as_of: TimestampWithTimeZone, endpoints: &[Option<String>]) -> Vec<Row> {
+fn load_rows(
+    window: &Interval,
+    as_of: TimestampWithTimeZone,
+    endpoints: &[Option<String>],
+) -> Vec<Row> {
     let named: Vec<String> = endpoints.iter().flatten().cloned().collect();
     let want_all = endpoints.iter().any(|e| e.is_none());
     let sql = format!(
@@ -66,20 +79,38 @@ fn load_rows(window: &Interval, as_of: TimestampWithTimeZone, endpoints: &[Optio
         METRICS.join(", "),
         catalog::ext_object("performance_analytics_5min")
     );
-    catalog::select(&sql, &[(*window).into(), as_of.into(), want_all.into(), named.into()], |r| {
-        let mut values = [None; 7];
-        for (i, v) in values.iter_mut().enumerate() {
-            *v = col::<f64>(r, 3 + i);
-        }
-        Row { endpoint: col::<String>(r, 1), slot: col::<i64>(r, 2).unwrap_or(0), values }
-    })
+    catalog::select(
+        &sql,
+        &[
+            (*window).into(),
+            as_of.into(),
+            want_all.into(),
+            named.into(),
+        ],
+        |r| {
+            let mut values = [None; 7];
+            for (i, v) in values.iter_mut().enumerate() {
+                *v = col::<f64>(r, 3 + i);
+            }
+            Row {
+                endpoint: col::<String>(r, 1),
+                slot: col::<i64>(r, 2).unwrap_or(0),
+                values,
+            }
+        },
+    )
 }
 
 fn series(rows: &[Row], endpoint: &Option<String>, metric: &str) -> Vec<Point> {
-    let Some(i) = METRICS.iter().position(|m| *m == metric) else { return Vec::new() };
+    let Some(i) = METRICS.iter().position(|m| *m == metric) else {
+        return Vec::new();
+    };
     rows.iter()
         .filter(|r| &r.endpoint == endpoint)
-        .map(|r| Point { slot: r.slot, value: r.values[i] })
+        .map(|r| Point {
+            slot: r.slot,
+            value: r.values[i],
+        })
         .collect()
 }
 
@@ -98,13 +129,24 @@ fn rounded(metric: &str, v: Option<f64>) -> Option<f64> {
 }
 
 fn scope(endpoint: &Option<String>) -> String {
-    endpoint.as_ref().map_or("all endpoints".to_string(), |e| format!("endpoint {e}"))
+    endpoint
+        .as_ref()
+        .map_or("all endpoints".to_string(), |e| format!("endpoint {e}"))
 }
 
 fn describe(rule: &Rule, endpoint: &Option<String>, j: &rules::Judgement) -> String {
-    let op = if rule.cmp == Comparison::Above { ">" } else { "<" };
+    let op = if rule.cmp == Comparison::Above {
+        ">"
+    } else {
+        "<"
+    };
     match j.observed {
-        None => format!("{} {op} {}: no data for {}", rule.metric, show(&rule.metric, rule.threshold), scope(endpoint)),
+        None => format!(
+            "{} {op} {}: no data for {}",
+            rule.metric,
+            show(&rule.metric, rule.threshold),
+            scope(endpoint)
+        ),
         Some(worst) => format!(
             "{} {op} {} in {} consecutive bucket(s), {} required; worst {} over {} bucket(s) of {}",
             rule.metric,
@@ -139,16 +181,36 @@ fn check_slo_compliance(
     let window = window_arg(window);
     let as_of = error::required("as_of", as_of);
     let rules = load_rules("slo_definitions", "level", "");
-    let targets: Vec<Option<String>> = rules.iter().map(|r| r.endpoint.clone().or_else(|| endpoint.clone())).collect();
+    let targets: Vec<Option<String>> = rules
+        .iter()
+        .map(|r| r.endpoint.clone().or_else(|| endpoint.clone()))
+        .collect();
     let rows = load_rows(&window, as_of, &targets);
     let out: Vec<_> = rules
         .iter()
         .zip(targets.iter())
         .map(|(rule, target)| {
-            let j = rules::judge(&series(&rows, target, &rule.metric), rule.cmp, rule.threshold, rule.required);
-            let level = if j.breached { rule.level.clone() } else { "OK".to_string() };
+            let j = rules::judge(
+                &series(&rows, target, &rule.metric),
+                rule.cmp,
+                rule.threshold,
+                rule.required,
+            );
+            let level = if j.breached {
+                rule.level.clone()
+            } else {
+                "OK".to_string()
+            };
             let detail = describe(rule, target, &j);
-            (rule.name.clone(), level, rounded(&rule.metric, j.observed), rule.threshold, j.breached_buckets, rule.required, detail)
+            (
+                rule.name.clone(),
+                level,
+                rounded(&rule.metric, j.observed),
+                rule.threshold,
+                j.breached_buckets,
+                rule.required,
+                detail,
+            )
         })
         .collect();
     TableIterator::new(out)
@@ -177,7 +239,11 @@ fn refresh_failures(window: &Interval, as_of: TimestampWithTimeZone) -> Option<i
         "SELECT count(*) FROM {schema}.mv_refresh_log \
          WHERE status = 'failed' AND started_at >= $2 - $1 AND started_at < $2"
     );
-    Some(catalog::select_one(&sql, &[(*window).into(), as_of.into()], |r| col::<i64>(r, 1).unwrap_or(0)))
+    Some(catalog::select_one(
+        &sql,
+        &[(*window).into(), as_of.into()],
+        |r| col::<i64>(r, 1).unwrap_or(0),
+    ))
 }
 
 fn judge_triggers(window: Interval, as_of: TimestampWithTimeZone) -> Vec<Fired> {
@@ -202,11 +268,19 @@ fn judge_triggers(window: Interval, as_of: TimestampWithTimeZone) -> Vec<Fired> 
                         fired: rule.cmp.breaches(n as f64, rule.threshold),
                         observed: Some(n as f64),
                         threshold: rule.threshold,
-                        detail: format!("{n} failed materialized view refresh(es) in the window, threshold {}", rule.threshold),
+                        detail: format!(
+                            "{n} failed materialized view refresh(es) in the window, threshold {}",
+                            rule.threshold
+                        ),
                     },
                 };
             }
-            let j = rules::judge(&series(&rows, target, &rule.metric), rule.cmp, rule.threshold, rule.required);
+            let j = rules::judge(
+                &series(&rows, target, &rule.metric),
+                rule.cmp,
+                rule.threshold,
+                rule.required,
+            );
             Fired {
                 name: rule.name.clone(),
                 fired: j.breached,
@@ -235,7 +309,11 @@ fn should_rollback(
 > {
     let window = window_arg(window);
     let as_of = error::required("as_of", as_of);
-    TableIterator::new(judge_triggers(window, as_of).into_iter().map(|f| (f.name, f.fired, f.observed, f.threshold, f.detail)))
+    TableIterator::new(
+        judge_triggers(window, as_of)
+            .into_iter()
+            .map(|f| (f.name, f.fired, f.observed, f.threshold, f.detail)),
+    )
 }
 
 /// should_rollback() that raises P0004 naming every fired trigger.
@@ -259,10 +337,16 @@ fn assert_no_rollback(
     let fired: Vec<&Fired> = all.iter().filter(|f| f.fired).collect();
     if !fired.is_empty() {
         let names: Vec<String> = fired.iter().map(|f| f.name.clone()).collect();
-        let details: Vec<String> = fired.iter().map(|f| format!("{}: {}", f.name, f.detail)).collect();
+        let details: Vec<String> = fired
+            .iter()
+            .map(|f| format!("{}: {}", f.name, f.detail))
+            .collect();
         error::assertion_failed("rollback check", &names, &details);
     }
-    TableIterator::new(all.into_iter().map(|f| (f.name, f.fired, f.observed, f.threshold, f.detail)))
+    TableIterator::new(
+        all.into_iter()
+            .map(|f| (f.name, f.fired, f.observed, f.threshold, f.detail)),
+    )
 }
 
 /// The error budget of an availability objective, with multi-window burn rates.
@@ -288,7 +372,10 @@ fn slo_error_budget(
 > {
     let objective = error::required("objective", objective);
     if !(objective > 0.0 && objective < 1.0) {
-        error::invalid_argument("objective", format!("{objective} is not between 0 and 1 (exclusive)"));
+        error::invalid_argument(
+            "objective",
+            format!("{objective} is not between 0 and 1 (exclusive)"),
+        );
     }
     let window = window_arg(window);
     let as_of = error::required("as_of", as_of);
@@ -309,7 +396,12 @@ fn slo_error_budget(
     );
     let counts: Vec<(u64, u64)> = catalog::select_one(&sql, &[window.into(), as_of.into()], |r| {
         (0..5)
-            .map(|i| (col::<i64>(r, 2 * i + 1).unwrap_or(0) as u64, col::<i64>(r, 2 * i + 2).unwrap_or(0) as u64))
+            .map(|i| {
+                (
+                    col::<i64>(r, 2 * i + 1).unwrap_or(0) as u64,
+                    col::<i64>(r, 2 * i + 2).unwrap_or(0) as u64,
+                )
+            })
             .collect()
     });
     let burn = |i: usize| rules::burn_rate(counts[i].1, counts[i].0, objective);
@@ -342,6 +434,10 @@ COMMENT ON FUNCTION @extschema@.slo_error_budget(double precision, interval, tim
   'Error budget of an availability objective over a window (from the rollups): requests, errors, budget consumed (1.0 = all of it), burn rates over 5 min, 30 min, 1 h and 6 h, and the multi-window fast-burn (14.4x over 1 h and 5 min) and slow-burn (6x over 6 h and 30 min) flags.';
 "#,
     name = "slo_comments",
-    requires = [check_slo_compliance, should_rollback, assert_no_rollback, slo_error_budget]
+    requires = [
+        check_slo_compliance,
+        should_rollback,
+        assert_no_rollback,
+        slo_error_budget
+    ]
 );
-

@@ -57,13 +57,23 @@ impl Rollup {
 
     /// Counts one request at `micros` (any epoch aligned to 5 minutes).
     #[inline]
-    pub fn add(&mut self, micros: i64, endpoint: &str, duration_ms: f64, status_code: Option<i32>, cache_hit: Option<bool>) {
+    pub fn add(
+        &mut self,
+        micros: i64,
+        endpoint: &str,
+        duration_ms: f64,
+        status_code: Option<i32>,
+        cache_hit: Option<bool>,
+    ) {
         let slot = micros.div_euclid(SLOT_MICROS);
         let slots = match self.by_endpoint.get_mut(endpoint) {
             Some(s) => s,
             None => self.by_endpoint.entry(endpoint.to_string()).or_default(),
         };
-        slots.entry(slot).or_default().add_request(duration_ms, status_code, cache_hit);
+        slots
+            .entry(slot)
+            .or_default()
+            .add_request(duration_ms, status_code, cache_hit);
     }
 
     pub fn merge(&mut self, other: &Rollup) {
@@ -139,7 +149,10 @@ impl Rollup {
             let slot = i64_of(&mut rest)?;
             let len = u32_of(&mut rest)?;
             let sketch = Sketch::from_bytes(take(&mut rest, len)?)?;
-            r.by_endpoint.entry(endpoint).or_default().insert(slot, sketch);
+            r.by_endpoint
+                .entry(endpoint)
+                .or_default()
+                .insert(slot, sketch);
         }
         Ok(r)
     }
@@ -156,8 +169,20 @@ mod tests {
         r.add(SLOT_MICROS - 1, "/b", 20.0, Some(500), Some(true));
         r.add(SLOT_MICROS, "/a", 30.0, Some(200), Some(false));
         let rows = r.rows();
-        let shape: Vec<(i64, Option<&str>, u64)> = rows.iter().map(|(s, e, k)| (*s, e.as_deref(), k.count)).collect();
-        assert_eq!(shape, vec![(0, Some("/a"), 1), (0, Some("/b"), 1), (0, None, 2), (1, Some("/a"), 1), (1, None, 1)]);
+        let shape: Vec<(i64, Option<&str>, u64)> = rows
+            .iter()
+            .map(|(s, e, k)| (*s, e.as_deref(), k.count))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (0, Some("/a"), 1),
+                (0, Some("/b"), 1),
+                (0, None, 2),
+                (1, Some("/a"), 1),
+                (1, None, 1)
+            ]
+        );
         assert_eq!(rows[2].2.errors, 1);
     }
 
@@ -174,11 +199,25 @@ mod tests {
         let mut b = Rollup::new();
         for i in 0..1000i64 {
             let target = if i % 2 == 0 { &mut a } else { &mut b };
-            target.add(i * 1_000_000, if i % 3 == 0 { "/x" } else { "/y" }, i as f64, Some(200), None);
+            target.add(
+                i * 1_000_000,
+                if i % 3 == 0 { "/x" } else { "/y" },
+                i as f64,
+                Some(200),
+                None,
+            );
         }
         a.merge(&Rollup::from_bytes(&b.to_bytes()).unwrap());
-        let total: u64 = a.rows().iter().filter(|r| r.1.is_none()).map(|r| r.2.count).sum();
+        let total: u64 = a
+            .rows()
+            .iter()
+            .filter(|r| r.1.is_none())
+            .map(|r| r.2.count)
+            .sum();
         assert_eq!(total, 1000);
-        assert_eq!(Rollup::from_bytes(&[7]).err(), Some(DecodeError::UnknownVersion(7)));
+        assert_eq!(
+            Rollup::from_bytes(&[7]).err(),
+            Some(DecodeError::UnknownVersion(7))
+        );
     }
 }

@@ -126,7 +126,12 @@ impl Sketch {
 
     /// Counts one request with its status code and cache outcome.
     #[inline]
-    pub fn add_request(&mut self, duration_ms: f64, status_code: Option<i32>, cache_hit: Option<bool>) {
+    pub fn add_request(
+        &mut self,
+        duration_ms: f64,
+        status_code: Option<i32>,
+        cache_hit: Option<bool>,
+    ) {
         self.add(duration_ms);
         if status_code.is_some_and(|s| s >= 500) {
             self.errors += 1;
@@ -361,13 +366,20 @@ mod tests {
     fn serialization_round_trips_and_starts_with_the_version() {
         let mut s = Sketch::new();
         for (i, v) in [0.0, 0.5, 12.0, 250.0, 2500.0, 30_000.0].iter().enumerate() {
-            s.add_request(*v, Some(if i % 2 == 0 { 200 } else { 503 }), Some(i % 3 == 0));
+            s.add_request(
+                *v,
+                Some(if i % 2 == 0 { 200 } else { 503 }),
+                Some(i % 3 == 0),
+            );
         }
         let bytes = s.to_bytes();
         assert_eq!(bytes[0], FORMAT_VERSION);
         let back = Sketch::from_bytes(&bytes).unwrap();
         assert_eq!(back.quantile(0.5), s.quantile(0.5));
-        assert_eq!((back.count, back.errors, back.cache_hits, back.cache_lookups), (6, 3, 2, 6));
+        assert_eq!(
+            (back.count, back.errors, back.cache_hits, back.cache_lookups),
+            (6, 3, 2, 6)
+        );
         assert_eq!(back.to_bytes(), bytes);
     }
 
@@ -382,9 +394,15 @@ mod tests {
     #[test]
     fn unknown_versions_and_truncation_are_errors_not_panics() {
         assert_eq!(Sketch::from_bytes(&[]), Err(DecodeError::Empty));
-        assert_eq!(Sketch::from_bytes(&[9, 1]), Err(DecodeError::UnknownVersion(9)));
+        assert_eq!(
+            Sketch::from_bytes(&[9, 1]),
+            Err(DecodeError::UnknownVersion(9))
+        );
         let bytes = Sketch::new().to_bytes();
-        assert_eq!(Sketch::from_bytes(&bytes[..bytes.len() - 1]), Err(DecodeError::Truncated));
+        assert_eq!(
+            Sketch::from_bytes(&bytes[..bytes.len() - 1]),
+            Err(DecodeError::Truncated)
+        );
     }
 
     #[test]

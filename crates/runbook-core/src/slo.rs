@@ -58,7 +58,10 @@ pub struct Judgement {
 /// Judges a rule over `points` (in any order). Buckets are consecutive when their slots are: a
 /// bucket without data (a gap, or `None`) ends a run.
 pub fn judge(points: &[Point], cmp: Comparison, threshold: f64, required: i64) -> Judgement {
-    let mut pts: Vec<(i64, f64)> = points.iter().filter_map(|p| p.value.map(|v| (p.slot, v))).collect();
+    let mut pts: Vec<(i64, f64)> = points
+        .iter()
+        .filter_map(|p| p.value.map(|v| (p.slot, v)))
+        .collect();
     pts.sort_by_key(|p| p.0);
     let mut longest = 0i64;
     let mut run = 0i64;
@@ -67,14 +70,23 @@ pub fn judge(points: &[Point], cmp: Comparison, threshold: f64, required: i64) -
     for &(slot, v) in &pts {
         observed = Some(observed.map_or(v, |o| cmp.worse(o, v)));
         if cmp.breaches(v, threshold) {
-            run = if prev_slot == Some(slot - 1) && run > 0 { run + 1 } else { 1 };
+            run = if prev_slot == Some(slot - 1) && run > 0 {
+                run + 1
+            } else {
+                1
+            };
         } else {
             run = 0;
         }
         longest = longest.max(run);
         prev_slot = Some(slot);
     }
-    Judgement { breached: longest >= required.max(1), breached_buckets: longest, observed, buckets: pts.len() as i64 }
+    Judgement {
+        breached: longest >= required.max(1),
+        breached_buckets: longest,
+        observed,
+        buckets: pts.len() as i64,
+    }
 }
 
 /// An error budget's burn rate: the observed error rate divided by the rate the objective allows.
@@ -105,12 +117,24 @@ mod tests {
     use super::*;
 
     fn series(values: &[Option<f64>]) -> Vec<Point> {
-        values.iter().enumerate().map(|(i, &value)| Point { slot: 100 + i as i64, value }).collect()
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, &value)| Point {
+                slot: 100 + i as i64,
+                value,
+            })
+            .collect()
     }
 
     #[test]
     fn two_consecutive_buckets_over_one_percent_is_a_rollback() {
-        let j = judge(&series(&[Some(0.0), Some(0.03), Some(0.03)]), Comparison::Above, 0.01, 2);
+        let j = judge(
+            &series(&[Some(0.0), Some(0.03), Some(0.03)]),
+            Comparison::Above,
+            0.01,
+            2,
+        );
         assert!(j.breached);
         assert_eq!(j.breached_buckets, 2);
         assert_eq!(j.observed, Some(0.03));
@@ -118,7 +142,12 @@ mod tests {
 
     #[test]
     fn one_bucket_is_not_two() {
-        let j = judge(&series(&[Some(700.0), Some(100.0), Some(700.0)]), Comparison::Above, 600.0, 2);
+        let j = judge(
+            &series(&[Some(700.0), Some(100.0), Some(700.0)]),
+            Comparison::Above,
+            600.0,
+            2,
+        );
         assert!(!j.breached);
         assert_eq!(j.breached_buckets, 1);
     }
@@ -130,7 +159,16 @@ mod tests {
 
     #[test]
     fn a_gap_between_buckets_ends_a_run() {
-        let pts = vec![Point { slot: 1, value: Some(0.5) }, Point { slot: 3, value: Some(0.5) }];
+        let pts = vec![
+            Point {
+                slot: 1,
+                value: Some(0.5),
+            },
+            Point {
+                slot: 3,
+                value: Some(0.5),
+            },
+        ];
         assert_eq!(judge(&pts, Comparison::Above, 0.01, 2).breached_buckets, 1);
         let pts = series(&[Some(0.5), None, Some(0.5)]);
         assert_eq!(judge(&pts, Comparison::Above, 0.01, 2).breached_buckets, 1);
@@ -138,7 +176,12 @@ mod tests {
 
     #[test]
     fn low_cache_hit_rate_breaches_below() {
-        let j = judge(&series(&[Some(10.0), Some(15.0)]), Comparison::Below, 20.0, 2);
+        let j = judge(
+            &series(&[Some(10.0), Some(15.0)]),
+            Comparison::Below,
+            20.0,
+            2,
+        );
         assert!(j.breached);
         assert_eq!(j.observed, Some(10.0));
     }
