@@ -28,7 +28,7 @@ fn check_request(
     let name = |field: &'static str| if arg.is_empty() { field } else { arg };
     match endpoint {
         None => error::invalid_argument(name("endpoint"), format!("{at}endpoint must not be NULL")),
-        Some(e) if e.is_empty() => {
+        Some("") => {
             error::invalid_argument(name("endpoint"), format!("{at}endpoint must not be empty"))
         }
         Some(_) => {}

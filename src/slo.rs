@@ -162,6 +162,7 @@ fn describe(rule: &Rule, endpoint: &Option<String>, j: &rules::Judgement) -> Str
 
 /// Judges every rule over the window: SLO rules for an endpoint (None = all endpoints).
 #[pg_extern(stable, parallel_safe, requires = ["slo"])]
+#[allow(clippy::type_complexity)]
 fn check_slo_compliance(
     window: default!(Option<Interval>, "'15 minutes'"),
     endpoint: default!(Option<String>, "NULL"),
@@ -351,6 +352,7 @@ fn assert_no_rollback(
 
 /// The error budget of an availability objective, with multi-window burn rates.
 #[pg_extern(stable, parallel_safe, requires = ["slo"])]
+#[allow(clippy::type_complexity)]
 fn slo_error_budget(
     objective: default!(Option<f64>, "0.999"),
     window: default!(Option<Interval>, "'30 days'"),
