@@ -39,6 +39,7 @@ time_file_ms() {
 # worker DB on|off: turns the background worker on or off for the benchmark cluster, so it neither
 # competes with nor helps a measurement it is not part of.
 worker() {
+  [ "$(q postgres "SELECT count(*) FROM pg_settings WHERE name = 'pg_runbook.worker_enabled'")" = 1 ] || return 0
   q postgres "ALTER SYSTEM SET pg_runbook.worker_enabled = $2" >/dev/null
   q postgres "SELECT pg_reload_conf()" >/dev/null
   sleep 1

@@ -147,3 +147,14 @@ pub const NOT_EXTENSION_MEMBER: &str = "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_
 pub fn with_catalog_settings<R>(f: impl FnOnce() -> R) -> R {
     with_lock_timeout(|| with_settings(&[("jit", "off".to_string())], f))
 }
+
+/// Runs a statement that may write (a data-modifying CTE) and returns exactly one row, mapped.
+pub fn select_mut_one<T>(sql: &str, args: &[DatumWithOid], map: impl Fn(&SpiHeapTupleData) -> T) -> T {
+    Spi::connect_mut(|client| {
+        let rows = spi(sql, client.update(sql, None, args));
+        rows.into_iter()
+            .next()
+            .map(|row| map(&row))
+            .unwrap_or_else(|| error::spi_failure(sql, "the query returned no row"))
+    })
+}

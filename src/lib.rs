@@ -12,11 +12,14 @@ mod error;
 mod health;
 mod indexes;
 mod integrity;
+mod metrics;
 mod migrations;
 mod partitions;
 mod preflight;
 mod security;
 mod settings;
+mod sketch_agg;
+mod slo;
 
 pgrx::pg_module_magic!();
 

@@ -59,6 +59,13 @@ fn string(name: &'static CStr, about: &'static CStr, setting: &'static GucSettin
     GucRegistry::define_string_guc(name, about, c"", setting, GucContext::Userset, GucFlags::default());
 }
 
+// ---- metrics -------------------------------------------------------------------------------------
+
+/// How long raw rows of performance_metrics are kept (seconds); rollup_metrics() prunes older
+/// rows after folding them. Seven days covers a week of "compare with last deploy" questions
+/// while the 5-minute rollups (a few KB per bucket) are kept.
+pub static METRICS_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+
 const HOUR_MS: i32 = 3_600_000;
 const DAY_MS: i32 = 24 * HOUR_MS;
 
@@ -128,6 +135,16 @@ pub fn init() {
     string(c"pg_runbook.audit_table", c"Compliance: the audit table whose changes the compliance report counts ('' for none).", &AUDIT_TABLE);
     string(c"pg_runbook.audit_time_column", c"Compliance: the audit table's time column ('' to use its time-typed partition key or first time column).", &AUDIT_TIME_COLUMN);
     string(c"pg_runbook.audit_tenant_column", c"Compliance: the audit table's tenant column; with it, a report for a tenant counts only its rows.", &AUDIT_TENANT_COLUMN);
+    GucRegistry::define_int_guc(
+        c"pg_runbook.metrics_retention",
+        c"Metrics: raw performance_metrics rows older than this are pruned by rollup_metrics(), after being rolled up.",
+        c"",
+        &METRICS_RETENTION_S,
+        300,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
 
     reserve_prefix();
 }

@@ -4,7 +4,10 @@
 //! the rules in seconds.
 
 pub mod indexes;
-pub mod schema;
-pub mod status;
 pub mod integrity;
 pub mod partitions;
+pub mod rollup;
+pub mod schema;
+pub mod sketch;
+pub mod slo;
+pub mod status;

@@ -1,0 +1,293 @@
+//! The request sketch as PostgreSQL aggregates: `request_sketch(duration_ms, status_code,
+//! cache_hit)` over raw rows and `sketch_union(sketch)` over stored sketches, both with
+//! internal state, a combine function and (de)serialization, so they run inside one set-based
+//! `INSERT ... SELECT ... GROUP BY` (and in parallel plans) without raw rows passing through SPI.
+//!
+//! The state lives in the aggregate's memory context and is dropped with it. The math is
+//! `runbook_core::sketch`.
+
+use crate::error;
+use pgrx::PgMemoryContexts;
+use pgrx::datum::Internal;
+use pgrx::prelude::*;
+use runbook_core::rollup::Rollup;
+use runbook_core::sketch::Sketch;
+
+/// The aggregate's memory context; outside an aggregate call this is a misuse and an ERROR.
+fn agg_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext {
+    let mut ctx: pg_sys::MemoryContext = std::ptr::null_mut();
+    if unsafe { pg_sys::AggCheckCallContext(fcinfo, &mut ctx) } == 0 || ctx.is_null() {
+        error::invalid_argument(
+            "state",
+            "sketch transition functions may only be called by an aggregate",
+        );
+    }
+    ctx
+}
+
+fn new_state<T>(fcinfo: pg_sys::FunctionCallInfo, state: T) -> *mut T {
+    PgMemoryContexts::For(agg_context(fcinfo)).leak_and_drop_on_delete(state)
+}
+
+fn state_ptr<T>(state: &Option<Internal>) -> Option<*mut T> {
+    state
+        .as_ref()
+        .and_then(|s| unsafe { s.get::<T>() })
+        .map(|p| p as *const T as *mut T)
+}
+
+fn into_internal<T>(p: *mut T) -> Internal {
+    Internal::from(Some(pg_sys::Datum::from(p)))
+}
+
+fn decode(bytes: &[u8]) -> Sketch {
+    Sketch::from_bytes(bytes).unwrap_or_else(|e| error::invalid_argument("sketch", e))
+}
+
+/// Transition of request_sketch(): counts one request. NULL durations are skipped.
+#[pg_extern(immutable, parallel_safe)]
+fn request_sketch_trans(
+    state: Option<Internal>,
+    duration_ms: Option<f64>,
+    status_code: Option<i32>,
+    cache_hit: Option<bool>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<Internal> {
+    let p = match state_ptr::<Sketch>(&state) {
+        Some(p) => p,
+        None => new_state(fcinfo, Sketch::new()),
+    };
+    if let Some(d) = duration_ms {
+        unsafe { (*p).add_request(d, status_code, cache_hit) };
+    }
+    Some(into_internal(p))
+}
+
+/// Transition of sketch_union(): merges one stored sketch.
+#[pg_extern(immutable, parallel_safe)]
+fn sketch_union_trans(
+    state: Option<Internal>,
+    sketch: Option<&[u8]>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<Internal> {
+    let p = match state_ptr::<Sketch>(&state) {
+        Some(p) => p,
+        None => new_state(fcinfo, Sketch::new()),
+    };
+    if let Some(bytes) = sketch {
+        unsafe { (*p).merge(&decode(bytes)) };
+    }
+    Some(into_internal(p))
+}
+
+/// Combine function of both aggregates (parallel plans): merges the second state into the first.
+#[pg_extern(immutable, parallel_safe)]
+fn sketch_combine(
+    a: Option<Internal>,
+    b: Option<Internal>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<Internal> {
+    match (state_ptr::<Sketch>(&a), state_ptr::<Sketch>(&b)) {
+        (None, None) => None,
+        (Some(pa), None) => Some(into_internal(pa)),
+        (None, Some(pb)) => Some(into_internal(new_state(fcinfo, unsafe { (*pb).clone() }))),
+        (Some(pa), Some(pb)) => {
+            unsafe { (*pa).merge(&*pb) };
+            Some(into_internal(pa))
+        }
+    }
+}
+
+/// Serialization of both aggregates' state: the sketch's stored bytes.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn sketch_serialize(state: Option<Internal>) -> Option<Vec<u8>> {
+    state_ptr::<Sketch>(&state).map(|p| unsafe { (*p).to_bytes() })
+}
+
+/// Deserialization of both aggregates' state.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn sketch_deserialize(
+    bytes: Option<&[u8]>,
+    _unused: Option<Internal>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<Internal> {
+    bytes.map(|b| into_internal(new_state(fcinfo, decode(b))))
+}
+
+/// Final function of both aggregates: the sketch's stored bytes (NULL over no rows).
+#[pg_extern(immutable, parallel_safe)]
+fn sketch_final(state: Option<Internal>) -> Option<Vec<u8>> {
+    state_ptr::<Sketch>(&state).map(|p| unsafe { (*p).to_bytes() })
+}
+
+// ---- reading stored sketches ---------------------------------------------------------------
+
+/// The `q`-quantile (0..1) of a sketch's durations, within 1 % of the exact value, with
+/// percentile_disc's rank rule.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn sketch_quantile(sketch: &[u8], q: f64) -> Option<f64> {
+    if !(0.0..=1.0).contains(&q) {
+        error::invalid_argument("q", format!("{q} is not between 0 and 1"));
+    }
+    decode(sketch).quantile(q)
+}
+
+/// Merges two sketches (for ON CONFLICT updates of a stored bucket).
+#[pg_extern(immutable, parallel_safe)]
+fn sketch_merge(a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
+    match (a, b) {
+        (None, None) => None,
+        (Some(x), None) | (None, Some(x)) => Some(decode(x).to_bytes()),
+        (Some(x), Some(y)) => {
+            let mut s = decode(x);
+            s.merge(&decode(y));
+            Some(s.to_bytes())
+        }
+    }
+}
+
+/// Requests counted in a sketch.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn sketch_count(sketch: &[u8]) -> i64 {
+    decode(sketch).count as i64
+}
+
+/// Requests with status >= 500 counted in a sketch.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn sketch_errors(sketch: &[u8]) -> i64 {
+    decode(sketch).errors as i64
+}
+
+/// Requests with cache_hit true counted in a sketch.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn sketch_cache_hits(sketch: &[u8]) -> i64 {
+    decode(sketch).cache_hits as i64
+}
+
+/// Requests with a known cache_hit (true or false) counted in a sketch.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn sketch_cache_lookups(sketch: &[u8]) -> i64 {
+    decode(sketch).cache_lookups as i64
+}
+
+/// The largest duration in a sketch (exact).
+#[pg_extern(immutable, parallel_safe, strict)]
+fn sketch_max(sketch: &[u8]) -> Option<f64> {
+    let s = decode(sketch);
+    (s.count > 0).then_some(s.max)
+}
+
+/// The mean duration in a sketch (exact).
+#[pg_extern(immutable, parallel_safe, strict)]
+fn sketch_mean(sketch: &[u8]) -> Option<f64> {
+    decode(sketch).mean()
+}
+
+// ---- the whole rollup in one aggregate ------------------------------------------------------
+
+/// Transition of request_rollup(): counts one raw row in its (endpoint, 5-minute) sketch.
+#[pg_extern(immutable, parallel_safe)]
+fn request_rollup_trans(
+    state: Option<Internal>,
+    created_at: Option<TimestampWithTimeZone>,
+    endpoint: Option<&str>,
+    duration_ms: Option<f64>,
+    status_code: Option<i32>,
+    cache_hit: Option<bool>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<Internal> {
+    let p = match state_ptr::<Rollup>(&state) {
+        Some(p) => p,
+        None => new_state(fcinfo, Rollup::new()),
+    };
+    if let (Some(at), Some(endpoint), Some(d)) = (created_at, endpoint, duration_ms) {
+        let micros: pg_sys::TimestampTz = at.into();
+        unsafe { (*p).add(micros, endpoint, d, status_code, cache_hit) };
+    }
+    Some(into_internal(p))
+}
+
+/// Combine function of request_rollup().
+#[pg_extern(immutable, parallel_safe)]
+fn rollup_combine(
+    a: Option<Internal>,
+    b: Option<Internal>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<Internal> {
+    match (state_ptr::<Rollup>(&a), state_ptr::<Rollup>(&b)) {
+        (None, None) => None,
+        (Some(pa), None) => Some(into_internal(pa)),
+        (None, Some(pb)) => Some(into_internal(new_state(fcinfo, unsafe { (*pb).clone() }))),
+        (Some(pa), Some(pb)) => {
+            unsafe { (*pa).merge(&*pb) };
+            Some(into_internal(pa))
+        }
+    }
+}
+
+fn decode_rollup(bytes: &[u8]) -> Rollup {
+    Rollup::from_bytes(bytes).unwrap_or_else(|e| error::invalid_argument("rollup", e))
+}
+
+/// Serialization (and final function) of request_rollup().
+#[pg_extern(immutable, parallel_safe)]
+fn rollup_serialize(state: Option<Internal>) -> Option<Vec<u8>> {
+    state_ptr::<Rollup>(&state).map(|p| unsafe { (*p).to_bytes() })
+}
+
+/// Deserialization of request_rollup().
+#[pg_extern(immutable, parallel_safe, strict)]
+fn rollup_deserialize(
+    bytes: Option<&[u8]>,
+    _unused: Option<Internal>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<Internal> {
+    bytes.map(|b| into_internal(new_state(fcinfo, decode_rollup(b))))
+}
+
+/// The rows of a request_rollup() result: one per 5-minute bucket and endpoint, plus one per
+/// bucket for all endpoints (endpoint NULL), each with its sketch.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn rollup_rows(
+    rollup: &[u8],
+) -> TableIterator<
+    'static,
+    (
+        name!(bucket, TimestampWithTimeZone),
+        name!(endpoint, Option<String>),
+        name!(sketch, Vec<u8>),
+    ),
+> {
+    let rows = decode_rollup(rollup).rows();
+    TableIterator::new(rows.into_iter().filter_map(|(slot, endpoint, sketch)| {
+        let micros = slot.checked_mul(runbook_core::rollup::SLOT_MICROS)?;
+        let bucket = TimestampWithTimeZone::try_from(micros).ok()?;
+        Some((bucket, endpoint, sketch.to_bytes()))
+    }))
+}
+
+pgrx::extension_sql_file!(
+    "../sql/sketch.sql",
+    name = "sketch",
+    requires = [
+        request_sketch_trans,
+        sketch_union_trans,
+        sketch_combine,
+        sketch_serialize,
+        sketch_deserialize,
+        sketch_final,
+        sketch_quantile,
+        sketch_merge,
+        sketch_count,
+        sketch_errors,
+        sketch_cache_hits,
+        sketch_cache_lookups,
+        sketch_max,
+        sketch_mean,
+        request_rollup_trans,
+        rollup_combine,
+        rollup_serialize,
+        rollup_deserialize,
+        rollup_rows,
+    ]
+);
