@@ -4,3 +4,4 @@
 //! the rules in seconds.
 
 pub mod status;
+pub mod matviews;
