@@ -8,6 +8,8 @@ use pgrx::prelude::*;
 mod catalog;
 mod error;
 mod health;
+mod matview_refresh;
+mod matviews;
 mod preflight;
 mod settings;
 

@@ -34,6 +34,12 @@ pub static MIN_SERVER_VERSION: GucSetting<i32> = GucSetting::<i32>::new(14);
 /// polling every second from doing catalog work more than once per ten seconds per cluster.
 pub static HEALTH_CACHE_TTL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
+// ---- materialized views ---------------------------------------------------------------------
+
+/// How long mv_refresh_log keeps rows, in seconds; 0 keeps them for ever. Thirty days covers a
+/// month of deploys for "what did last week's refresh do".
+pub static REFRESH_LOG_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
+
 const HOUR_MS: i32 = 3_600_000;
 const DAY_MS: i32 = 24 * HOUR_MS;
 
@@ -96,6 +102,17 @@ pub fn init() {
     count(c"pg_runbook.min_server_version", c"Preflight: WARN when the server's major version is below this.", &MIN_SERVER_VERSION);
 
     ms(c"pg_runbook.health_cache_ttl", c"How long health_check() serves a cached result; 0 disables the cache.", &HEALTH_CACHE_TTL_MS, HOUR_MS);
+
+    GucRegistry::define_int_guc(
+        c"pg_runbook.refresh_log_retention",
+        c"How long mv_refresh_log keeps rows; 0 keeps them for ever.",
+        c"",
+        &REFRESH_LOG_RETENTION_S,
+        0,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_S,
+    );
 
     reserve_prefix();
 }
