@@ -219,18 +219,20 @@ pub fn run(views: Vec<ViewInfo>, options: Options) -> Vec<RefreshRow> {
             "the materialized view refresh worker stopped after {done} of {n} views; see the server log"
         );
     }
-    (0..done)
+    let rows = (0..done)
         .map(|i| {
             let slot = unsafe { &*slots.add(i) };
             RefreshRow {
                 matview: views[i].display(),
                 mode: mode_word(slot.concurrent).to_string(),
                 status: outcome_of(slot.outcome).as_str().to_string(),
-                duration_ms: slot.duration_ms,
+                duration_ms: (slot.duration_ms * 1000.0).round() / 1000.0,
                 error: slot_error(slot),
             }
         })
-        .collect()
+        .collect();
+    unsafe { pg_sys::dsm_detach(seg) };
+    rows
 }
 
 fn slot_error(slot: &Slot) -> Option<String> {
