@@ -509,6 +509,7 @@ fn record_sources(t: &Tables, v: &ViewInfo, sources: &Sources) {
 fn refresh_one(t: &Tables, run_id: i64, v: &ViewInfo, o: &Options) -> (Outcome, bool, f64, Option<String>) {
     let started = Instant::now();
     let concurrent = std::cell::Cell::new(o.concurrently && v.populated && v.unique_index.is_some());
+    // (a Cell only because the closures below share it)
     let attempt = PgTryBuilder::new(AssertUnwindSafe(|| {
         begin();
         catalog::select_one(
@@ -516,15 +517,10 @@ fn refresh_one(t: &Tables, run_id: i64, v: &ViewInfo, o: &Options) -> (Outcome, 
             &[format!("{}ms", o.lock_timeout_ms).into(), format!("{}ms", o.statement_timeout_ms).into()],
             |_| (),
         );
-        // The view as it is now: it may have been populated or indexed since the plan was made.
-        let now = matviews::views_by_oid(&[v.oid]).into_iter().next();
-        let Some(now) = now else {
-            commit();
-            return Err("the materialized view no longer exists".to_string());
-        };
-        concurrent.set(o.concurrently && now.populated && now.unique_index.is_some());
+        // The view as the worker read it when the run started (a view dropped since then makes
+        // the REFRESH fail, and that is logged); not re-read per view, to keep overhead small.
         let (sources, before) = source_states(t, v);
-        if o.only_if_changed && now.populated && sources_unchanged(&before, &sources) {
+        if o.only_if_changed && v.populated && sources_unchanged(&before, &sources) {
             insert_log(t, run_id, v, concurrent.get(), Outcome::Unchanged, 0.0, None, None);
             commit();
             return Ok(Outcome::Unchanged);

@@ -344,3 +344,61 @@ pgrx::extension_sql_file!(
         prune_mv_refresh_log
     ]
 );
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn setup() {
+        Spi::run(
+            "CREATE SCHEMA mvt; \
+             CREATE TABLE mvt.t AS SELECT g AS id, g % 3 AS k FROM generate_series(1, 30) g; \
+             CREATE MATERIALIZED VIEW mvt.z_base AS SELECT k, count(*) AS n FROM mvt.t GROUP BY k; \
+             CREATE UNIQUE INDEX ON mvt.z_base (k); \
+             CREATE VIEW mvt.plain_view AS SELECT * FROM mvt.z_base; \
+             CREATE MATERIALIZED VIEW mvt.a_top AS SELECT * FROM mvt.plain_view WHERE n > 1;",
+        )
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn a_view_without_a_unique_index_fails_verification() {
+        setup();
+        let rows: Vec<(String, String, Option<String>)> = Spi::connect(|c| {
+            c.select(
+                "SELECT matviewname, status, unique_index FROM verify_materialized_view_indexes('mvt') ORDER BY 1",
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| (r.get(1).unwrap().unwrap(), r.get(2).unwrap().unwrap(), r.get(3).unwrap()))
+            .collect()
+        });
+        assert_eq!(
+            rows,
+            vec![
+                ("a_top".into(), "FAIL".into(), None),
+                ("z_base".into(), "PASS".into(), Some("z_base_k_idx".into())),
+            ]
+        );
+    }
+
+    #[pg_test]
+    fn a_view_on_a_view_through_a_plain_view_comes_second() {
+        setup();
+        let f = super::filter(Some("mvt"), Some("%"));
+        let order: Vec<String> = super::in_refresh_order(super::views_matching(&f)).iter().map(|v| v.name.clone()).collect();
+        assert_eq!(order, vec!["z_base".to_string(), "a_top".to_string()]);
+    }
+
+    #[pg_test(error = "invalid value for argument \"stagger\": a negative interval is not allowed")]
+    fn a_negative_stagger_is_refused() {
+        Spi::run("SELECT * FROM refresh_materialized_views_staggered(stagger => '-1s')").unwrap();
+    }
+
+    #[pg_test(error = "invalid value for argument \"schema_pattern\": no schema matches \"nope\"")]
+    fn an_unknown_schema_is_refused() {
+        Spi::run("SELECT * FROM refresh_materialized_views_staggered(schema_pattern => 'nope')").unwrap();
+    }
+}
