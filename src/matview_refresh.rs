@@ -15,7 +15,9 @@
 use crate::catalog::{self, col};
 use crate::error;
 use crate::matviews::{self, REFERENCES, ViewInfo};
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, SignalWakeFlags};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, SignalWakeFlags,
+};
 use pgrx::prelude::*;
 use runbook_core::matviews::{Outcome, SkipTracker, SourceState, sources_unchanged};
 use std::collections::BTreeMap;
@@ -136,7 +138,10 @@ pub fn run(views: Vec<ViewInfo>, options: Options) -> Vec<RefreshRow> {
         return Vec::new();
     }
     let run_id = catalog::select_one(
-        &format!("SELECT pg_catalog.nextval('{}')", catalog::ext_object("mv_refresh_run_id").replace('\'', "''")),
+        &format!(
+            "SELECT pg_catalog.nextval('{}')",
+            catalog::ext_object("mv_refresh_run_id").replace('\'', "''")
+        ),
         &[],
         |r| col::<i64>(r, 1).unwrap_or(0),
     );
@@ -187,20 +192,25 @@ pub fn run(views: Vec<ViewInfo>, options: Options) -> Vec<RefreshRow> {
             reported.set(i + 1);
         }
     };
-    let stopped_early = PgTryBuilder::new(AssertUnwindSafe(|| loop {
-        report(header.done.load(Ordering::Acquire) as usize);
-        if header.finished.load(Ordering::Acquire) == 1 {
-            return false;
+    let stopped_early = PgTryBuilder::new(AssertUnwindSafe(|| {
+        loop {
+            report(header.done.load(Ordering::Acquire) as usize);
+            if header.finished.load(Ordering::Acquire) == 1 {
+                return false;
+            }
+            let status = worker.take().map(|w| {
+                let s = w.pid();
+                worker.set(Some(w));
+                s
+            });
+            if let Some(Err(
+                BackgroundWorkerStatus::Stopped | BackgroundWorkerStatus::PostmasterDied,
+            )) = status
+            {
+                return true;
+            }
+            wait_latch(200);
         }
-        let status = worker.take().map(|w| {
-            let s = w.pid();
-            worker.set(Some(w));
-            s
-        });
-        if let Some(Err(BackgroundWorkerStatus::Stopped | BackgroundWorkerStatus::PostmasterDied)) = status {
-            return true;
-        }
-        wait_latch(200);
     }))
     .catch_others(|e| {
         let worker = &worker_for_cancel;
@@ -244,10 +254,18 @@ fn notice_text(k: usize, n: usize, view: &ViewInfo, slot: &Slot) -> String {
     let what = match outcome_of(slot.outcome) {
         Outcome::Success => format!(
             "{}, {:.0} ms",
-            if slot.concurrent { "concurrently" } else { "plain" },
+            if slot.concurrent {
+                "concurrently"
+            } else {
+                "plain"
+            },
             slot.duration_ms
         ),
-        Outcome::Failed => format!("failed after {:.0} ms: {}", slot.duration_ms, slot_error(slot).unwrap_or_default()),
+        Outcome::Failed => format!(
+            "failed after {:.0} ms: {}",
+            slot.duration_ms,
+            slot_error(slot).unwrap_or_default()
+        ),
         Outcome::Skipped => format!("skipped: {}", slot_error(slot).unwrap_or_default()),
         Outcome::Unchanged => "unchanged since its last refresh, skipped".to_string(),
     };
@@ -278,8 +296,12 @@ fn report_activity(text: Option<&str>) {
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
         match text.and_then(|t| CString::new(t).ok()) {
-            Some(t) => pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, t.as_ptr()),
-            None => pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null()),
+            Some(t) => {
+                pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, t.as_ptr())
+            }
+            None => {
+                pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null())
+            }
         }
     }
 }
@@ -302,7 +324,10 @@ pub extern "C-unwind" fn pg_runbook_matview_refresh_main(arg: pg_sys::Datum) {
         return;
     }
     let slots = unsafe {
-        std::slice::from_raw_parts_mut(base.add(std::mem::size_of::<Header>()) as *mut Slot, header.count as usize)
+        std::slice::from_raw_parts_mut(
+            base.add(std::mem::size_of::<Header>()) as *mut Slot,
+            header.count as usize,
+        )
     };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(header.database), Some(header.user));
     refresh_all(header, slots);
@@ -326,7 +351,11 @@ fn refresh_all(header: &Header, slots: &mut [Slot]) {
         sources: catalog::ext_object("mv_refresh_sources"),
         runs: catalog::ext_object("mv_refresh_runs"),
     };
-    catalog::select_one(&format!("SELECT {}.prune_mv_refresh_log()", catalog::ext_schema()), &[], |_| ());
+    catalog::select_one(
+        &format!("SELECT {}.prune_mv_refresh_log()", catalog::ext_schema()),
+        &[],
+        |_| (),
+    );
     let options = format!(
         "stagger {} ms, concurrently {}, lock_timeout {} ms, statement_timeout {} ms, only_if_changed {}",
         o.stagger_ms, o.concurrently, o.lock_timeout_ms, o.statement_timeout_ms, o.only_if_changed
@@ -337,10 +366,18 @@ fn refresh_all(header: &Header, slots: &mut [Slot]) {
              VALUES ($1, pg_catalog.pg_backend_pid(), $2, $3, $4, pg_catalog.now())",
             tables.runs
         ),
-        &[header.run_id.into(), header.caller_pid.into(), (slots.len() as i32).into(), options.into()],
+        &[
+            header.run_id.into(),
+            header.caller_pid.into(),
+            (slots.len() as i32).into(),
+            options.into(),
+        ],
     );
     let found = matviews::views_by_oid(&oids);
-    let views: Vec<Option<ViewInfo>> = oids.iter().map(|oid| found.iter().find(|v| v.oid == *oid).cloned()).collect();
+    let views: Vec<Option<ViewInfo>> = oids
+        .iter()
+        .map(|oid| found.iter().find(|v| v.oid == *oid).cloned())
+        .collect();
     let present: Vec<ViewInfo> = views.iter().flatten().cloned().collect();
     let edges: Vec<(usize, usize)> = matviews::dependency_edges(&present)
         .into_iter()
@@ -351,7 +388,10 @@ fn refresh_all(header: &Header, slots: &mut [Slot]) {
         .collect();
     commit();
 
-    let names = views.iter().map(|v| v.as_ref().map(|v| v.display()).unwrap_or_default()).collect();
+    let names = views
+        .iter()
+        .map(|v| v.as_ref().map(|v| v.display()).unwrap_or_default())
+        .collect();
     let mut tracker = SkipTracker::new(names, &edges);
     let mut previous_refreshed = false;
     for (i, slot) in slots.iter_mut().enumerate() {
@@ -363,12 +403,24 @@ fn refresh_all(header: &Header, slots: &mut [Slot]) {
             stagger(o.stagger_ms);
         }
         let (outcome, concurrent, ms, err) = match (&views[i], tracker.skip_reason(i)) {
-            (None, _) => {
-                (Outcome::Failed, false, 0.0, Some("the materialized view no longer exists".to_string()))
-            }
+            (None, _) => (
+                Outcome::Failed,
+                false,
+                0.0,
+                Some("the materialized view no longer exists".to_string()),
+            ),
             (Some(v), Some(reason)) => {
                 let concurrent = o.concurrently && v.populated && v.unique_index.is_some();
-                log_row(&tables, header.run_id, v, concurrent, Outcome::Skipped, 0.0, None, Some(&reason));
+                log_row(
+                    &tables,
+                    header.run_id,
+                    v,
+                    concurrent,
+                    Outcome::Skipped,
+                    0.0,
+                    None,
+                    Some(&reason),
+                );
                 (Outcome::Skipped, concurrent, 0.0, Some(reason))
             }
             (Some(v), None) => refresh_one(&tables, header.run_id, v, &o),
@@ -392,16 +444,25 @@ fn refresh_all(header: &Header, slots: &mut [Slot]) {
     report_activity(None);
     begin();
     catalog::execute(
-        &format!("UPDATE {} SET finished_at = pg_catalog.clock_timestamp() WHERE run_id = $1", tables.runs),
+        &format!(
+            "UPDATE {} SET finished_at = pg_catalog.clock_timestamp() WHERE run_id = $1",
+            tables.runs
+        ),
         &[header.run_id.into()],
     );
     commit();
 }
 
 fn stagger(ms: i64) {
-    report_activity(Some(&format!("stagger: waiting {} before the next refresh", catalog::human_ms(ms as f64))));
+    report_activity(Some(&format!(
+        "stagger: waiting {} before the next refresh",
+        catalog::human_ms(ms as f64)
+    )));
     let deadline = Instant::now() + Duration::from_millis(ms as u64);
-    while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+    while let Some(left) = deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+    {
         wait_latch(left.as_millis().max(1) as i64);
     }
 }
@@ -476,13 +537,20 @@ fn source_states(t: &Tables, v: &ViewInfo) -> (Sources, Sources) {
         (
             col::<bool>(r, 1).unwrap_or(false),
             col::<i64>(r, 2).unwrap_or(0) as u32,
-            SourceState { writes: col::<i64>(r, 3).unwrap_or(0), filenode: col::<i64>(r, 4).unwrap_or(0) as u32 },
+            SourceState {
+                writes: col::<i64>(r, 3).unwrap_or(0),
+                filenode: col::<i64>(r, 4).unwrap_or(0) as u32,
+            },
         )
     });
     let mut now = Sources::new();
     let mut before = Sources::new();
     for (is_now, oid, state) in rows {
-        if is_now { now.insert(oid, state) } else { before.insert(oid, state) };
+        if is_now {
+            now.insert(oid, state)
+        } else {
+            before.insert(oid, state)
+        };
     }
     (now, before)
 }
@@ -506,10 +574,15 @@ fn record_sources(t: &Tables, v: &ViewInfo, sources: &Sources) {
 }
 
 /// Refreshes one view in its own transaction; a failure is rolled back and logged in another.
-fn refresh_one(t: &Tables, run_id: i64, v: &ViewInfo, o: &Options) -> (Outcome, bool, f64, Option<String>) {
+fn refresh_one(
+    t: &Tables,
+    run_id: i64,
+    v: &ViewInfo,
+    o: &Options,
+) -> (Outcome, bool, f64, Option<String>) {
     let started = Instant::now();
-    let concurrent = std::cell::Cell::new(o.concurrently && v.populated && v.unique_index.is_some());
-    // (a Cell only because the closures below share it)
+    let concurrent =
+        std::cell::Cell::new(o.concurrently && v.populated && v.unique_index.is_some());
     let attempt = PgTryBuilder::new(AssertUnwindSafe(|| {
         begin();
         catalog::select_one(
@@ -554,15 +627,28 @@ fn refresh_one(t: &Tables, run_id: i64, v: &ViewInfo, o: &Options) -> (Outcome, 
     .execute();
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     match attempt {
-        Ok(outcome) => (outcome, concurrent.get(), if outcome == Outcome::Success { ms } else { 0.0 }, None),
+        Ok(outcome) => (
+            outcome,
+            concurrent.get(),
+            if outcome == Outcome::Success { ms } else { 0.0 },
+            None,
+        ),
         Err(message) => {
             unsafe {
                 disable_timeout(STATEMENT_TIMEOUT, false);
                 pg_sys::AbortCurrentTransaction();
             }
-            log_row(t, run_id, v, concurrent.get(), Outcome::Failed, ms, None, Some(&message));
+            log_row(
+                t,
+                run_id,
+                v,
+                concurrent.get(),
+                Outcome::Failed,
+                ms,
+                None,
+                Some(&message),
+            );
             (Outcome::Failed, concurrent.get(), ms, Some(message))
         }
     }
 }
-

@@ -4,6 +4,9 @@
 //! themselves run in a background worker (matview_refresh.rs), one transaction per view, so each
 //! commits on its own. The order and the skip rule are runbook-core's `matviews`.
 
+// pgrx needs each #[pg_extern] signature to spell out its row type (it does not resolve aliases).
+#![allow(clippy::type_complexity)]
+
 use crate::catalog::{self, col, interval_ms, quote_ident};
 use crate::error;
 use crate::matview_refresh::{self, Options};
@@ -84,9 +87,15 @@ pub fn filter(schema_pattern: Option<&str>, name_pattern: Option<&str>) -> Filte
         |r| col::<bool>(r, 1).unwrap_or(false),
     );
     if !exists {
-        error::invalid_argument("schema_pattern", format!("no schema matches \"{schema_pattern}\""));
+        error::invalid_argument(
+            "schema_pattern",
+            format!("no schema matches \"{schema_pattern}\""),
+        );
     }
-    Filter { schema_pattern, name_pattern }
+    Filter {
+        schema_pattern,
+        name_pattern,
+    }
 }
 
 /// The materialized views matching `f`, by schema and name.
@@ -95,13 +104,24 @@ pub fn views_matching(f: &Filter) -> Vec<ViewInfo> {
         "n.nspname LIKE $1 AND c.relname LIKE $2 \
          AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
     );
-    catalog::select(&sql, &[f.schema_pattern.as_str().into(), f.name_pattern.as_str().into()], map_view)
+    catalog::select(
+        &sql,
+        &[
+            f.schema_pattern.as_str().into(),
+            f.name_pattern.as_str().into(),
+        ],
+        map_view,
+    )
 }
 
 /// The materialized views with these oids, as they are now (the worker re-reads them).
 pub fn views_by_oid(oids: &[pg_sys::Oid]) -> Vec<ViewInfo> {
     let ids: Vec<i64> = oids.iter().map(|o| o.to_u32() as i64).collect();
-    catalog::select(&view_query("c.oid = ANY ($1::pg_catalog.oid[])"), &[ids.into()], map_view)
+    catalog::select(
+        &view_query("c.oid = ANY ($1::pg_catalog.oid[])"),
+        &[ids.into()],
+        map_view,
+    )
 }
 
 /// The relations each starting relation's query reads, through plain views (a materialized
@@ -131,7 +151,10 @@ pub fn dependency_edges(views: &[ViewInfo]) -> Vec<(usize, usize)> {
         (col::<i64>(r, 1).unwrap_or(0), col::<i64>(r, 2).unwrap_or(0))
     });
     let index = |oid: i64| ids.iter().position(|&i| i == oid);
-    pairs.into_iter().filter_map(|(a, b)| Some((index(a)?, index(b)?))).collect()
+    pairs
+        .into_iter()
+        .filter_map(|(a, b)| Some((index(a)?, index(b)?)))
+        .collect()
 }
 
 /// `views` in refresh order: each after the views it reads.
@@ -140,7 +163,10 @@ pub fn in_refresh_order(views: Vec<ViewInfo>) -> Vec<ViewInfo> {
     let (order, cyclic) = runbook_core::matviews::refresh_order(views.len(), &edges);
     if !cyclic.is_empty() {
         let names: Vec<String> = cyclic.iter().map(|&i| views[i].display()).collect();
-        pgrx::warning!("materialized views on a dependency cycle are refreshed last: {}", names.join(", "));
+        pgrx::warning!(
+            "materialized views on a dependency cycle are refreshed last: {}",
+            names.join(", ")
+        );
     }
     order.into_iter().map(|i| views[i].clone()).collect()
 }
@@ -167,21 +193,36 @@ fn verify_materialized_view_indexes(
     TableIterator::new(views.into_iter().map(|v| {
         let detail = match (&v.unique_index, v.populated) {
             (Some(ix), true) => format!("REFRESH ... CONCURRENTLY can use unique index {ix}"),
-            (Some(ix), false) => format!("not populated: the first refresh is plain, later ones can use {ix}"),
+            (Some(ix), false) => {
+                format!("not populated: the first refresh is plain, later ones can use {ix}")
+            }
             (None, _) => {
-                let mut d = "no unique index usable by REFRESH ... CONCURRENTLY (it needs a valid, \
+                let mut d =
+                    "no unique index usable by REFRESH ... CONCURRENTLY (it needs a valid, \
                              non-partial unique btree index on plain columns): refreshes are plain \
                              and lock out readers"
-                    .to_string();
+                        .to_string();
                 if !v.unusable.is_empty() {
                     d.push_str(&format!("; {}", v.unusable.join(", ")));
                 }
                 d
             }
         };
-        let status = if v.unique_index.is_some() { "PASS" } else { "FAIL" };
+        let status = if v.unique_index.is_some() {
+            "PASS"
+        } else {
+            "FAIL"
+        };
         let concurrent = v.unique_index.is_some() && v.populated;
-        (v.schema, v.name, v.populated, v.unique_index, concurrent, status.to_string(), detail)
+        (
+            v.schema,
+            v.name,
+            v.populated,
+            v.unique_index,
+            concurrent,
+            status.to_string(),
+            detail,
+        )
     }))
 }
 
@@ -191,7 +232,10 @@ fn non_negative_ms(arg: &str, value: Option<Interval>, max_ms: f64) -> i64 {
         error::invalid_argument(arg, "a negative interval is not allowed");
     }
     if ms > max_ms {
-        error::invalid_argument(arg, format!("at most {} is allowed", catalog::human_ms(max_ms)));
+        error::invalid_argument(
+            arg,
+            format!("at most {} is allowed", catalog::human_ms(max_ms)),
+        );
     }
     ms.round() as i64
 }
@@ -209,7 +253,10 @@ type RefreshRows = TableIterator<
 
 fn run(views: Vec<ViewInfo>, options: Options) -> RefreshRows {
     let rows = matview_refresh::run(in_refresh_order(views), options);
-    TableIterator::new(rows.into_iter().map(|r| (r.matview, r.mode, r.status, r.duration_ms, r.error)))
+    TableIterator::new(
+        rows.into_iter()
+            .map(|r| (r.matview, r.mode, r.status, r.duration_ms, r.error)),
+    )
 }
 
 /// Refreshes the matching materialized views in dependency order, each in its own transaction
@@ -240,7 +287,11 @@ fn refresh_materialized_views_staggered(
         stagger_ms: non_negative_ms("stagger", stagger, DAY_MS),
         concurrently: error::required("concurrently", concurrently),
         lock_timeout_ms: non_negative_ms("lock_timeout", lock_timeout, i32::MAX as f64),
-        statement_timeout_ms: non_negative_ms("statement_timeout", statement_timeout, i32::MAX as f64),
+        statement_timeout_ms: non_negative_ms(
+            "statement_timeout",
+            statement_timeout,
+            i32::MAX as f64,
+        ),
         only_if_changed: error::required("only_if_changed", only_if_changed),
     };
     let f = filter(schema_pattern, name_pattern);
@@ -268,7 +319,10 @@ fn refresh_materialized_views() -> TableIterator<
         only_if_changed: false,
     };
     let views = catalog::with_lock_timeout(|| {
-        views_matching(&Filter { schema_pattern: "%".into(), name_pattern: "%".into() })
+        views_matching(&Filter {
+            schema_pattern: "%".into(),
+            name_pattern: "%".into(),
+        })
     });
     run(views, options)
 }
@@ -388,7 +442,10 @@ mod tests {
     fn a_view_on_a_view_through_a_plain_view_comes_second() {
         setup();
         let f = super::filter(Some("mvt"), Some("%"));
-        let order: Vec<String> = super::in_refresh_order(super::views_matching(&f)).iter().map(|v| v.name.clone()).collect();
+        let order: Vec<String> = super::in_refresh_order(super::views_matching(&f))
+            .iter()
+            .map(|v| v.name.clone())
+            .collect();
         assert_eq!(order, vec!["z_base".to_string(), "a_top".to_string()]);
     }
 
@@ -399,6 +456,7 @@ mod tests {
 
     #[pg_test(error = "invalid value for argument \"schema_pattern\": no schema matches \"nope\"")]
     fn an_unknown_schema_is_refused() {
-        Spi::run("SELECT * FROM refresh_materialized_views_staggered(schema_pattern => 'nope')").unwrap();
+        Spi::run("SELECT * FROM refresh_materialized_views_staggered(schema_pattern => 'nope')")
+            .unwrap();
     }
 }

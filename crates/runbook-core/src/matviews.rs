@@ -20,7 +20,8 @@ pub fn refresh_order(n: usize, edges: &[(usize, usize)]) -> (Vec<usize>, Vec<usi
             dependants[on].push(view);
         }
     }
-    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| waiting_on[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..n).filter(|&i| waiting_on[i] == 0).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(next) = ready.pop_first() {
         order.push(next);
@@ -75,17 +76,28 @@ impl SkipTracker {
                 depends_on[view].push(on);
             }
         }
-        SkipTracker { names, depends_on, outcome: vec![None; n] }
+        SkipTracker {
+            names,
+            depends_on,
+            outcome: vec![None; n],
+        }
     }
 
     /// Why view `i` must be skipped, naming the upstream view that failed or was skipped; `None`
     /// when it may be refreshed.
     pub fn skip_reason(&self, i: usize) -> Option<String> {
-        self.depends_on.get(i)?.iter().find_map(|&on| match self.outcome[on] {
-            Some(Outcome::Failed) => Some(format!("depends on {}, which failed", self.names[on])),
-            Some(Outcome::Skipped) => Some(format!("depends on {}, which was skipped", self.names[on])),
-            _ => None,
-        })
+        self.depends_on
+            .get(i)?
+            .iter()
+            .find_map(|&on| match self.outcome[on] {
+                Some(Outcome::Failed) => {
+                    Some(format!("depends on {}, which failed", self.names[on]))
+                }
+                Some(Outcome::Skipped) => {
+                    Some(format!("depends on {}, which was skipped", self.names[on]))
+                }
+                _ => None,
+            })
     }
 
     pub fn record(&mut self, i: usize, outcome: Outcome) {
@@ -107,7 +119,10 @@ pub struct SourceState {
 /// before (`previous` is that refresh's snapshot, empty when there was none) and each of its
 /// sources now is exactly as it was then. A view with no source tables (built on functions only)
 /// cannot be judged and is always refreshed.
-pub fn sources_unchanged(previous: &BTreeMap<u32, SourceState>, now: &BTreeMap<u32, SourceState>) -> bool {
+pub fn sources_unchanged(
+    previous: &BTreeMap<u32, SourceState>,
+    now: &BTreeMap<u32, SourceState>,
+) -> bool {
     !previous.is_empty() && previous == now
 }
 
@@ -151,7 +166,10 @@ mod tests {
 
     fn tracker() -> SkipTracker {
         // b on a, c on b, d on a, e independent
-        let names = ["a", "b", "c", "d", "e"].iter().map(|s| s.to_string()).collect();
+        let names = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         SkipTracker::new(names, &[(1, 0), (2, 1), (3, 0)])
     }
 
@@ -159,9 +177,15 @@ mod tests {
     fn dependants_of_a_failed_view_are_skipped_transitively() {
         let mut t = tracker();
         t.record(0, Outcome::Failed);
-        assert_eq!(t.skip_reason(1).as_deref(), Some("depends on a, which failed"));
+        assert_eq!(
+            t.skip_reason(1).as_deref(),
+            Some("depends on a, which failed")
+        );
         t.record(1, Outcome::Skipped);
-        assert_eq!(t.skip_reason(2).as_deref(), Some("depends on b, which was skipped"));
+        assert_eq!(
+            t.skip_reason(2).as_deref(),
+            Some("depends on b, which was skipped")
+        );
         assert!(t.skip_reason(3).is_some());
         assert_eq!(t.skip_reason(4), None);
     }
@@ -176,12 +200,18 @@ mod tests {
     }
 
     fn state(pairs: &[(u32, i64, u32)]) -> BTreeMap<u32, SourceState> {
-        pairs.iter().map(|&(oid, writes, filenode)| (oid, SourceState { writes, filenode })).collect()
+        pairs
+            .iter()
+            .map(|&(oid, writes, filenode)| (oid, SourceState { writes, filenode }))
+            .collect()
     }
 
     #[test]
     fn sources_without_writes_are_unchanged() {
-        assert!(sources_unchanged(&state(&[(1, 10, 100), (2, 0, 200)]), &state(&[(1, 10, 100), (2, 0, 200)])));
+        assert!(sources_unchanged(
+            &state(&[(1, 10, 100), (2, 0, 200)]),
+            &state(&[(1, 10, 100), (2, 0, 200)])
+        ));
     }
 
     #[test]
@@ -189,7 +219,10 @@ mod tests {
         let before = state(&[(1, 10, 100)]);
         assert!(!sources_unchanged(&before, &state(&[(1, 11, 100)])));
         assert!(!sources_unchanged(&before, &state(&[(1, 10, 101)])));
-        assert!(!sources_unchanged(&before, &state(&[(1, 10, 100), (2, 0, 5)])));
+        assert!(!sources_unchanged(
+            &before,
+            &state(&[(1, 10, 100), (2, 0, 5)])
+        ));
     }
 
     #[test]
