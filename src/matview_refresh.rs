@@ -55,9 +55,11 @@ struct Header {
     magic: u32,
     count: u32,
     database: pg_sys::Oid,
+    /// The role the refreshes run as (the caller's current role), and the session's login role
+    /// the worker connects as (a NOLOGIN role cannot start a worker connection in PostgreSQL 15).
     user: pg_sys::Oid,
+    session_user: pg_sys::Oid,
     caller_pid: i32,
-    run_id: i64,
     options: Options,
     /// Slots the worker has filled, in order.
     done: AtomicU32,
@@ -137,14 +139,6 @@ pub fn run(views: Vec<ViewInfo>, options: Options) -> Vec<RefreshRow> {
     if views.is_empty() {
         return Vec::new();
     }
-    let run_id = catalog::select_one(
-        &format!(
-            "SELECT pg_catalog.nextval('{}')",
-            catalog::ext_object("mv_refresh_run_id").replace('\'', "''")
-        ),
-        &[],
-        |r| col::<i64>(r, 1).unwrap_or(0),
-    );
     let n = views.len();
     let size = std::mem::size_of::<Header>() + n * std::mem::size_of::<Slot>();
     let (seg, header, slots) = unsafe {
@@ -156,8 +150,8 @@ pub fn run(views: Vec<ViewInfo>, options: Options) -> Vec<RefreshRow> {
         (*header).count = n as u32;
         (*header).database = pg_sys::MyDatabaseId;
         (*header).user = pg_sys::GetUserId();
+        (*header).session_user = pg_sys::GetSessionUserId();
         (*header).caller_pid = pg_sys::MyProcPid;
-        (*header).run_id = run_id;
         (*header).options = options;
         let slots = base.add(std::mem::size_of::<Header>()) as *mut Slot;
         for (i, v) in views.iter().enumerate() {
@@ -166,7 +160,7 @@ pub fn run(views: Vec<ViewInfo>, options: Options) -> Vec<RefreshRow> {
         (seg, &*header, slots)
     };
     let handle = unsafe { pg_sys::dsm_segment_handle(seg) };
-    let worker = BackgroundWorkerBuilder::new(&format!("pg_runbook matview refresh run {run_id}"))
+    let worker = BackgroundWorkerBuilder::new("pg_runbook matview refresh")
         .set_type(WORKER_TYPE)
         .set_library("pg_runbook")
         .set_function("pg_runbook_matview_refresh_main")
@@ -292,11 +286,31 @@ fn commit() {
     }
 }
 
+/// Runs `f` as the extension's owner, then switches back; an ERROR inside is cleaned up by the
+/// transaction's abort, which restores the user.
+fn as_owner<R>(t: &Tables, f: impl FnOnce() -> R) -> R {
+    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            t.owner,
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int,
+        );
+    }
+    let result = f();
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    result
+}
+
 /// Bookkeeping transactions (the run's row, skipped and unchanged log rows) need not wait for
 /// their WAL flush: losing one in a crash is harmless, and each would otherwise cost a disk flush
 /// that a bare REFRESH does not pay. Refreshes and failures keep synchronous_commit as configured.
 fn without_flush_wait() {
-    catalog::select_one("SELECT pg_catalog.set_config('synchronous_commit', 'off', true)", &[], |_| ());
+    catalog::select_one(
+        "SELECT pg_catalog.set_config('synchronous_commit', 'off', true)",
+        &[],
+        |_| (),
+    );
 }
 
 fn report_activity(text: Option<&str>) {
@@ -336,7 +350,10 @@ pub extern "C-unwind" fn pg_runbook_matview_refresh_main(arg: pg_sys::Datum) {
             header.count as usize,
         )
     };
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(header.database), Some(header.user));
+    BackgroundWorker::connect_worker_to_spi_by_oid(
+        Some(header.database),
+        Some(header.session_user),
+    );
     refresh_all(header, slots);
     header.finished.store(1, Ordering::Release);
     wake(header.caller_pid);
@@ -344,6 +361,9 @@ pub extern "C-unwind" fn pg_runbook_matview_refresh_main(arg: pg_sys::Datum) {
 
 /// The extension's tables, qualified once per run.
 struct Tables {
+    /// The extension's owner: the worker writes its bookkeeping as this role (as a SECURITY
+    /// DEFINER function would), so a caller needs no privileges on these tables.
+    owner: pg_sys::Oid,
     log: String,
     sources: String,
     runs: String,
@@ -353,34 +373,55 @@ fn refresh_all(header: &Header, slots: &mut [Slot]) {
     let o = header.options;
     let oids: Vec<pg_sys::Oid> = slots.iter().map(|s| s.matview).collect();
     begin();
+    if header.user != header.session_user {
+        // As SET ROLE would; the caller was running as this role, so the worker may too.
+        unsafe { pg_sys::SetCurrentRoleId(header.user, pg_sys::superuser_arg(header.user)) };
+    }
     without_flush_wait();
     let tables = Tables {
+        owner: catalog::select_one(
+            "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_runbook'",
+            &[],
+            |r| col::<pg_sys::Oid>(r, 1).unwrap_or(pg_sys::BOOTSTRAP_SUPERUSERID.into()),
+        ),
         log: catalog::ext_object("mv_refresh_log"),
         sources: catalog::ext_object("mv_refresh_sources"),
         runs: catalog::ext_object("mv_refresh_runs"),
     };
-    catalog::select_one(
-        &format!("SELECT {}.prune_mv_refresh_log()", catalog::ext_schema()),
-        &[],
-        |_| (),
-    );
+    let run_id = as_owner(&tables, || {
+        catalog::select_one(
+            &format!("SELECT {}.prune_mv_refresh_log()", catalog::ext_schema()),
+            &[],
+            |_| (),
+        );
+        catalog::select_one(
+            &format!(
+                "SELECT pg_catalog.nextval('{}')",
+                catalog::ext_object("mv_refresh_run_id").replace('\'', "''")
+            ),
+            &[],
+            |r| col::<i64>(r, 1).unwrap_or(0),
+        )
+    });
     let options = format!(
         "stagger {} ms, concurrently {}, lock_timeout {} ms, statement_timeout {} ms, only_if_changed {}",
         o.stagger_ms, o.concurrently, o.lock_timeout_ms, o.statement_timeout_ms, o.only_if_changed
     );
-    catalog::execute(
-        &format!(
-            "INSERT INTO {} (run_id, worker_pid, caller_pid, views, options, started_at) \
+    as_owner(&tables, || {
+        catalog::execute(
+            &format!(
+                "INSERT INTO {} (run_id, worker_pid, caller_pid, views, options, started_at) \
              VALUES ($1, pg_catalog.pg_backend_pid(), $2, $3, $4, pg_catalog.now())",
-            tables.runs
-        ),
-        &[
-            header.run_id.into(),
-            header.caller_pid.into(),
-            (slots.len() as i32).into(),
-            options.into(),
-        ],
-    );
+                tables.runs
+            ),
+            &[
+                run_id.into(),
+                header.caller_pid.into(),
+                (slots.len() as i32).into(),
+                options.into(),
+            ],
+        )
+    });
     let found = matviews::views_by_oid(&oids);
     let views: Vec<Option<ViewInfo>> = oids
         .iter()
@@ -421,7 +462,7 @@ fn refresh_all(header: &Header, slots: &mut [Slot]) {
                 let concurrent = o.concurrently && v.populated && v.unique_index.is_some();
                 log_row(
                     &tables,
-                    header.run_id,
+                    run_id,
                     v,
                     concurrent,
                     Outcome::Skipped,
@@ -431,7 +472,7 @@ fn refresh_all(header: &Header, slots: &mut [Slot]) {
                 );
                 (Outcome::Skipped, concurrent, 0.0, Some(reason))
             }
-            (Some(v), None) => refresh_one(&tables, header.run_id, v, &o),
+            (Some(v), None) => refresh_one(&tables, run_id, v, &o),
         };
         tracker.record(i, outcome);
         previous_refreshed = outcome == Outcome::Success || outcome == Outcome::Failed;
@@ -452,13 +493,15 @@ fn refresh_all(header: &Header, slots: &mut [Slot]) {
     report_activity(None);
     begin();
     without_flush_wait();
-    catalog::execute(
-        &format!(
-            "UPDATE {} SET finished_at = pg_catalog.clock_timestamp() WHERE run_id = $1",
-            tables.runs
-        ),
-        &[header.run_id.into()],
-    );
+    as_owner(&tables, || {
+        catalog::execute(
+            &format!(
+                "UPDATE {} SET finished_at = pg_catalog.clock_timestamp() WHERE run_id = $1",
+                tables.runs
+            ),
+            &[run_id.into()],
+        )
+    });
     commit();
 }
 
@@ -507,33 +550,36 @@ fn insert_log(
     rows: Option<i64>,
     err: Option<&str>,
 ) {
-    catalog::execute(
-        &format!(
-            "INSERT INTO {} (run_id, schemaname, matview, mode, status, started_at, finished_at, \
+    as_owner(t, || {
+        catalog::execute(
+            &format!(
+                "INSERT INTO {} (run_id, schemaname, matview, mode, status, started_at, finished_at, \
                              duration_ms, rows_after, error) \
              VALUES ($1, $2, $3, $4, $5, pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => $6 / 1000.0), \
                      pg_catalog.clock_timestamp(), $6, $7, $8)",
-            t.log
-        ),
-        &[
-            run_id.into(),
-            v.schema.as_str().into(),
-            v.name.as_str().into(),
-            mode_word(concurrent).into(),
-            outcome.as_str().into(),
-            ms.into(),
-            rows.into(),
-            err.into(),
-        ],
-    );
+                t.log
+            ),
+            &[
+                run_id.into(),
+                v.schema.as_str().into(),
+                v.name.as_str().into(),
+                mode_word(concurrent).into(),
+                outcome.as_str().into(),
+                ms.into(),
+                rows.into(),
+                err.into(),
+            ],
+        );
+    })
 }
 
 /// The view's source relations now, and as recorded at its last successful refresh.
 type Sources = BTreeMap<u32, SourceState>;
 
 fn source_states(t: &Tables, v: &ViewInfo) -> (Sources, Sources) {
-    let sql = format!(
-        "{REFERENCES}, rels AS ( \
+    as_owner(t, || {
+        let sql = format!(
+            "{REFERENCES}, rels AS ( \
            SELECT rel FROM refs \
            UNION SELECT p.relid FROM refs JOIN pg_catalog.pg_class c ON c.oid = refs.rel AND c.relkind = 'p', \
                  LATERAL pg_catalog.pg_partition_tree(c.oid) p) \
@@ -543,46 +589,49 @@ fn source_states(t: &Tables, v: &ViewInfo) -> (Sources, Sources) {
          FROM rels JOIN pg_catalog.pg_class c ON c.oid = rels.rel AND c.relkind IN ('r', 'm', 'p', 'f') \
          UNION ALL \
          SELECT false, source::int8, writes, filenode::int8 FROM {} WHERE matview = $1[1]",
-        t.sources
-    );
-    let rows = catalog::select(&sql, &[vec![v.oid.to_u32() as i64].into()], |r| {
-        (
-            col::<bool>(r, 1).unwrap_or(false),
-            col::<i64>(r, 2).unwrap_or(0) as u32,
-            SourceState {
-                writes: col::<i64>(r, 3).unwrap_or(0),
-                filenode: col::<i64>(r, 4).unwrap_or(0) as u32,
-            },
-        )
-    });
-    let mut now = Sources::new();
-    let mut before = Sources::new();
-    for (is_now, oid, state) in rows {
-        if is_now {
-            now.insert(oid, state)
-        } else {
-            before.insert(oid, state)
-        };
-    }
-    (now, before)
+            t.sources
+        );
+        let rows = catalog::select(&sql, &[vec![v.oid.to_u32() as i64].into()], |r| {
+            (
+                col::<bool>(r, 1).unwrap_or(false),
+                col::<i64>(r, 2).unwrap_or(0) as u32,
+                SourceState {
+                    writes: col::<i64>(r, 3).unwrap_or(0),
+                    filenode: col::<i64>(r, 4).unwrap_or(0) as u32,
+                },
+            )
+        });
+        let mut now = Sources::new();
+        let mut before = Sources::new();
+        for (is_now, oid, state) in rows {
+            if is_now {
+                now.insert(oid, state)
+            } else {
+                before.insert(oid, state)
+            };
+        }
+        (now, before)
+    })
 }
 
 fn record_sources(t: &Tables, v: &ViewInfo, sources: &Sources) {
-    let oids: Vec<i64> = sources.keys().map(|&o| o as i64).collect();
-    let writes: Vec<i64> = sources.values().map(|s| s.writes).collect();
-    let files: Vec<i64> = sources.values().map(|s| s.filenode as i64).collect();
-    catalog::execute(
-        &format!(
-            "WITH gone AS (DELETE FROM {t} WHERE matview = $1 AND source::int8 <> ALL ($2)) \
+    as_owner(t, || {
+        let oids: Vec<i64> = sources.keys().map(|&o| o as i64).collect();
+        let writes: Vec<i64> = sources.values().map(|s| s.writes).collect();
+        let files: Vec<i64> = sources.values().map(|s| s.filenode as i64).collect();
+        catalog::execute(
+            &format!(
+                "WITH gone AS (DELETE FROM {t} WHERE matview = $1 AND source::int8 <> ALL ($2)) \
              INSERT INTO {t} (matview, source, writes, filenode, recorded_at) \
              SELECT $1, s::pg_catalog.oid, w, f::pg_catalog.oid, pg_catalog.clock_timestamp() \
              FROM unnest($2::int8[], $3::int8[], $4::int8[]) AS x(s, w, f) \
              ON CONFLICT (matview, source) DO UPDATE \
                SET writes = excluded.writes, filenode = excluded.filenode, recorded_at = excluded.recorded_at",
-            t = t.sources
-        ),
-        &[v.oid.into(), oids.into(), writes.into(), files.into()],
-    );
+                t = t.sources
+            ),
+            &[v.oid.into(), oids.into(), writes.into(), files.into()],
+        );
+    })
 }
 
 /// Refreshes one view in its own transaction; a failure is rolled back and logged in another.

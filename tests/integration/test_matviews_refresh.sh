@@ -90,6 +90,17 @@ wait_for "$DB" "SELECT count(*) >= $before + 3 FROM mv_refresh_log" 75 || true
 q postgres "SELECT cron.unschedule($job)" >/dev/null
 check "a scheduled run leaves log rows" "$(q "$DB" "SELECT count(*) >= $before + 3 FROM mv_refresh_log")" "t"
 
+echo "a NOLOGIN owner role after SET ROLE"
+q "$DB" "CREATE ROLE mv_owner NOLOGIN; CREATE SCHEMA owned AUTHORIZATION mv_owner;
+         SET ROLE mv_owner; CREATE MATERIALIZED VIEW owned.v AS SELECT 1 AS x;" >/dev/null
+check "refreshes as the current role, with no privileges on the log" \
+  "$(q "$DB" "SET ROLE mv_owner; SELECT status FROM refresh_materialized_views_staggered(schema_pattern => 'owned')")" "success"
+
+q "$DB" "GRANT USAGE ON SCHEMA slow TO mv_owner" >/dev/null
+check "and cannot refresh a view it does not own" \
+  "$(q "$DB" "SET ROLE mv_owner; SELECT status || ': ' || error FROM refresh_materialized_views_staggered(schema_pattern => 'slow')")" \
+  "failed: must be owner of materialized view sleepy"
+
 echo "the extension in its own schema"
 DB2=$(psql -X -q -d postgres -c "DROP DATABASE IF EXISTS mv_schema WITH (FORCE)" -c "CREATE DATABASE mv_schema" >/dev/null; echo mv_schema)
 q "$DB2" "CREATE SCHEMA runbook; CREATE EXTENSION pg_runbook SCHEMA runbook;
