@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 mod catalog;
 mod error;
 mod health;
+mod matview_log;
 mod matview_refresh;
 mod matviews;
 mod preflight;
