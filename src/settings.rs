@@ -66,6 +66,12 @@ fn string(name: &'static CStr, about: &'static CStr, setting: &'static GucSettin
 /// while the 5-minute rollups (a few KB per bucket) are kept.
 pub static METRICS_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 
+// ---- materialized views ---------------------------------------------------------------------
+
+/// How long mv_refresh_log keeps rows, in seconds; 0 keeps them for ever. Thirty days covers a
+/// month of deploys for "what did last week's refresh do".
+pub static REFRESH_LOG_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
+
 const HOUR_MS: i32 = 3_600_000;
 const DAY_MS: i32 = 24 * HOUR_MS;
 
@@ -143,6 +149,16 @@ pub fn init() {
         300,
         i32::MAX,
         GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_runbook.refresh_log_retention",
+        c"How long mv_refresh_log keeps rows; 0 keeps them for ever.",
+        c"",
+        &REFRESH_LOG_RETENTION_S,
+        0,
+        i32::MAX,
+        GucContext::Userset,
         GucFlags::UNIT_S,
     );
 

@@ -11,3 +11,4 @@ pub mod schema;
 pub mod sketch;
 pub mod slo;
 pub mod status;
+pub mod matviews;

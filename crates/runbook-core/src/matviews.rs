@@ -1,0 +1,233 @@
+//! Materialized view refresh rules: the dependency order, which views to skip after a failure,
+//! and whether a view's sources changed since its last refresh.
+
+use std::collections::BTreeMap;
+
+/// The order in which to refresh `n` views, given `edges` of `(view, depends_on)` indices: every
+/// view after the views it is built on, and otherwise in input order (callers pass views sorted
+/// by name, so the order is stable). Edges to unknown indices and self-edges are ignored.
+///
+/// PostgreSQL does not allow cycles between materialized views, but the order must not loop or
+/// lose a view if the catalog ever shows one: views left on a cycle come last, in input order,
+/// and are returned in the second vector too.
+pub fn refresh_order(n: usize, edges: &[(usize, usize)]) -> (Vec<usize>, Vec<usize>) {
+    let mut waiting_on = vec![0usize; n];
+    let mut dependants: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut seen = std::collections::BTreeSet::new();
+    for &(view, on) in edges {
+        if view < n && on < n && view != on && seen.insert((view, on)) {
+            waiting_on[view] += 1;
+            dependants[on].push(view);
+        }
+    }
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..n).filter(|&i| waiting_on[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(next) = ready.pop_first() {
+        order.push(next);
+        for &d in &dependants[next] {
+            waiting_on[d] -= 1;
+            if waiting_on[d] == 0 {
+                ready.insert(d);
+            }
+        }
+    }
+    let cyclic: Vec<usize> = (0..n).filter(|&i| waiting_on[i] > 0).collect();
+    order.extend(cyclic.iter().copied());
+    (order, cyclic)
+}
+
+/// What became of one view in a run, as far as its dependants care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failed,
+    Skipped,
+    Unchanged,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+            Outcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// Tracks outcomes during a run and says which views to skip: a view built on a view that failed,
+/// or was itself skipped, would be refreshed from stale or broken data.
+#[derive(Debug, Clone)]
+pub struct SkipTracker {
+    names: Vec<String>,
+    depends_on: Vec<Vec<usize>>,
+    outcome: Vec<Option<Outcome>>,
+}
+
+impl SkipTracker {
+    /// `names[i]` is view i's name (for the reason given); `edges` as for [`refresh_order`].
+    pub fn new(names: Vec<String>, edges: &[(usize, usize)]) -> Self {
+        let n = names.len();
+        let mut depends_on = vec![Vec::new(); n];
+        for &(view, on) in edges {
+            if view < n && on < n && view != on && !depends_on[view].contains(&on) {
+                depends_on[view].push(on);
+            }
+        }
+        SkipTracker {
+            names,
+            depends_on,
+            outcome: vec![None; n],
+        }
+    }
+
+    /// Why view `i` must be skipped, naming the upstream view that failed or was skipped; `None`
+    /// when it may be refreshed.
+    pub fn skip_reason(&self, i: usize) -> Option<String> {
+        self.depends_on
+            .get(i)?
+            .iter()
+            .find_map(|&on| match self.outcome[on] {
+                Some(Outcome::Failed) => {
+                    Some(format!("depends on {}, which failed", self.names[on]))
+                }
+                Some(Outcome::Skipped) => {
+                    Some(format!("depends on {}, which was skipped", self.names[on]))
+                }
+                _ => None,
+            })
+    }
+
+    pub fn record(&mut self, i: usize, outcome: Outcome) {
+        if let Some(slot) = self.outcome.get_mut(i) {
+            *slot = Some(outcome);
+        }
+    }
+}
+
+/// One source relation's state: its write counter (inserts + updates + deletes) and its file
+/// (TRUNCATE and a plain REFRESH give a relation a new file without counting writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceState {
+    pub writes: i64,
+    pub filenode: u32,
+}
+
+/// With only_if_changed: true when a refresh can be skipped, that is when the view was refreshed
+/// before (`previous` is that refresh's snapshot, empty when there was none) and each of its
+/// sources now is exactly as it was then. A view with no source tables (built on functions only)
+/// cannot be judged and is always refreshed.
+pub fn sources_unchanged(
+    previous: &BTreeMap<u32, SourceState>,
+    now: &BTreeMap<u32, SourceState>,
+) -> bool {
+    !previous.is_empty() && previous == now
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_on_a_view_comes_after_it_whatever_the_input_order() {
+        // 0 is built on 1, 1 on 2.
+        let (order, cyclic) = refresh_order(3, &[(0, 1), (1, 2)]);
+        assert_eq!(order, vec![2, 1, 0]);
+        assert!(cyclic.is_empty());
+    }
+
+    #[test]
+    fn independent_views_keep_their_input_order() {
+        let (order, _) = refresh_order(4, &[(1, 3)]);
+        assert_eq!(order, vec![0, 2, 3, 1]);
+    }
+
+    #[test]
+    fn a_diamond_refreshes_the_base_first_and_the_top_last() {
+        let (order, _) = refresh_order(4, &[(3, 1), (3, 2), (1, 0), (2, 0), (3, 0)]);
+        assert_eq!(order, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_cycle_loses_no_view_and_is_reported() {
+        let (order, cyclic) = refresh_order(4, &[(1, 2), (2, 1), (3, 2)]);
+        assert_eq!(order, vec![0, 1, 2, 3]);
+        assert_eq!(cyclic, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn duplicate_self_and_out_of_range_edges_are_ignored() {
+        let (order, cyclic) = refresh_order(2, &[(0, 1), (0, 1), (1, 1), (0, 7)]);
+        assert_eq!(order, vec![1, 0]);
+        assert!(cyclic.is_empty());
+    }
+
+    fn tracker() -> SkipTracker {
+        // b on a, c on b, d on a, e independent
+        let names = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        SkipTracker::new(names, &[(1, 0), (2, 1), (3, 0)])
+    }
+
+    #[test]
+    fn dependants_of_a_failed_view_are_skipped_transitively() {
+        let mut t = tracker();
+        t.record(0, Outcome::Failed);
+        assert_eq!(
+            t.skip_reason(1).as_deref(),
+            Some("depends on a, which failed")
+        );
+        t.record(1, Outcome::Skipped);
+        assert_eq!(
+            t.skip_reason(2).as_deref(),
+            Some("depends on b, which was skipped")
+        );
+        assert!(t.skip_reason(3).is_some());
+        assert_eq!(t.skip_reason(4), None);
+    }
+
+    #[test]
+    fn dependants_of_a_successful_or_unchanged_view_are_refreshed() {
+        let mut t = tracker();
+        t.record(0, Outcome::Unchanged);
+        assert_eq!(t.skip_reason(1), None);
+        t.record(1, Outcome::Success);
+        assert_eq!(t.skip_reason(2), None);
+    }
+
+    fn state(pairs: &[(u32, i64, u32)]) -> BTreeMap<u32, SourceState> {
+        pairs
+            .iter()
+            .map(|&(oid, writes, filenode)| (oid, SourceState { writes, filenode }))
+            .collect()
+    }
+
+    #[test]
+    fn sources_without_writes_are_unchanged() {
+        assert!(sources_unchanged(
+            &state(&[(1, 10, 100), (2, 0, 200)]),
+            &state(&[(1, 10, 100), (2, 0, 200)])
+        ));
+    }
+
+    #[test]
+    fn a_write_a_truncate_or_a_new_source_is_a_change() {
+        let before = state(&[(1, 10, 100)]);
+        assert!(!sources_unchanged(&before, &state(&[(1, 11, 100)])));
+        assert!(!sources_unchanged(&before, &state(&[(1, 10, 101)])));
+        assert!(!sources_unchanged(
+            &before,
+            &state(&[(1, 10, 100), (2, 0, 5)])
+        ));
+    }
+
+    #[test]
+    fn a_view_never_refreshed_or_without_sources_is_refreshed() {
+        assert!(!sources_unchanged(&state(&[]), &state(&[(1, 0, 1)])));
+        assert!(!sources_unchanged(&state(&[]), &state(&[])));
+    }
+}

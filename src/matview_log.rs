@@ -1,0 +1,180 @@
+//! The refresh worker's bookkeeping: its transactions, the log rows, and the source snapshots
+//! behind only_if_changed. Written as the extension's owner, one transaction per view.
+
+use crate::catalog::{self, col};
+use crate::matview_refresh::mode_word;
+use crate::matviews::{REFERENCES, ViewInfo};
+use pgrx::prelude::*;
+use runbook_core::matviews::{Outcome, SourceState};
+use std::collections::BTreeMap;
+use std::ffi::c_int;
+
+pub fn begin() {
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+}
+
+pub fn commit() {
+    unsafe {
+        pg_sys::PopActiveSnapshot();
+        pg_sys::CommitTransactionCommand();
+        // A worker has no idle loop to flush its statistics; flush them so the next view's
+        // source counters (and the next run's) include this refresh's writes.
+        pg_sys::pgstat_report_stat(true);
+    }
+}
+
+/// Runs `f` as the extension's owner, then switches back; an ERROR inside is cleaned up by the
+/// transaction's abort, which restores the user.
+pub fn as_owner<R>(t: &Tables, f: impl FnOnce() -> R) -> R {
+    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            t.owner,
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int,
+        );
+    }
+    let result = f();
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    result
+}
+
+/// Bookkeeping transactions (the run's row, skipped and unchanged log rows) need not wait for
+/// their WAL flush: losing one in a crash is harmless, and each would otherwise cost a disk flush
+/// that a bare REFRESH does not pay. Refreshes and failures keep synchronous_commit as configured.
+pub fn without_flush_wait() {
+    catalog::select_one(
+        "SELECT pg_catalog.set_config('synchronous_commit', 'off', true)",
+        &[],
+        |_| (),
+    );
+}
+
+/// The extension's tables, qualified once per run.
+pub struct Tables {
+    /// The extension's owner: the worker writes its bookkeeping as this role (as a SECURITY
+    /// DEFINER function would), so a caller needs no privileges on these tables.
+    pub owner: pg_sys::Oid,
+    pub log: String,
+    pub sources: String,
+    pub runs: String,
+}
+
+/// Writes one log row in its own transaction (for views not refreshed: skipped, failed).
+#[allow(clippy::too_many_arguments)]
+pub fn log_row(
+    t: &Tables,
+    run_id: i64,
+    v: &ViewInfo,
+    concurrent: bool,
+    outcome: Outcome,
+    ms: f64,
+    rows: Option<i64>,
+    err: Option<&str>,
+) {
+    begin();
+    if outcome != Outcome::Failed {
+        without_flush_wait();
+    }
+    insert_log(t, run_id, v, concurrent, outcome, ms, rows, err);
+    commit();
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn insert_log(
+    t: &Tables,
+    run_id: i64,
+    v: &ViewInfo,
+    concurrent: bool,
+    outcome: Outcome,
+    ms: f64,
+    rows: Option<i64>,
+    err: Option<&str>,
+) {
+    as_owner(t, || {
+        catalog::execute(
+            &format!(
+                "INSERT INTO {} (run_id, schemaname, matview, mode, status, started_at, finished_at, \
+                             duration_ms, rows_after, error) \
+             VALUES ($1, $2, $3, $4, $5, pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => $6 / 1000.0), \
+                     pg_catalog.clock_timestamp(), $6, $7, $8)",
+                t.log
+            ),
+            &[
+                run_id.into(),
+                v.schema.as_str().into(),
+                v.name.as_str().into(),
+                mode_word(concurrent).into(),
+                outcome.as_str().into(),
+                ms.into(),
+                rows.into(),
+                err.into(),
+            ],
+        );
+    })
+}
+
+/// The view's source relations now, and as recorded at its last successful refresh.
+pub type Sources = BTreeMap<u32, SourceState>;
+
+pub fn source_states(t: &Tables, v: &ViewInfo) -> (Sources, Sources) {
+    as_owner(t, || {
+        let sql = format!(
+            "{REFERENCES}, rels AS ( \
+           SELECT rel FROM refs \
+           UNION SELECT p.relid FROM refs JOIN pg_catalog.pg_class c ON c.oid = refs.rel AND c.relkind = 'p', \
+                 LATERAL pg_catalog.pg_partition_tree(c.oid) p) \
+         SELECT true, c.oid::int8, pg_catalog.pg_stat_get_tuples_inserted(c.oid) \
+                + pg_catalog.pg_stat_get_tuples_updated(c.oid) + pg_catalog.pg_stat_get_tuples_deleted(c.oid), \
+                c.relfilenode::int8 \
+         FROM rels JOIN pg_catalog.pg_class c ON c.oid = rels.rel AND c.relkind IN ('r', 'm', 'p', 'f') \
+         UNION ALL \
+         SELECT false, source::int8, writes, filenode::int8 FROM {} WHERE matview = $1[1]",
+            t.sources
+        );
+        let rows = catalog::select(&sql, &[vec![v.oid.to_u32() as i64].into()], |r| {
+            (
+                col::<bool>(r, 1).unwrap_or(false),
+                col::<i64>(r, 2).unwrap_or(0) as u32,
+                SourceState {
+                    writes: col::<i64>(r, 3).unwrap_or(0),
+                    filenode: col::<i64>(r, 4).unwrap_or(0) as u32,
+                },
+            )
+        });
+        let mut now = Sources::new();
+        let mut before = Sources::new();
+        for (is_now, oid, state) in rows {
+            if is_now {
+                now.insert(oid, state)
+            } else {
+                before.insert(oid, state)
+            };
+        }
+        (now, before)
+    })
+}
+
+pub fn record_sources(t: &Tables, v: &ViewInfo, sources: &Sources) {
+    as_owner(t, || {
+        let oids: Vec<i64> = sources.keys().map(|&o| o as i64).collect();
+        let writes: Vec<i64> = sources.values().map(|s| s.writes).collect();
+        let files: Vec<i64> = sources.values().map(|s| s.filenode as i64).collect();
+        catalog::execute(
+            &format!(
+                "WITH gone AS (DELETE FROM {t} WHERE matview = $1 AND source::int8 <> ALL ($2)) \
+             INSERT INTO {t} (matview, source, writes, filenode, recorded_at) \
+             SELECT $1, s::pg_catalog.oid, w, f::pg_catalog.oid, pg_catalog.clock_timestamp() \
+             FROM unnest($2::int8[], $3::int8[], $4::int8[]) AS x(s, w, f) \
+             ON CONFLICT (matview, source) DO UPDATE \
+               SET writes = excluded.writes, filenode = excluded.filenode, recorded_at = excluded.recorded_at",
+                t = t.sources
+            ),
+            &[v.oid.into(), oids.into(), writes.into(), files.into()],
+        );
+    })
+}
