@@ -5,11 +5,13 @@
 
 use pgrx::prelude::*;
 
+mod cache;
 mod catalog;
 mod error;
 mod health;
 mod preflight;
 mod settings;
+mod worker;
 
 
 pgrx::pg_module_magic!();
@@ -20,6 +22,7 @@ pub extern "C-unwind" fn _PG_init() {
     settings::init();
     if preloading {
         health::init_shared_memory();
+        worker::init_preloaded();
     }
 }
 
