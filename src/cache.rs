@@ -616,3 +616,28 @@ pgrx::extension_sql_file!(
         drain_cache_invalidation_queue, warm_cache_top_queries
     ]
 );
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn drain_deletes_entries_named_by_key_and_by_tag_and_the_events() {
+        Spi::run("SELECT cache_put('a', '1', '1 hour', '{t1}'), cache_put('b', '2', '1 hour'), cache_put('c', '3', '1 hour')").unwrap();
+        Spi::run("SELECT invalidate_cache('b'), invalidate_cache_tag('t1')").unwrap();
+        assert_eq!(Spi::get_one::<i64>("SELECT drain_cache_invalidation_queue(1, 5)"), Ok(Some(2)));
+        assert_eq!(Spi::get_one::<String>("SELECT string_agg(cache_key, ',') FROM query_cache"), Ok(Some("c".into())));
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM cache_invalidation_queue"), Ok(Some(0)));
+    }
+
+    #[pg_test]
+    fn cached_query_serves_the_second_call_from_the_cache() {
+        Spi::run("CREATE TEMP SEQUENCE runs").unwrap();
+        let q = "SELECT cached_query('k', 'SELECT nextval(''runs'') AS n', '1 hour')";
+        let first = Spi::get_one::<pgrx::JsonB>(q).unwrap().unwrap().0;
+        let second = Spi::get_one::<pgrx::JsonB>(q).unwrap().unwrap().0;
+        assert_eq!(first, second);
+        assert_eq!(first, serde_json::json!([{"n": 1}]));
+    }
+}
