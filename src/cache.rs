@@ -10,9 +10,9 @@ use crate::catalog::{self, col, quote_ident, quote_literal};
 use crate::error;
 use crate::worker;
 use pgrx::JsonB;
-use pgrx::{PgList, PgOid, PgRelation};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
+use pgrx::{PgList, PgOid, PgRelation};
 use std::cell::Cell;
 
 /// Advisory lock class for single-flight cache fills: `pg_advisory_xact_lock(CLASS, hashtext(key))`.
@@ -72,7 +72,15 @@ fn lookup(schema: &str, key: &str) -> Option<JsonB> {
 
 /// Stores an entry; `query_sql` is kept when the entry was computed by cached_query, and its
 /// stale twin (from an earlier invalidation) is then forgotten.
-fn store(schema: &str, key: &str, result: JsonB, query_sql: Option<&str>, ttl: Option<Interval>, tags: &[String], hits: i64) {
+fn store(
+    schema: &str,
+    key: &str,
+    result: JsonB,
+    query_sql: Option<&str>,
+    ttl: Option<Interval>,
+    tags: &[String],
+    hits: i64,
+) {
     let sql = format!(
         "WITH put AS ( \
            INSERT INTO {schema}.query_cache AS c (cache_key, result, query_sql, tags, created_at, expires_at, hits) \
@@ -98,7 +106,14 @@ fn store(schema: &str, key: &str, result: JsonB, query_sql: Option<&str>, ttl: O
         Some(t) => t.into(),
         None => DatumWithOid::null::<Interval>(),
     };
-    let args = [key.into(), result.into(), query, ttl, tags.to_vec().into(), hits.into()];
+    let args = [
+        key.into(),
+        result.into(),
+        query,
+        ttl,
+        tags.to_vec().into(),
+        hits.into(),
+    ];
     catalog::run_prepared(&sql, &types, &args, |_| ());
 }
 
@@ -133,7 +148,10 @@ fn cache_get(key: Option<&str>) -> Option<JsonB> {
 /// The query text without trailing semicolons, or 22023 unless it is one plain SELECT (no
 /// SELECT INTO, no FOR UPDATE, no data-modifying WITH).
 fn read_only_query(query: &str) -> String {
-    let trimmed = query.trim().trim_end_matches(|c: char| c == ';' || c.is_whitespace()).to_string();
+    let trimmed = query
+        .trim()
+        .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+        .to_string();
     let owned = trimmed.clone();
     let verdict = catalog::in_subtransaction(move || unsafe { classify(&owned) });
     match verdict {
@@ -148,7 +166,10 @@ unsafe fn classify(query: &str) -> Result<(), String> {
     let list = unsafe { pg_sys::raw_parser(c.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT) };
     let stmts = unsafe { PgList::<pg_sys::RawStmt>::from_pg(list) };
     if stmts.len() != 1 {
-        return Err(format!("must be exactly one statement, got {}", stmts.len()));
+        return Err(format!(
+            "must be exactly one statement, got {}",
+            stmts.len()
+        ));
     }
     let raw = stmts.get_ptr(0).ok_or("must be exactly one statement")?;
     let node = unsafe { (*raw).stmt };
@@ -168,7 +189,9 @@ unsafe fn classify(query: &str) -> Result<(), String> {
             for cte in ctes.iter_ptr() {
                 let q = (*cte).ctequery;
                 if !q.is_null() && (*q).type_ != pg_sys::NodeTag::T_SelectStmt {
-                    return Err("a data-modifying WITH query writes; must be a read-only SELECT".into());
+                    return Err(
+                        "a data-modifying WITH query writes; must be a read-only SELECT".into(),
+                    );
                 }
             }
         }
@@ -178,9 +201,13 @@ unsafe fn classify(query: &str) -> Result<(), String> {
 
 /// Runs the caller's query and returns its rows as a jsonb array.
 fn compute(query: &str) -> JsonB {
-    let sql = format!("SELECT coalesce(jsonb_agg(to_jsonb(q)), '[]'::jsonb) FROM (\n{query}\n) AS q");
+    let sql =
+        format!("SELECT coalesce(jsonb_agg(to_jsonb(q)), '[]'::jsonb) FROM (\n{query}\n) AS q");
     let result = Spi::connect_mut(|client| {
-        let rows = catalog::spi("running the cached query", client.update(sql.as_str(), None, &[]));
+        let rows = catalog::spi(
+            "running the cached query",
+            client.update(sql.as_str(), None, &[]),
+        );
         rows.into_iter().next().and_then(|r| col::<JsonB>(&r, 1))
     });
     result.unwrap_or(JsonB(serde_json::json!([])))
@@ -215,7 +242,15 @@ fn cached_query(
     }
     worker::note_cache_miss();
     let result = compute(&query);
-    store(&schema, key, JsonB(result.0.clone()), Some(&query), Some(ttl), &tags, 0);
+    store(
+        &schema,
+        key,
+        JsonB(result.0.clone()),
+        Some(&query),
+        Some(ttl),
+        &tags,
+        0,
+    );
     result
 }
 
@@ -224,7 +259,10 @@ fn cached_query(
 fn clean_expired_cache() -> i64 {
     let schema = catalog::ext_schema();
     catalog::with_lock_timeout(|| {
-        catalog::execute(&format!("DELETE FROM {schema}.query_cache WHERE expires_at <= now()"), &[]) as i64
+        catalog::execute(
+            &format!("DELETE FROM {schema}.query_cache WHERE expires_at <= now()"),
+            &[],
+        ) as i64
     })
 }
 
@@ -253,13 +291,30 @@ fn cache_stats() -> TableIterator<
                     (SELECT now() - min(enqueued_at) FROM {schema}.cache_invalidation_queue)"
         ),
         &[],
-        |r| (col::<i64>(r, 1).unwrap_or(0), col::<i64>(r, 2).unwrap_or(0), col::<i64>(r, 3).unwrap_or(0), col::<Interval>(r, 4)),
+        |r| {
+            (
+                col::<i64>(r, 1).unwrap_or(0),
+                col::<i64>(r, 2).unwrap_or(0),
+                col::<i64>(r, 3).unwrap_or(0),
+                col::<Interval>(r, 4),
+            )
+        },
     );
     let s = worker::database_counters();
     let lookups = s.hits + s.misses;
     let rate = (lookups > 0).then(|| (s.hits as f64 * 1000.0 / lookups as f64).round() / 10.0);
     let last = worker::last_worker_drain_at();
-    TableIterator::once((entries, expired, s.hits as i64, s.misses as i64, rate, depth, oldest, s.drained as i64, last))
+    TableIterator::once((
+        entries,
+        expired,
+        s.hits as i64,
+        s.misses as i64,
+        rate,
+        depth,
+        oldest,
+        s.drained as i64,
+        last,
+    ))
 }
 
 // ---- the invalidation queue ---------------------------------------------------------------
@@ -282,7 +337,10 @@ fn wake_at_commit() {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn on_xact_end(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+unsafe extern "C-unwind" fn on_xact_end(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
             if WAKE_PENDING.with(|w| w.replace(false)) {
@@ -307,10 +365,16 @@ fn enqueue(key: Option<&str>, tag: Option<&str>, reason: &str) -> i64 {
     let sql = format!(
         "INSERT INTO {schema}.cache_invalidation_queue (cache_key, tag, reason) VALUES ($1, $2, $3) RETURNING id"
     );
-    let opt = |v: Option<&str>| -> DatumWithOid { v.map(|s| s.into()).unwrap_or_else(DatumWithOid::null::<&str>) };
-    let id = catalog::run_prepared(&sql, &[text(), text(), text()], &[opt(key), opt(tag), reason.into()], |r| {
-        col::<i64>(r, 1).unwrap_or(0)
-    });
+    let opt = |v: Option<&str>| -> DatumWithOid {
+        v.map(|s| s.into())
+            .unwrap_or_else(DatumWithOid::null::<&str>)
+    };
+    let id = catalog::run_prepared(
+        &sql,
+        &[text(), text(), text()],
+        &[opt(key), opt(tag), reason.into()],
+        |r| col::<i64>(r, 1).unwrap_or(0),
+    );
     wake_at_commit();
     id.into_iter().next().unwrap_or(0)
 }
@@ -334,13 +398,20 @@ fn invalidate_cache_tag(tag: Option<&str>) -> i64 {
 const TRIGGER_NAME: &str = "pg_runbook_cache_invalidate";
 
 fn qualified(rel: &PgRelation) -> String {
-    format!("{}.{}", quote_ident(rel.namespace()), quote_ident(rel.name()))
+    format!(
+        "{}.{}",
+        quote_ident(rel.namespace()),
+        quote_ident(rel.name())
+    )
 }
 
 /// Installs (or replaces) a statement-level trigger on `tbl` that enqueues one event per tag on
 /// every INSERT, UPDATE, DELETE and TRUNCATE.
 #[pg_extern(volatile)]
-fn cache_invalidate_on_change(tbl: Option<PgRelation>, tags: Option<Vec<Option<String>>>) -> String {
+fn cache_invalidate_on_change(
+    tbl: Option<PgRelation>,
+    tags: Option<Vec<Option<String>>>,
+) -> String {
     let rel = error::required("tbl", tbl);
     let tags = valid_tags(Some(error::required("tags", tags)));
     if tags.is_empty() {
@@ -374,7 +445,10 @@ fn cache_invalidate_off(tbl: Option<PgRelation>) -> bool {
         |r| col::<bool>(r, 1).unwrap_or(false),
     );
     if exists {
-        catalog::execute(&format!("DROP TRIGGER {TRIGGER_NAME} ON {}", qualified(&rel)), &[]);
+        catalog::execute(
+            &format!("DROP TRIGGER {TRIGGER_NAME} ON {}", qualified(&rel)),
+            &[],
+        );
     }
     exists
 }
@@ -414,7 +488,10 @@ pub fn drain_batch(schema: &str, floor: i64, size: i32) -> Batch {
     );
     let (events, max_id, keys, tags, rejected) = catalog::run_prepared(
         &claim,
-        &[PgOid::BuiltIn(PgBuiltInOids::INT8OID), PgOid::BuiltIn(PgBuiltInOids::INT4OID)],
+        &[
+            PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+            PgOid::BuiltIn(PgBuiltInOids::INT4OID),
+        ],
         &[floor.into(), size.into()],
         |r| {
             (
@@ -431,21 +508,33 @@ pub fn drain_batch(schema: &str, floor: i64, size: i32) -> Batch {
     .unwrap_or((0, floor, vec![], vec![], 0));
 
     if !keys.is_empty() || !tags.is_empty() {
-        // Entries are locked in key order first, so concurrent drainers never deadlock; the
-        // queries of cached_query entries are remembered for warm_cache_top_queries().
+        // By key: one btree scan over the sorted array. By tag: one single-entry GIN probe per
+        // distinct tag (a GIN scan with many entries costs entries x matches). Tags are taken in
+        // sorted order, so concurrent drainers lock shared entries in the same order. A row that
+        // both CTEs reach is deleted once. The queries of cached_query entries are kept for
+        // warm_cache_top_queries().
         let delete = format!(
-            "WITH doomed AS ( \
-               SELECT cache_key FROM {schema}.query_cache WHERE cache_key = ANY ($1) OR tags && $2 \
-               ORDER BY cache_key FOR UPDATE), \
-             gone AS ( \
-               DELETE FROM {schema}.query_cache WHERE cache_key = ANY (ARRAY(SELECT cache_key FROM doomed)) \
-               RETURNING cache_key, query_sql, tags, expires_at - created_at AS ttl, hits) \
+            "WITH by_key AS ( \
+               DELETE FROM {schema}.query_cache WHERE cache_key = ANY ($1) \
+               RETURNING cache_key, query_sql, tags, expires_at - created_at AS ttl, hits), \
+             by_tag AS ( \
+               DELETE FROM {schema}.query_cache c \
+               USING (SELECT DISTINCT u.tag FROM pg_catalog.unnest($2) AS u(tag) ORDER BY u.tag) t \
+               WHERE c.tags @> ARRAY[t.tag] \
+               RETURNING c.cache_key, c.query_sql, c.tags, c.expires_at - c.created_at AS ttl, c.hits), \
+             gone AS (SELECT * FROM by_key UNION ALL SELECT * FROM by_tag) \
              INSERT INTO {schema}.query_cache_stale AS s (cache_key, query_sql, tags, ttl, hits) \
-             SELECT cache_key, query_sql, tags, ttl, hits FROM gone WHERE query_sql IS NOT NULL \
+             SELECT DISTINCT ON (cache_key) cache_key, query_sql, tags, ttl, hits FROM gone WHERE query_sql IS NOT NULL \
+             ORDER BY cache_key \
              ON CONFLICT (cache_key) DO UPDATE SET query_sql = excluded.query_sql, tags = excluded.tags, \
                ttl = excluded.ttl, hits = greatest(s.hits, excluded.hits), invalidated_at = now()"
         );
-        catalog::run_prepared(&delete, &[text_array(), text_array()], &[keys.into(), tags.into()], |_| ());
+        catalog::run_prepared(
+            &delete,
+            &[text_array(), text_array()],
+            &[keys.into(), tags.into()],
+            |_| (),
+        );
     }
     if rejected > 0 {
         pgrx::warning!(
@@ -453,7 +542,11 @@ pub fn drain_batch(schema: &str, floor: i64, size: i32) -> Batch {
         );
     }
     worker::note_drained(events as u64);
-    Batch { events, max_id, rejected }
+    Batch {
+        events,
+        max_id,
+        rejected,
+    }
 }
 
 /// Drains until the queue is empty or `max_seconds` have passed (at least one batch); returns the
@@ -495,10 +588,16 @@ fn drain_cache_invalidation_queue(
     let batch_size = error::required("batch_size", batch_size);
     let max_seconds = error::required("max_seconds", max_seconds);
     if !(1..=MAX_BATCH).contains(&batch_size) {
-        error::invalid_argument("batch_size", format!("must be between 1 and {MAX_BATCH}, got {batch_size}"));
+        error::invalid_argument(
+            "batch_size",
+            format!("must be between 1 and {MAX_BATCH}, got {batch_size}"),
+        );
     }
     if max_seconds < 0 {
-        error::invalid_argument("max_seconds", format!("must not be negative, got {max_seconds}"));
+        error::invalid_argument(
+            "max_seconds",
+            format!("must not be negative, got {max_seconds}"),
+        );
     }
     let schema = catalog::ext_schema();
     drain(&schema, batch_size, max_seconds)
@@ -548,7 +647,9 @@ fn warm_cache_top_queries(n: default!(Option<i32>, 20)) -> i64 {
     .flatten()
     .next();
     if prewarm.is_none() && !candidates.is_empty() {
-        pgrx::notice!("pg_prewarm is not installed: the warmed queries' relations were not loaded into shared buffers");
+        pgrx::notice!(
+            "pg_prewarm is not installed: the warmed queries' relations were not loaded into shared buffers"
+        );
     }
     let mut warmed = 0i64;
     for (key, query, tags, ttl, hits) in candidates {
@@ -571,10 +672,14 @@ fn warm_cache_top_queries(n: default!(Option<i32>, 20)) -> i64 {
 
 /// Loads the tables and indexes a query's plan reads into shared buffers with pg_prewarm.
 fn prewarm_relations(prewarm_schema: &str, query: &str) {
-    let plan = catalog::select(&format!("EXPLAIN (FORMAT JSON, VERBOSE) {query}"), &[], |r| col::<pgrx::Json>(r, 1))
-        .into_iter()
-        .flatten()
-        .next();
+    let plan = catalog::select(
+        &format!("EXPLAIN (FORMAT JSON, VERBOSE) {query}"),
+        &[],
+        |r| col::<pgrx::Json>(r, 1),
+    )
+    .into_iter()
+    .flatten()
+    .next();
     let mut names = Vec::new();
     if let Some(plan) = plan {
         collect_relations(&plan.0, &mut names);
@@ -611,9 +716,18 @@ pgrx::extension_sql_file!(
     "../sql/cache.sql",
     name = "cache",
     requires = [
-        cache_wake_worker, cache_put, cache_get, cached_query, clean_expired_cache, cache_stats,
-        invalidate_cache, invalidate_cache_tag, cache_invalidate_on_change, cache_invalidate_off,
-        drain_cache_invalidation_queue, warm_cache_top_queries
+        cache_wake_worker,
+        cache_put,
+        cache_get,
+        cached_query,
+        clean_expired_cache,
+        cache_stats,
+        invalidate_cache,
+        invalidate_cache_tag,
+        cache_invalidate_on_change,
+        cache_invalidate_off,
+        drain_cache_invalidation_queue,
+        warm_cache_top_queries
     ]
 );
 
@@ -626,9 +740,18 @@ mod tests {
     fn drain_deletes_entries_named_by_key_and_by_tag_and_the_events() {
         Spi::run("SELECT cache_put('a', '1', '1 hour', '{t1}'), cache_put('b', '2', '1 hour'), cache_put('c', '3', '1 hour')").unwrap();
         Spi::run("SELECT invalidate_cache('b'), invalidate_cache_tag('t1')").unwrap();
-        assert_eq!(Spi::get_one::<i64>("SELECT drain_cache_invalidation_queue(1, 5)"), Ok(Some(2)));
-        assert_eq!(Spi::get_one::<String>("SELECT string_agg(cache_key, ',') FROM query_cache"), Ok(Some("c".into())));
-        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM cache_invalidation_queue"), Ok(Some(0)));
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT drain_cache_invalidation_queue(1, 5)"),
+            Ok(Some(2))
+        );
+        assert_eq!(
+            Spi::get_one::<String>("SELECT string_agg(cache_key, ',') FROM query_cache"),
+            Ok(Some("c".into()))
+        );
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM cache_invalidation_queue"),
+            Ok(Some(0))
+        );
     }
 
     #[pg_test]

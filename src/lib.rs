@@ -13,7 +13,6 @@ mod preflight;
 mod settings;
 mod worker;
 
-
 pgrx::pg_module_magic!();
 
 #[pg_guard]

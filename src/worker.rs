@@ -109,7 +109,10 @@ impl Default for SharedWorkers {
             naptime_ms: 0,
             connect_attempts: 0,
         };
-        SharedWorkers { workers: [slot; WORKERS], counters: [Counters::default(); DATABASES] }
+        SharedWorkers {
+            workers: [slot; WORKERS],
+            counters: [Counters::default(); DATABASES],
+        }
     }
 }
 
@@ -146,8 +149,15 @@ fn timestamp(micros: i64) -> Option<TimestampWithTimeZone> {
 
 /// The databases in pg_runbook.database, in order.
 fn database_list() -> Vec<String> {
-    let value = settings::DATABASE.get().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
-    value.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    let value = settings::DATABASE
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    value
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// Requests shared memory and registers one worker per listed database; preloading only.
@@ -184,11 +194,19 @@ fn with_counters(f: impl FnOnce(&mut Counters)) {
         .counters
         .iter()
         .position(|c| c.database == db)
-        .or_else(|| guard.counters.iter().position(|c| c.database == pg_sys::InvalidOid))
+        .or_else(|| {
+            guard
+                .counters
+                .iter()
+                .position(|c| c.database == pg_sys::InvalidOid)
+        })
         .unwrap_or(DATABASES - 1);
     let slot = &mut guard.counters[index];
     if slot.database != db {
-        *slot = Counters { database: db, ..Counters::default() };
+        *slot = Counters {
+            database: db,
+            ..Counters::default()
+        };
     }
     f(slot);
 }
@@ -221,7 +239,12 @@ pub fn last_worker_drain_at() -> Option<TimestampWithTimeZone> {
     }
     let db = unsafe { pg_sys::MyDatabaseId };
     let guard = SHARED.share();
-    let at = guard.workers.iter().filter(|w| w.in_use && w.database == db).map(|w| w.last_drain_at).max();
+    let at = guard
+        .workers
+        .iter()
+        .filter(|w| w.in_use && w.database == db)
+        .map(|w| w.last_drain_at)
+        .max();
     at.and_then(timestamp)
 }
 
@@ -232,7 +255,12 @@ pub fn wake(database: pg_sys::Oid) {
     }
     let procnos: Vec<i32> = {
         let guard = SHARED.share();
-        guard.workers.iter().filter(|w| w.in_use && w.database == database && w.procno >= 0).map(|w| w.procno).collect()
+        guard
+            .workers
+            .iter()
+            .filter(|w| w.in_use && w.database == database && w.procno >= 0)
+            .map(|w| w.procno)
+            .collect()
     };
     for procno in procnos {
         unsafe {
@@ -269,7 +297,9 @@ fn unit<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     let f = std::panic::AssertUnwindSafe(f);
     let outcome = PgTryBuilder::new(move || {
         let f = f;
-        Ok(BackgroundWorker::transaction(std::panic::AssertUnwindSafe(move || (f.0)())))
+        Ok(BackgroundWorker::transaction(std::panic::AssertUnwindSafe(
+            move || (f.0)(),
+        )))
     })
     .catch_others(|e| Err(catalog::caught_message(&e)))
     .catch_rust_panic(|e| Err(catalog::caught_message(&e)))
@@ -286,7 +316,8 @@ fn shutdown_requested() -> bool {
 
 /// Waits on the latch; false when the worker should leave.
 fn nap(duration: Duration) -> bool {
-    BackgroundWorker::wait_latch(Some(duration.max(Duration::from_millis(1)))) && !shutdown_requested()
+    BackgroundWorker::wait_latch(Some(duration.max(Duration::from_millis(1))))
+        && !shutdown_requested()
 }
 
 /// Reloads the configuration; false when this worker's database changed (the worker then exits
@@ -333,7 +364,10 @@ fn connect(index: usize) -> Option<String> {
             };
             if attempts > 1 {
                 let wait = Duration::from_secs(1u64 << (attempts - 1).min(6)).min(MAX_BACKOFF);
-                log!("pg_runbook worker: database \"{name}\" could not be connected to last time; retrying in {} s", wait.as_secs());
+                log!(
+                    "pg_runbook worker: database \"{name}\" could not be connected to last time; retrying in {} s",
+                    wait.as_secs()
+                );
                 if !nap(wait) {
                     return None;
                 }
@@ -364,11 +398,15 @@ fn connect(index: usize) -> Option<String> {
 
 /// Calls `schema.signature` when that function exists. Returns whether it ran.
 fn call_if_exists(signature: &str) -> bool {
-    let Some(schema) = catalog::ext_schema_if_installed() else { return false };
+    let Some(schema) = catalog::ext_schema_if_installed() else {
+        return false;
+    };
     let function = format!("{schema}.{signature}");
-    let exists = catalog::select_one("SELECT pg_catalog.to_regprocedure($1) IS NOT NULL", &[function.as_str().into()], |r| {
-        col::<bool>(r, 1).unwrap_or(false)
-    });
+    let exists = catalog::select_one(
+        "SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
+        &[function.as_str().into()],
+        |r| col::<bool>(r, 1).unwrap_or(false),
+    );
     if exists {
         catalog::with_lock_timeout(|| catalog::execute(&format!("SELECT {function}"), &[]));
     }
@@ -390,8 +428,9 @@ fn drain_round(index: usize, round: &mut Round) -> bool {
         set_state(index, State::Draining);
         let floor = round.floor;
         let outcome = unit(move || {
-            catalog::ext_schema_if_installed()
-                .map(|schema| catalog::with_lock_timeout(|| cache::drain_batch(&schema, floor, batch_size)))
+            catalog::ext_schema_if_installed().map(|schema| {
+                catalog::with_lock_timeout(|| cache::drain_batch(&schema, floor, batch_size))
+            })
         });
         match outcome {
             Err(e) => {
@@ -405,7 +444,10 @@ fn drain_round(index: usize, round: &mut Round) -> bool {
             }
             Ok(Some(batch)) => {
                 if batch.rejected > 0 {
-                    let why = format!("moved {} malformed event(s) to cache_invalidation_rejected", batch.rejected);
+                    let why = format!(
+                        "moved {} malformed event(s) to cache_invalidation_rejected",
+                        batch.rejected
+                    );
                     record_error(index, "draining the cache invalidation queue", &why);
                 }
                 if batch.events > 0 {
@@ -442,11 +484,15 @@ fn periodic_jobs(index: usize, round: &mut Round) -> bool {
             ok = false;
         }
     };
-    if round.last_rollup.elapsed() >= Duration::from_millis(settings::ROLLUP_INTERVAL_MS.get() as u64) {
+    if round.last_rollup.elapsed()
+        >= Duration::from_millis(settings::ROLLUP_INTERVAL_MS.get() as u64)
+    {
         round.last_rollup = Instant::now();
         job("rollup_metrics()");
     }
-    if round.last_maintenance.elapsed() >= Duration::from_millis(settings::MAINTENANCE_INTERVAL_MS.get() as u64) {
+    if round.last_maintenance.elapsed()
+        >= Duration::from_millis(settings::MAINTENANCE_INTERVAL_MS.get() as u64)
+    {
         round.last_maintenance = Instant::now();
         job("clean_expired_cache()");
         job("prune_mv_refresh_log()");
@@ -458,20 +504,31 @@ fn periodic_jobs(index: usize, round: &mut Round) -> bool {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_runbook_worker_main(arg: pg_sys::Datum) {
-    let index = unsafe { i32::from_datum(arg, false) }.unwrap_or(0).clamp(0, WORKERS as i32 - 1) as usize;
+    let index = unsafe { i32::from_datum(arg, false) }
+        .unwrap_or(0)
+        .clamp(0, WORKERS as i32 - 1) as usize;
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     // PostgreSQL's own handler: SIGTERM interrupts even a running statement (pgrx's waits for it).
     unsafe { pg_sys::pqsignal(SIGTERM, Some(die)) };
 
-    let Some(database) = connect(index) else { return };
+    let Some(database) = connect(index) else {
+        return;
+    };
     log!("pg_runbook worker {index} started for database \"{database}\"");
-    let mut round = Round { floor: 0, last_rollup: Instant::now(), last_maintenance: Instant::now(), backoff: Duration::ZERO };
+    let mut round = Round {
+        floor: 0,
+        last_rollup: Instant::now(),
+        last_maintenance: Instant::now(),
+        backoff: Duration::ZERO,
+    };
     loop {
         if shutdown_requested() {
             break;
         }
         if BackgroundWorker::sighup_received() && !reload(index, &database) {
-            log!("pg_runbook worker {index}: pg_runbook.database changed; restarting to serve the new database");
+            log!(
+                "pg_runbook worker {index}: pg_runbook.database changed; restarting to serve the new database"
+            );
             unsafe { pg_sys::proc_exit(1) };
         }
         let naptime = Duration::from_millis(settings::NAPTIME_MS.get() as u64);
@@ -522,7 +579,13 @@ fn worker_status() -> TableIterator<
         pgrx::notice!("pg_runbook is not in shared_preload_libraries: no worker runs");
         return TableIterator::new(Vec::new());
     }
-    let slots: Vec<WorkerSlot> = SHARED.share().workers.iter().filter(|w| w.in_use).copied().collect();
+    let slots: Vec<WorkerSlot> = SHARED
+        .share()
+        .workers
+        .iter()
+        .filter(|w| w.in_use)
+        .copied()
+        .collect();
     let rows: Vec<_> = slots
         .into_iter()
         .map(|w| {
@@ -532,7 +595,8 @@ fn worker_status() -> TableIterator<
                 w.state.name().to_string(),
                 timestamp(w.last_drain_at),
                 w.drained as i64,
-                (w.error_len > 0).then(|| String::from_utf8_lossy(&w.error[..w.error_len]).into_owned()),
+                (w.error_len > 0)
+                    .then(|| String::from_utf8_lossy(&w.error[..w.error_len]).into_owned()),
                 timestamp(w.last_error_at),
                 w.naptime_ms,
             )
