@@ -19,7 +19,11 @@ pub fn col<T: IntoDatum + FromDatum>(row: &SpiHeapTupleData, n: usize) -> Option
 }
 
 /// Runs a read-only query and maps each row.
-pub fn select<T>(sql: &str, args: &[DatumWithOid], map: impl Fn(&SpiHeapTupleData) -> T) -> Vec<T> {
+pub fn select<T>(
+    sql: &str,
+    args: &[DatumWithOid],
+    map: impl Fn(&SpiHeapTupleData) -> T,
+) -> Vec<T> {
     Spi::connect(|client| {
         let rows = spi(sql, client.select(sql, None, args));
         rows.map(|row| map(&row)).collect()

@@ -39,15 +39,8 @@ pub struct SharedHealth {
 
 impl Default for SharedHealth {
     fn default() -> Self {
-        let empty = Slot {
-            database: pg_sys::InvalidOid,
-            checked_at: 0,
-            len: 0,
-            body: [0; BODY_CAPACITY],
-        };
-        SharedHealth {
-            slots: [empty; SLOTS],
-        }
+        let empty = Slot { database: pg_sys::InvalidOid, checked_at: 0, len: 0, body: [0; BODY_CAPACITY] };
+        SharedHealth { slots: [empty; SLOTS] }
     }
 }
 
@@ -83,12 +76,7 @@ fn load() -> Option<(i64, String)> {
         .slots
         .iter()
         .find(|s| s.database == db && s.checked_at != 0)
-        .map(|s| {
-            (
-                s.checked_at,
-                String::from_utf8_lossy(&s.body[..s.len]).into_owned(),
-            )
-        })
+        .map(|s| (s.checked_at, String::from_utf8_lossy(&s.body[..s.len]).into_owned()))
 }
 
 fn store(checked_at: i64, body: &str) {
@@ -102,15 +90,9 @@ fn store(checked_at: i64, body: &str) {
     let db = this_database();
     let mut guard = SHARED.exclusive();
     // This database's slot, else the stalest one.
-    let index = guard
-        .slots
-        .iter()
-        .position(|s| s.database == db)
-        .unwrap_or_else(|| {
-            (0..SLOTS)
-                .min_by_key(|&i| guard.slots[i].checked_at)
-                .unwrap_or(0)
-        });
+    let index = guard.slots.iter().position(|s| s.database == db).unwrap_or_else(|| {
+        (0..SLOTS).min_by_key(|&i| guard.slots[i].checked_at).unwrap_or(0)
+    });
     let slot = &mut guard.slots[index];
     slot.database = db;
     slot.body[..body.len()].copy_from_slice(body.as_bytes());
@@ -172,11 +154,7 @@ fn health_check() -> JsonB {
             (now, body, false)
         }
     };
-    let scope = if SHARED_READY.load(Ordering::Relaxed) {
-        "shared"
-    } else {
-        "backend"
-    };
+    let scope = if SHARED_READY.load(Ordering::Relaxed) { "shared" } else { "backend" };
     let age_ms = (now - checked_at) / 1000;
     let text = format!("{{\"cached\":{cached},\"age_ms\":{age_ms},\"cache\":\"{scope}\",{body}}}");
     JsonB(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
@@ -196,14 +174,8 @@ mod tests {
     #[pg_test]
     fn second_call_within_ttl_is_cached_with_the_same_checked_at() {
         Spi::run("SET pg_runbook.health_cache_ttl = '1h'").unwrap();
-        let first = Spi::get_one::<pgrx::JsonB>("SELECT health_check()")
-            .unwrap()
-            .unwrap()
-            .0;
-        let second = Spi::get_one::<pgrx::JsonB>("SELECT health_check()")
-            .unwrap()
-            .unwrap()
-            .0;
+        let first = Spi::get_one::<pgrx::JsonB>("SELECT health_check()").unwrap().unwrap().0;
+        let second = Spi::get_one::<pgrx::JsonB>("SELECT health_check()").unwrap().unwrap().0;
         assert_eq!(second["cached"], serde_json::json!(true));
         assert_eq!(first["checked_at"], second["checked_at"]);
         assert_eq!(second["cache"], serde_json::json!("shared"));
@@ -212,10 +184,7 @@ mod tests {
     #[pg_test]
     fn a_zero_ttl_recomputes_every_call() {
         Spi::run("SET pg_runbook.health_cache_ttl = 0").unwrap();
-        let result = Spi::get_one::<pgrx::JsonB>("SELECT health_check()")
-            .unwrap()
-            .unwrap()
-            .0;
+        let result = Spi::get_one::<pgrx::JsonB>("SELECT health_check()").unwrap().unwrap().0;
         assert_eq!(result["cached"], serde_json::json!(false));
         assert!(["healthy", "degraded", "unhealthy"].contains(&result["status"].as_str().unwrap()));
         assert!(result["checks"]["connections"]["status"].is_string());

@@ -13,6 +13,7 @@ mod preflight;
 mod settings;
 mod worker;
 
+
 pgrx::pg_module_magic!();
 
 #[pg_guard]
