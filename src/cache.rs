@@ -467,7 +467,12 @@ pub struct Batch {
 /// Claims up to `size` events with id > `floor` (FOR UPDATE SKIP LOCKED), moves malformed ones
 /// aside, deletes the events and the cache entries they name. Two statements, plans kept.
 pub fn drain_batch(schema: &str, floor: i64, size: i32) -> Batch {
-    let claim = format!(
+    // One statement: claim and delete the events, move malformed ones aside, delete the entries
+    // named by key (one btree scan over the sorted keys) and by tag (one single-entry GIN probe
+    // per distinct tag, in tag order: a GIN scan with many entries costs entries x matches, and a
+    // common order keeps concurrent drainers from deadlocking on shared entries; a row both
+    // reach is deleted once), and keep the queries of cached_query entries for warming.
+    let sql = format!(
         "WITH ev AS ( \
            DELETE FROM {schema}.cache_invalidation_queue \
            WHERE id = ANY (ARRAY(SELECT id FROM {schema}.cache_invalidation_queue WHERE id > $1 \
@@ -479,63 +484,38 @@ pub fn drain_batch(schema: &str, floor: i64, size: i32) -> Batch {
                   CASE WHEN cache_key IS NULL AND tag IS NULL THEN 'neither cache_key nor tag is set' \
                        ELSE 'both cache_key and tag are set' END \
            FROM ev WHERE (cache_key IS NULL) = (tag IS NULL) \
-           ON CONFLICT (id) DO NOTHING RETURNING id) \
-         SELECT count(*), coalesce(max(id), $1), \
-                array_agg(DISTINCT cache_key) FILTER (WHERE cache_key IS NOT NULL AND tag IS NULL), \
-                array_agg(DISTINCT tag) FILTER (WHERE tag IS NOT NULL AND cache_key IS NULL), \
-                (SELECT count(*) FROM rejected) \
+           ON CONFLICT (id) DO NOTHING RETURNING id), \
+         by_key AS ( \
+           DELETE FROM {schema}.query_cache \
+           WHERE cache_key = ANY (ARRAY(SELECT cache_key FROM ev WHERE cache_key IS NOT NULL AND tag IS NULL)) \
+           RETURNING cache_key, query_sql, tags, expires_at - created_at AS ttl, hits), \
+         by_tag AS ( \
+           DELETE FROM {schema}.query_cache c \
+           USING (SELECT DISTINCT u.tag FROM pg_catalog.unnest(ARRAY(SELECT tag FROM ev \
+                    WHERE tag IS NOT NULL AND cache_key IS NULL)) AS u(tag) ORDER BY u.tag) t \
+           WHERE c.tags @> ARRAY[t.tag] \
+           RETURNING c.cache_key, c.query_sql, c.tags, c.expires_at - c.created_at AS ttl, c.hits), \
+         remembered AS ( \
+           INSERT INTO {schema}.query_cache_stale AS s (cache_key, query_sql, tags, ttl, hits) \
+           SELECT DISTINCT ON (cache_key) cache_key, query_sql, tags, ttl, hits \
+           FROM (SELECT * FROM by_key UNION ALL SELECT * FROM by_tag) gone WHERE query_sql IS NOT NULL \
+           ORDER BY cache_key \
+           ON CONFLICT (cache_key) DO UPDATE SET query_sql = excluded.query_sql, tags = excluded.tags, \
+             ttl = excluded.ttl, hits = greatest(s.hits, excluded.hits), invalidated_at = now() \
+           RETURNING 1) \
+         SELECT count(*), coalesce(max(id), $1), (SELECT count(*) FROM rejected), \
+                (SELECT count(*) FROM remembered) \
          FROM ev"
     );
-    let (events, max_id, keys, tags, rejected) = catalog::run_prepared(
-        &claim,
-        &[
-            PgOid::BuiltIn(PgBuiltInOids::INT8OID),
-            PgOid::BuiltIn(PgBuiltInOids::INT4OID),
-        ],
+    let (events, max_id, rejected) = catalog::run_prepared(
+        &sql,
+        &[PgOid::BuiltIn(PgBuiltInOids::INT8OID), PgOid::BuiltIn(PgBuiltInOids::INT4OID)],
         &[floor.into(), size.into()],
-        |r| {
-            (
-                col::<i64>(r, 1).unwrap_or(0),
-                col::<i64>(r, 2).unwrap_or(floor),
-                col::<Vec<String>>(r, 3).unwrap_or_default(),
-                col::<Vec<String>>(r, 4).unwrap_or_default(),
-                col::<i64>(r, 5).unwrap_or(0),
-            )
-        },
+        |r| (col::<i64>(r, 1).unwrap_or(0), col::<i64>(r, 2).unwrap_or(floor), col::<i64>(r, 3).unwrap_or(0)),
     )
     .into_iter()
     .next()
-    .unwrap_or((0, floor, vec![], vec![], 0));
-
-    if !keys.is_empty() || !tags.is_empty() {
-        // By key: one btree scan over the sorted array. By tag: one single-entry GIN probe per
-        // distinct tag (a GIN scan with many entries costs entries x matches). Tags are taken in
-        // sorted order, so concurrent drainers lock shared entries in the same order. A row that
-        // both CTEs reach is deleted once. The queries of cached_query entries are kept for
-        // warm_cache_top_queries().
-        let delete = format!(
-            "WITH by_key AS ( \
-               DELETE FROM {schema}.query_cache WHERE cache_key = ANY ($1) \
-               RETURNING cache_key, query_sql, tags, expires_at - created_at AS ttl, hits), \
-             by_tag AS ( \
-               DELETE FROM {schema}.query_cache c \
-               USING (SELECT DISTINCT u.tag FROM pg_catalog.unnest($2) AS u(tag) ORDER BY u.tag) t \
-               WHERE c.tags @> ARRAY[t.tag] \
-               RETURNING c.cache_key, c.query_sql, c.tags, c.expires_at - c.created_at AS ttl, c.hits), \
-             gone AS (SELECT * FROM by_key UNION ALL SELECT * FROM by_tag) \
-             INSERT INTO {schema}.query_cache_stale AS s (cache_key, query_sql, tags, ttl, hits) \
-             SELECT DISTINCT ON (cache_key) cache_key, query_sql, tags, ttl, hits FROM gone WHERE query_sql IS NOT NULL \
-             ORDER BY cache_key \
-             ON CONFLICT (cache_key) DO UPDATE SET query_sql = excluded.query_sql, tags = excluded.tags, \
-               ttl = excluded.ttl, hits = greatest(s.hits, excluded.hits), invalidated_at = now()"
-        );
-        catalog::run_prepared(
-            &delete,
-            &[text_array(), text_array()],
-            &[keys.into(), tags.into()],
-            |_| (),
-        );
-    }
+    .unwrap_or((0, floor, 0));
     if rejected > 0 {
         pgrx::warning!(
             "pg_runbook: moved {rejected} malformed cache invalidation event(s) to cache_invalidation_rejected"
