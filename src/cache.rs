@@ -3,8 +3,8 @@
 //! `drain_cache_invalidation_queue`), `warm_cache_top_queries` and `cache_stats`.
 //!
 //! The drain is the one unit of work the background worker runs too: `drain_batch` claims up to
-//! n events with FOR UPDATE SKIP LOCKED and deletes them and the entries they name in two
-//! set-based statements, through plans prepared once per backend.
+//! n events with FOR UPDATE SKIP LOCKED and deletes them and the entries they name in one
+//! set-based statement, through a plan prepared once per backend.
 
 use crate::catalog::{self, col, quote_ident, quote_literal};
 use crate::error;

@@ -78,6 +78,12 @@ done
 wait "${pids[@]}"
 check "ten_simultaneous_cached_query_calls_run_the_query_once" "$(q "$DB" "SELECT last_value FROM executions")" "1"
 
+# --- SIGTERM (pg_terminate_backend) ends the worker at once; the postmaster starts it again
+term_pid=$(q "$DB" "SELECT pid FROM worker_status()")
+q "$DB" "SELECT pg_terminate_backend($term_pid)" >/dev/null
+wait_for "$DB" "SELECT pid IS NOT NULL AND pid <> $term_pid AND state = 'idle' FROM worker_status()" 15
+check "worker_restarts_after_sigterm" "$(q "$DB" "SELECT pid <> $term_pid FROM worker_status()")" "t"
+
 # --- SIGKILL of the worker mid-drain loses nothing, and it comes back
 q "$DB" "TRUNCATE drained_log" >/dev/null
 q postgres "ALTER SYSTEM SET pg_runbook.worker_enabled = off" >/dev/null
