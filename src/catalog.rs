@@ -158,3 +158,79 @@ pub fn select_mut_one<T>(sql: &str, args: &[DatumWithOid], map: impl Fn(&SpiHeap
             .unwrap_or_else(|| error::spi_failure(sql, "the query returned no row"))
     })
 }
+/// The extension's schema (quoted), or `None` while pg_runbook is not created in this database.
+/// For the background worker, which must wait for CREATE EXTENSION rather than fail.
+pub fn ext_schema_if_installed() -> Option<String> {
+    select(
+        "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
+         JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
+         WHERE e.extname = 'pg_runbook'",
+        &[],
+        |row| col::<String>(row, 1),
+    )
+    .into_iter()
+    .flatten()
+    .next()
+    .map(|s| quote_ident(&s))
+}
+
+thread_local! {
+    /// Plans prepared by `run_prepared`, by query text, kept for the life of the backend.
+    static PLANS: std::cell::RefCell<std::collections::HashMap<String, &'static pgrx::spi::OwnedPreparedStatement>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Runs `sql` (which may write) through a plan prepared once per backend, and maps each row.
+/// The plan is leaked on purpose: it lives as long as the backend, and a `&'static` reference
+/// lets a query that re-enters pg_runbook (a cached query calling cache_get) use the map too.
+pub fn run_prepared<T>(
+    sql: &str,
+    types: &[PgOid],
+    args: &[DatumWithOid],
+    map: impl Fn(&SpiHeapTupleData) -> T,
+) -> Vec<T> {
+    let cached = PLANS.with(|p| p.borrow().get(sql).copied());
+    Spi::connect_mut(|client| {
+        let plan = match cached {
+            Some(plan) => plan,
+            None => {
+                let plan = spi(sql, client.prepare_mut(sql, types)).keep();
+                let plan: &'static pgrx::spi::OwnedPreparedStatement = Box::leak(Box::new(plan));
+                PLANS.with(|p| p.borrow_mut().insert(sql.to_string(), plan));
+                plan
+            }
+        };
+        let rows = spi(sql, client.update(plan, None, args));
+        rows.map(|row| map(&row)).collect()
+    })
+}
+
+/// Runs `f` in a subtransaction: an ERROR inside is rolled back and returned as its message
+/// (what PL/pgSQL's EXCEPTION blocks do). `f` must return owned values and hold no SPI client.
+pub fn in_subtransaction<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
+    unsafe {
+        let memory_context = pg_sys::CurrentMemoryContext;
+        let resource_owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        let outcome = PgTryBuilder::new(move || Ok(f()))
+            .catch_others(|e| Err(caught_message(&e)))
+            .catch_rust_panic(|e| Err(caught_message(&e)))
+            .execute();
+        match outcome {
+            Ok(_) => pg_sys::ReleaseCurrentSubTransaction(),
+            Err(_) => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
+        }
+        pg_sys::MemoryContextSwitchTo(memory_context);
+        pg_sys::CurrentResourceOwner = resource_owner;
+        outcome
+    }
+}
+
+/// The message of a caught ERROR or panic.
+pub fn caught_message(e: &pgrx::pg_sys::panic::CaughtError) -> String {
+    use pgrx::pg_sys::panic::CaughtError;
+    match e {
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_string(),
+        CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+    }
+}

@@ -6,6 +6,7 @@
 use pgrx::prelude::*;
 
 mod baselines;
+mod cache;
 mod catalog;
 mod compliance;
 mod error;
@@ -23,6 +24,7 @@ mod security;
 mod settings;
 mod sketch_agg;
 mod slo;
+mod worker;
 
 pgrx::pg_module_magic!();
 
@@ -32,6 +34,7 @@ pub extern "C-unwind" fn _PG_init() {
     settings::init();
     if preloading {
         health::init_shared_memory();
+        worker::init_preloaded();
     }
 }
 

@@ -71,6 +71,24 @@ pub static METRICS_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_
 /// How long mv_refresh_log keeps rows, in seconds; 0 keeps them for ever. Thirty days covers a
 /// month of deploys for "what did last week's refresh do".
 pub static REFRESH_LOG_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
+// ---- query cache and background worker ----------------------------------------------------------
+
+/// Databases the worker serves, comma-separated: one worker per database, started with the
+/// server (a longer list needs a restart; renaming an entry takes a reload).
+pub static DATABASE: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(Some(c"postgres"));
+pub static WORKER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// How long the worker sleeps when the queue is empty. One second: an enqueue wakes it at once,
+/// so this only bounds how late the periodic jobs and a missed wake can be.
+pub static NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+/// Events per drain transaction: large enough that per-statement overhead vanishes, small enough
+/// that a batch holds its row locks for milliseconds.
+pub static DRAIN_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+/// How often the worker runs rollup_metrics() (when that function exists).
+pub static ROLLUP_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+/// How often the worker runs clean_expired_cache() and prune_mv_refresh_log().
+pub static MAINTENANCE_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(300_000);
+/// Whether an enqueue wakes the worker at commit (off: the worker sees events after a naptime).
+pub static WAKE_ON_ENQUEUE: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 const HOUR_MS: i32 = 3_600_000;
 const DAY_MS: i32 = 24 * HOUR_MS;
@@ -162,7 +180,29 @@ pub fn init() {
         GucFlags::UNIT_S,
     );
 
+    worker_settings();
     reserve_prefix();
+}
+
+fn worker_setting_ms(name: &'static CStr, about: &'static CStr, setting: &'static GucSetting<i32>, min: i32) {
+    GucRegistry::define_int_guc(name, about, c"", setting, min, DAY_MS, GucContext::Sighup, GucFlags::UNIT_MS);
+}
+
+fn worker_settings() {
+    GucRegistry::define_string_guc(
+        c"pg_runbook.database",
+        c"Databases the pg_runbook worker serves, comma-separated (one worker each).",
+        c"The number of workers is fixed at server start; changing a name takes a reload.",
+        &DATABASE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(c"pg_runbook.worker_enabled", c"Whether the pg_runbook worker does any work.", c"", &WORKER_ENABLED, GucContext::Sighup, GucFlags::default());
+    worker_setting_ms(c"pg_runbook.naptime", c"How long the pg_runbook worker sleeps between rounds when not woken.", &NAPTIME_MS, 10);
+    GucRegistry::define_int_guc(c"pg_runbook.drain_batch_size", c"Invalidation events the worker drains per transaction.", c"", &DRAIN_BATCH_SIZE, 1, 100_000, GucContext::Sighup, GucFlags::default());
+    worker_setting_ms(c"pg_runbook.rollup_interval", c"How often the worker runs rollup_metrics().", &ROLLUP_INTERVAL_MS, 100);
+    worker_setting_ms(c"pg_runbook.maintenance_interval", c"How often the worker runs clean_expired_cache() and prune_mv_refresh_log().", &MAINTENANCE_INTERVAL_MS, 100);
+    GucRegistry::define_bool_guc(c"pg_runbook.wake_on_enqueue", c"Whether enqueueing a cache invalidation wakes the worker at commit.", c"", &WAKE_ON_ENQUEUE, GucContext::Userset, GucFlags::default());
 }
 
 /// After this, a typo such as `SET pg_runbook.lock_timout` is an error instead of a silent
