@@ -53,7 +53,11 @@ test-bench-smoke: install
 bench: setup
 	QUICK=$(QUICK) scripts/bench.sh
 
-demo: install
+# The demo cluster is stopped before the library is reinstalled: overwriting a loaded library
+# under a running server can crash its processes. It starts again with the new one.
+demo: setup
+	@scripts/demo.sh stop >/dev/null
+	@$(MAKE) --no-print-directory install
 	scripts/demo.sh
 
 demo-stop:
