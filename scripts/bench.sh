@@ -4,7 +4,7 @@
 # baseline, and rewrites BENCHMARKS.md from the measurements.
 #   QUICK=1   tiny sizes and one run, to keep the benchmarks from rotting (make test runs this);
 #             writes its report under .run/ instead of BENCHMARKS.md
-#   BENCH=x   run only bench/x.sh
+#   BENCH=x   run only bench/x.sh; the report keeps the other benchmarks' last results
 . "$(dirname "$0")/lib.sh"
 export QUICK=${QUICK:-0}
 WITH_BENCH_PACKAGES=1 "$REPO/scripts/setup.sh"
@@ -24,14 +24,18 @@ trap 'cluster_destroy bench' EXIT
 psql -X -q -d postgres -c "CREATE DATABASE bench" >/dev/null
 q bench "CREATE EXTENSION pg_runbook; CREATE EXTENSION pg_stat_statements;" >/dev/null
 
-results=$RUN_DIR/bench-results.tsv
-: > "$results"
+# One result file per benchmark, so a BENCH=x run replaces only its own figures.
+results=$RUN_DIR/bench-results-$([ "$QUICK" = 1 ] && echo quick || echo full)
+[ -z "${BENCH:-}" ] && rm -rf "$results"
+mkdir -p "$results"
 for f in "$REPO"/bench/*.sh; do
   name=$(basename "$f" .sh)
   [ "$name" = lib ] && continue
   [ -n "${BENCH:-}" ] && [ "$BENCH" != "$name" ] && continue
   say "bench: $name"
-  bash "$f" >> "$results"
+  bash "$f" > "$results/$name.tsv.part"
+  mv "$results/$name.tsv.part" "$results/$name.tsv"
 done
-python3 "$REPO/bench/report.py" "$results" "$report"
+cat "$results"/*.tsv > "$results/all"
+python3 "$REPO/bench/report.py" "$results/all" "$report"
 say "wrote $report"
