@@ -458,7 +458,8 @@ fn cache_invalidate_off(tbl: Option<PgRelation>) -> bool {
 pub struct Batch {
     /// Events claimed and deleted (malformed ones included).
     pub events: i64,
-    /// The highest id claimed (the floor for the next batch), or the floor given.
+    /// The highest id of the batch claimed in id order (the floor for the next batch), or the
+    /// floor given.
     pub max_id: i64,
     /// Malformed events moved to cache_invalidation_rejected.
     pub rejected: i64,
@@ -467,16 +468,30 @@ pub struct Batch {
 /// Claims up to `size` events with id > `floor` (FOR UPDATE SKIP LOCKED), moves malformed ones
 /// aside, deletes the events and the cache entries they name. Two statements, plans kept.
 pub fn drain_batch(schema: &str, floor: i64, size: i32) -> Batch {
-    // One statement: claim and delete the events, move malformed ones aside, delete the entries
-    // named by key (one btree scan over the sorted keys) and by tag (one single-entry GIN probe
-    // per distinct tag, in tag order: a GIN scan with many entries costs entries x matches, and a
-    // common order keeps concurrent drainers from deadlocking on shared entries; a row both
-    // reach is deleted once), and keep the queries of cached_query entries for warming.
+    // One statement: claim a batch of events, and with them the other queued events for the same
+    // tags and keys (up to 10 batches' worth): invalidating a tag once does what all of them ask,
+    // so a write-heavy table's repeated tag events cost one GIN probe, not one per batch. Then
+    // delete the events, move malformed ones aside, delete the entries named by key (one btree
+    // scan over the sorted keys) and by tag (one single-entry GIN probe per distinct tag, in tag
+    // order: a GIN scan with many entries costs entries x matches, and a common order keeps
+    // concurrent drainers from deadlocking on shared entries; a row both reach is deleted once),
+    // and keep the queries of cached_query entries for warming. The next batch's floor is the
+    // highest id of the batch itself, not of the coalesced events.
     let sql = format!(
-        "WITH ev AS ( \
+        "WITH claimed AS ( \
+           SELECT id, cache_key, tag FROM {schema}.cache_invalidation_queue WHERE id > $1 \
+           ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+         same AS ( \
+           SELECT q.id FROM {schema}.cache_invalidation_queue q \
+           WHERE ((q.tag = ANY (ARRAY(SELECT DISTINCT tag FROM claimed WHERE cache_key IS NULL AND tag IS NOT NULL)) \
+                   AND q.cache_key IS NULL) \
+               OR (q.cache_key = ANY (ARRAY(SELECT DISTINCT cache_key FROM claimed WHERE tag IS NULL AND cache_key IS NOT NULL)) \
+                   AND q.tag IS NULL)) \
+             AND q.id <> ALL (ARRAY(SELECT id FROM claimed)) \
+           LIMIT $2 * 10 FOR UPDATE SKIP LOCKED), \
+         ev AS ( \
            DELETE FROM {schema}.cache_invalidation_queue \
-           WHERE id = ANY (ARRAY(SELECT id FROM {schema}.cache_invalidation_queue WHERE id > $1 \
-                                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+           WHERE id = ANY (ARRAY(SELECT id FROM claimed UNION ALL SELECT id FROM same)) \
            RETURNING id, cache_key, tag, enqueued_at, reason), \
          rejected AS ( \
            INSERT INTO {schema}.cache_invalidation_rejected (id, cache_key, tag, enqueued_at, reason, problem) \
@@ -503,7 +518,7 @@ pub fn drain_batch(schema: &str, floor: i64, size: i32) -> Batch {
            ON CONFLICT (cache_key) DO UPDATE SET query_sql = excluded.query_sql, tags = excluded.tags, \
              ttl = excluded.ttl, hits = greatest(s.hits, excluded.hits), invalidated_at = now() \
            RETURNING 1) \
-         SELECT count(*), coalesce(max(id), $1), (SELECT count(*) FROM rejected), \
+         SELECT count(*), coalesce((SELECT max(id) FROM claimed), $1), (SELECT count(*) FROM rejected), \
                 (SELECT count(*) FROM remembered) \
          FROM ev"
     );

@@ -67,3 +67,15 @@ SELECT runbook_cache_test.cached_query('s', 'SELECT 42 AS answer', '1 hour', '{t
 SELECT runbook_cache_test.invalidate_cache_tag('t') > 0 AS enqueued;
 SELECT runbook_cache_test.drain_cache_invalidation_queue(100, 5);
 ROLLBACK;
+
+-- a burst of events for one tag is coalesced: the first batch (of one event) takes the others for
+-- the same tag with it, and one invalidation serves them all; events for other tags wait their turn
+BEGIN;
+TRUNCATE cache_invalidation_queue;
+SELECT cache_put('burst_entry', '1', '1 hour', '{burst}') IS NOT NULL AS stored;
+SELECT count(invalidate_cache_tag('burst')) AS burst_events FROM generate_series(1, 3);
+SELECT invalidate_cache_tag('other') > 0 AS other_enqueued;
+SELECT drain_cache_invalidation_queue(1, 0) AS processed_in_one_batch;
+SELECT tag, count(*) AS still_queued FROM cache_invalidation_queue GROUP BY tag;
+SELECT count(*) AS burst_entries_left FROM query_cache WHERE cache_key = 'burst_entry';
+ROLLBACK;
