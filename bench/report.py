@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Turns bench result lines (see bench/lib.sh) into BENCHMARKS.md: per benchmark, median/min/max of
 every variant measured in the same run, the ratios, and each target as met or MISSED."""
-import datetime, os, platform, statistics, subprocess, sys
+import datetime, os, platform, statistics, sys
 from collections import OrderedDict
 
 results, out = sys.argv[1], sys.argv[2]
 measures = OrderedDict()   # bench -> variant -> (unit, [values])
-targets, notes = [], OrderedDict()
+targets, notes, meta = [], OrderedDict(), {}
 for line in open(results):
     f = line.rstrip("\n").split("\t")
     if f[0] == "measure":
@@ -14,6 +14,8 @@ for line in open(results):
         measures.setdefault(bench, OrderedDict()).setdefault(variant, (unit, []))[1].append(float(value))
     elif f[0] == "target":
         targets.append(f[1:7])
+    elif f[0] == "meta":
+        meta[f[1]] = f[2]
     elif f[0] == "note":
         notes.setdefault(f[1], []).append(f[2])
 
@@ -21,7 +23,7 @@ def med(bench, variant):
     return statistics.median(measures[bench][variant][1])
 
 def fmt(v):
-    return f"{v:,.1f}" if v < 1000 else f"{v:,.0f}"
+    return f"{v:,.3f}" if v < 10 else f"{v:,.1f}" if v < 1000 else f"{v:,.0f}"
 
 def judge(t):
     bench, variant, base, op, want, kind = t
@@ -39,11 +41,7 @@ def judge(t):
 
 def machine():
     mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
-    try:
-        ver = subprocess.run(["psql", "-X", "-A", "-t", "-d", "bench", "-c", "SHOW server_version"],
-                             capture_output=True, text=True).stdout.strip()
-    except OSError:
-        ver = "?"
+    ver = meta.get("server", "?")
     return f"{os.cpu_count()} cores, {mem / 1024 / 1024:.0f} GiB memory, PostgreSQL {ver}, {platform.machine()}"
 
 lines = ["# Benchmarks", "",
@@ -70,7 +68,7 @@ for bench, variants in measures.items():
                 lines.append(f"| {what} | not measured | {sign} {want:g} | MISSED (not measured) |")
             else:
                 got, ok = res
-                lines.append(f"| {what} | {got:,.2f} | {sign} {want:g} | {'met' if ok else 'MISSED'} |")
+                lines.append(f"| {what} | {fmt(got)} | {sign} {want:g} | {'met' if ok else 'MISSED'} |")
     for n in notes.get(bench, []):
         lines += ["", n]
     lines.append("")

@@ -28,6 +28,7 @@ q bench "CREATE EXTENSION pg_runbook; CREATE EXTENSION pg_stat_statements;" >/de
 results=$RUN_DIR/bench-results-$([ "$QUICK" = 1 ] && echo quick || echo full)
 [ -z "${BENCH:-}" ] && rm -rf "$results"
 mkdir -p "$results"
+printf 'meta\tserver\t%s\n' "$(q bench 'SHOW server_version')" > "$results/0meta.tsv"
 for f in "$REPO"/bench/*.sh; do
   name=$(basename "$f" .sh)
   [ "$name" = lib ] && continue

@@ -20,5 +20,8 @@ FROM health_check() h;
 SET pg_runbook.health_cache_ttl = 0;
 SET pg_runbook.connections_warn_pct = 0;
 SET pg_runbook.connections_fail_pct = 0;
-SELECT h->>'status' AS status, h->'checks'->'connections'->>'status' AS connections FROM health_check() h;
+SELECT h->>'status' AS status, h->'checks'->'connections'->>'status' AS connections,
+       h->'checks'->'connections' ? 'detail' AS failing_check_has_detail,
+       h->'checks'->'replication_lag' ? 'detail' AS passing_check_has_detail
+FROM health_check() h;
 RESET ALL;
