@@ -11,7 +11,7 @@ use pgrx::PgMemoryContexts;
 use pgrx::datum::Internal;
 use pgrx::prelude::*;
 use runbook_core::rollup::Rollup;
-use runbook_core::sketch::Sketch;
+use runbook_core::sketch::{Sketch, SketchView};
 
 /// The aggregate's memory context; outside an aggregate call this is a misuse and an ERROR.
 fn agg_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext {
@@ -42,6 +42,11 @@ fn into_internal<T>(p: *mut T) -> Internal {
 
 fn decode(bytes: &[u8]) -> Sketch {
     Sketch::from_bytes(bytes).unwrap_or_else(|e| error::invalid_argument("sketch", e))
+}
+
+/// A stored sketch read in place (the readers below allocate nothing).
+fn view(bytes: &[u8]) -> SketchView<'_> {
+    SketchView::parse(bytes).unwrap_or_else(|e| error::invalid_argument("sketch", e))
 }
 
 /// Transition of request_sketch(): counts one request. NULL durations are skipped.
@@ -129,7 +134,9 @@ fn sketch_quantile(sketch: &[u8], q: f64) -> Option<f64> {
     if !(0.0..=1.0).contains(&q) {
         error::invalid_argument("q", format!("{q} is not between 0 and 1"));
     }
-    decode(sketch).quantile(q)
+    view(sketch)
+        .quantile(q)
+        .unwrap_or_else(|e| error::invalid_argument("sketch", e))
 }
 
 /// Merges two sketches (for ON CONFLICT updates of a stored bucket).
@@ -149,38 +156,38 @@ fn sketch_merge(a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
 /// Requests counted in a sketch.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_count(sketch: &[u8]) -> i64 {
-    decode(sketch).count as i64
+    view(sketch).count as i64
 }
 
 /// Requests with status >= 500 counted in a sketch.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_errors(sketch: &[u8]) -> i64 {
-    decode(sketch).errors as i64
+    view(sketch).errors as i64
 }
 
 /// Requests with cache_hit true counted in a sketch.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_cache_hits(sketch: &[u8]) -> i64 {
-    decode(sketch).cache_hits as i64
+    view(sketch).cache_hits as i64
 }
 
 /// Requests with a known cache_hit (true or false) counted in a sketch.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_cache_lookups(sketch: &[u8]) -> i64 {
-    decode(sketch).cache_lookups as i64
+    view(sketch).cache_lookups as i64
 }
 
 /// The largest duration in a sketch (exact).
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_max(sketch: &[u8]) -> Option<f64> {
-    let s = decode(sketch);
+    let s = view(sketch);
     (s.count > 0).then_some(s.max)
 }
 
 /// The mean duration in a sketch (exact).
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_mean(sketch: &[u8]) -> Option<f64> {
-    decode(sketch).mean()
+    view(sketch).mean()
 }
 
 // ---- the whole rollup in one aggregate ------------------------------------------------------
@@ -229,7 +236,13 @@ fn decode_rollup(bytes: &[u8]) -> Rollup {
     Rollup::from_bytes(bytes).unwrap_or_else(|e| error::invalid_argument("rollup", e))
 }
 
-/// Serialization (and final function) of request_rollup().
+/// Final function of request_rollup(): its rows, each sketch in stored form.
+#[pg_extern(immutable, parallel_safe)]
+fn rollup_final(state: Option<Internal>) -> Option<Vec<u8>> {
+    state_ptr::<Rollup>(&state).map(|p| unsafe { (*p).to_row_bytes() })
+}
+
+/// Serialization of request_rollup()'s state.
 #[pg_extern(immutable, parallel_safe)]
 fn rollup_serialize(state: Option<Internal>) -> Option<Vec<u8>> {
     state_ptr::<Rollup>(&state).map(|p| unsafe { (*p).to_bytes() })
@@ -245,8 +258,65 @@ fn rollup_deserialize(
     bytes.map(|b| into_internal(new_state(fcinfo, decode_rollup(b))))
 }
 
+/// The figures stored beside a sketch in performance_analytics_5min: requests, errors, err_rate,
+/// p50, p95, p99, max, avg, cache_hits, cache_hit_rate_percent.
+type Stats = (
+    i64,
+    i64,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    i64,
+    Option<f64>,
+);
+
+fn stats_of(bytes: &[u8]) -> Stats {
+    let v = view(bytes);
+    let q = |x: f64| {
+        v.quantile(x)
+            .unwrap_or_else(|e| error::invalid_argument("sketch", e))
+    };
+    (
+        v.count as i64,
+        v.errors as i64,
+        (v.count > 0).then(|| v.errors as f64 / v.count as f64),
+        q(0.5),
+        q(0.95),
+        q(0.99),
+        (v.count > 0).then_some(v.max),
+        v.mean(),
+        v.cache_hits as i64,
+        (v.cache_lookups > 0).then(|| v.cache_hits as f64 * 100.0 / v.cache_lookups as f64),
+    )
+}
+
+/// The figures of one sketch as performance_analytics_5min stores them beside it.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn sketch_stats(
+    sketch: &[u8],
+) -> TableIterator<
+    'static,
+    (
+        name!(requests, i64),
+        name!(errors, i64),
+        name!(err_rate, Option<f64>),
+        name!(p50_ms, Option<f64>),
+        name!(p95_ms, Option<f64>),
+        name!(p99_ms, Option<f64>),
+        name!(max_ms, Option<f64>),
+        name!(avg_ms, Option<f64>),
+        name!(cache_hits, i64),
+        name!(cache_hit_rate_percent, Option<f64>),
+    ),
+> {
+    TableIterator::once(stats_of(sketch))
+}
+
 /// The rows of a request_rollup() result: one per 5-minute bucket and endpoint, plus one per
-/// bucket for all endpoints (endpoint NULL), each with its sketch.
+/// bucket for all endpoints (endpoint NULL), each with its sketch and the figures stored beside it.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn rollup_rows(
     rollup: &[u8],
@@ -256,14 +326,43 @@ fn rollup_rows(
         name!(bucket, TimestampWithTimeZone),
         name!(endpoint, Option<String>),
         name!(sketch, Vec<u8>),
+        name!(requests, i64),
+        name!(errors, i64),
+        name!(err_rate, Option<f64>),
+        name!(p50_ms, Option<f64>),
+        name!(p95_ms, Option<f64>),
+        name!(p99_ms, Option<f64>),
+        name!(max_ms, Option<f64>),
+        name!(avg_ms, Option<f64>),
+        name!(cache_hits, i64),
+        name!(cache_hit_rate_percent, Option<f64>),
     ),
 > {
-    let rows = decode_rollup(rollup).rows();
-    TableIterator::new(rows.into_iter().filter_map(|(slot, endpoint, sketch)| {
-        let micros = slot.checked_mul(runbook_core::rollup::SLOT_MICROS)?;
-        let bucket = TimestampWithTimeZone::try_from(micros).ok()?;
-        Some((bucket, endpoint, sketch.to_bytes()))
-    }))
+    let rows: Vec<_> = Rollup::rows_of(rollup)
+        .unwrap_or_else(|e| error::invalid_argument("rollup", e))
+        .into_iter()
+        .filter_map(|(slot, endpoint, sketch)| {
+            let micros = slot.checked_mul(runbook_core::rollup::SLOT_MICROS)?;
+            let bucket = TimestampWithTimeZone::try_from(micros).ok()?;
+            let (a, b, c, d, e, f, g, h, i, j) = stats_of(sketch);
+            Some((
+                bucket,
+                endpoint.map(str::to_owned),
+                sketch.to_vec(),
+                a,
+                b,
+                c,
+                d,
+                e,
+                f,
+                g,
+                h,
+                i,
+                j,
+            ))
+        })
+        .collect();
+    TableIterator::new(rows)
 }
 
 pgrx::extension_sql_file!(
@@ -288,6 +387,8 @@ pgrx::extension_sql_file!(
         rollup_combine,
         rollup_serialize,
         rollup_deserialize,
+        rollup_final,
         rollup_rows,
+        sketch_stats,
     ]
 );
