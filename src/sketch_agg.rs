@@ -206,6 +206,11 @@ pub unsafe extern "C-unwind" fn request_rollup_trans_raw(
     use pgrx::fcinfo::{pg_arg_is_null, pg_getarg_datum_raw};
     unsafe {
         let p: *mut Rollup = if pg_arg_is_null(fcinfo, 0) {
+            // A backend stays in one database: its encoding is known from the first state on.
+            DATABASE_IS_UTF8.store(
+                pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             new_state(fcinfo, Rollup::new())
         } else {
             pg_getarg_datum_raw(fcinfo, 0).cast_mut_ptr::<Rollup>()
@@ -214,8 +219,13 @@ pub unsafe extern "C-unwind" fn request_rollup_trans_raw(
         {
             let micros = pg_getarg_datum_raw(fcinfo, 1).value() as i64;
             let endpoint = text_bytes(pg_getarg_datum_raw(fcinfo, 2));
-            let endpoint = std::str::from_utf8(endpoint)
-                .unwrap_or_else(|_| error::invalid_argument("endpoint", "not valid UTF-8"));
+            // PostgreSQL has validated text in a UTF-8 database; elsewhere check it.
+            let endpoint = if DATABASE_IS_UTF8.load(std::sync::atomic::Ordering::Relaxed) {
+                std::str::from_utf8_unchecked(endpoint)
+            } else {
+                std::str::from_utf8(endpoint)
+                    .unwrap_or_else(|_| error::invalid_argument("endpoint", "not valid UTF-8"))
+            };
             let duration = f64::from_bits(pg_getarg_datum_raw(fcinfo, 3).value() as u64);
             let status = (!pg_arg_is_null(fcinfo, 4))
                 .then(|| pg_getarg_datum_raw(fcinfo, 4).value() as i32);
@@ -226,6 +236,8 @@ pub unsafe extern "C-unwind" fn request_rollup_trans_raw(
         pg_sys::Datum::from(p)
     }
 }
+
+static DATABASE_IS_UTF8: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The bytes of a text datum: read in place when it is stored inline and uncompressed (what
 /// a heap tuple's short text always is), else detoasted by PostgreSQL.

@@ -1,6 +1,11 @@
 //! A whole rollup in one aggregate state: a sketch per (endpoint, 5-minute slot). Grouping inside
-//! the aggregate (a small map per endpoint) costs far less per raw row than PostgreSQL hashing a
-//! (date_bin(...), endpoint) key, which is what makes a 10-million-row fold fast.
+//! the aggregate costs far less per raw row than PostgreSQL hashing a (date_bin(...), endpoint)
+//! key, which is what makes a 10-million-row fold fast. Per row: the endpoint's id (one small
+//! hash lookup), then that endpoint's current group (rows come mostly in time order, so usually
+//! no lookup at all), then one bin increment. Each group counts in 32-bit bins over the range
+//! its values occupy (about 0.8 KB for 250 log-normal values instead of 3 KB of 64-bit bins), so
+//! the 40,000 groups of a week stay compact; the final value carries every row's sketch already
+//! in stored form, so expanding it into rows decodes nothing.
 
 use crate::sketch::{DecodeError, Sketch};
 use std::collections::HashMap;
