@@ -355,6 +355,7 @@ fn stats_of(bytes: &[u8]) -> Stats {
 }
 
 /// The figures of one sketch as performance_analytics_5min stores them beside it.
+#[allow(clippy::type_complexity)]
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_stats(
     sketch: &[u8],
@@ -378,6 +379,7 @@ fn sketch_stats(
 
 /// The rows of a request_rollup() result: one per 5-minute bucket and endpoint, plus one per
 /// bucket for all endpoints (endpoint NULL), each with its sketch and the figures stored beside it.
+#[allow(clippy::type_complexity)]
 #[pg_extern(immutable, parallel_safe, strict)]
 fn rollup_rows(
     rollup: &[u8],
@@ -453,3 +455,32 @@ pgrx::extension_sql_file!(
         sketch_stats,
     ]
 );
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// The transition reads text in place when it is short and through PostgreSQL when it is
+    /// compressed or out of line; rows missing a time, endpoint or duration are skipped.
+    #[pg_test]
+    fn rollup_reads_long_compressed_endpoints_and_skips_rows_missing_a_key() {
+        Spi::run(
+            "CREATE TEMP TABLE raw_rows (at timestamptz, endpoint text, d float8); \
+             INSERT INTO raw_rows VALUES \
+               ('2024-01-01 00:01', '/short', 10), ('2024-01-01 00:02', repeat('/long', 2000), 20), \
+               ('2024-01-01 00:03', repeat('/long', 2000), 30), ('2024-01-01 00:04', NULL, 40), \
+               (NULL, '/short', 50), ('2024-01-01 00:06', '/short', NULL)",
+        )
+        .unwrap();
+        let shape = Spi::get_one::<String>(
+            "SELECT string_agg(coalesce(left(x.endpoint, 10), 'ALL') || ':' || x.requests || ':' || x.max_ms, ' ' \
+                               ORDER BY x.bucket, x.endpoint NULLS LAST) \
+             FROM (SELECT request_rollup(at, endpoint, d, 200, NULL) AS r FROM raw_rows) s, rollup_rows(s.r) x",
+        );
+        assert_eq!(
+            shape,
+            Ok(Some("/long/long:2:30 /short:1:10 ALL:3:30".to_string()))
+        );
+    }
+}

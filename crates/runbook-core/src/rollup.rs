@@ -222,6 +222,9 @@ pub struct Rollup {
 /// (None for the all-endpoints row), sketch.
 pub type RollupRow = (i64, Option<String>, Sketch);
 
+/// One row of the aggregate's final value: slot, endpoint, stored sketch bytes.
+pub type StoredRow<'a> = (i64, Option<&'a str>, &'a [u8]);
+
 impl Rollup {
     pub fn new() -> Self {
         Rollup::default()
@@ -239,10 +242,8 @@ impl Rollup {
     #[inline]
     fn group_of(&mut self, slot: i64, ep: u32) -> usize {
         let cur = self.current[ep as usize];
-        if let Some(g) = self.groups.get(cur as usize) {
-            if g.slot == slot {
-                return cur as usize;
-            }
+        if self.groups.get(cur as usize).is_some_and(|g| g.slot == slot) {
+            return cur as usize;
         }
         self.lookup_group(slot, ep)
     }
@@ -338,7 +339,7 @@ impl Rollup {
     }
 
     /// The rows of a final value: (slot, endpoint, stored sketch bytes), without decoding sketches.
-    pub fn rows_of(bytes: &[u8]) -> Result<Vec<(i64, Option<&str>, &[u8])>, DecodeError> {
+    pub fn rows_of(bytes: &[u8]) -> Result<Vec<StoredRow<'_>>, DecodeError> {
         let (&version, mut rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
         if version != ROWS_FORMAT_VERSION {
             return Err(DecodeError::UnknownVersion(version));
