@@ -5,7 +5,7 @@
 # from the rollups against percentile_cont per 5-minute bucket over the raw rows.
 . "$(dirname "$0")/lib.sh"
 R="rollup"; S="SLO over a week"
-ROWS=$(size 10000000 20000)
+ROWS=${ROWS:-$(size 10000000 20000)}
 worker bench off
 q postgres "ALTER SYSTEM SET pg_runbook.metrics_retention = '30d'; " >/dev/null
 q postgres "SELECT pg_reload_conf()" >/dev/null

@@ -15,24 +15,23 @@ COMMENT ON TABLE @extschema@.performance_metrics IS
   'Raw request metrics (one row per request). Applications INSERT here directly or call record_request()/record_requests(); rollup_metrics() folds new rows into performance_analytics_5min and prunes rows older than pg_runbook.metrics_retention. Leave id to its default: the rollup''s watermark relies on it.';
 
 -- ---- 5-minute rollups ----------------------------------------------------------------------------
--- Everything but the key is derived from the sketch, so merging late rows into a stored bucket is
--- one update of the sketch column.
+-- Everything but the key is figured from the sketch by rollup_metrics() when it writes the row
+-- (rollup_rows() and sketch_stats() compute them), so merging late rows into a stored bucket
+-- rewrites the sketch and its figures together.
 CREATE TABLE @extschema@.performance_analytics_5min (
     bucket      timestamptz NOT NULL,
     endpoint    text,
     sketch      bytea NOT NULL,
-    requests    bigint GENERATED ALWAYS AS (@extschema@.sketch_count(sketch)) STORED,
-    errors      bigint GENERATED ALWAYS AS (@extschema@.sketch_errors(sketch)) STORED,
-    err_rate    double precision GENERATED ALWAYS AS
-                  (@extschema@.sketch_errors(sketch)::float8 / NULLIF(@extschema@.sketch_count(sketch), 0)) STORED,
-    p50_ms      double precision GENERATED ALWAYS AS (@extschema@.sketch_quantile(sketch, 0.5)) STORED,
-    p95_ms      double precision GENERATED ALWAYS AS (@extschema@.sketch_quantile(sketch, 0.95)) STORED,
-    p99_ms      double precision GENERATED ALWAYS AS (@extschema@.sketch_quantile(sketch, 0.99)) STORED,
-    max_ms      double precision GENERATED ALWAYS AS (@extschema@.sketch_max(sketch)) STORED,
-    avg_ms      double precision GENERATED ALWAYS AS (@extschema@.sketch_mean(sketch)) STORED,
-    cache_hits  bigint GENERATED ALWAYS AS (@extschema@.sketch_cache_hits(sketch)) STORED,
-    cache_hit_rate_percent double precision GENERATED ALWAYS AS
-                  (@extschema@.sketch_cache_hits(sketch) * 100.0 / NULLIF(@extschema@.sketch_cache_lookups(sketch), 0)) STORED,
+    requests    bigint NOT NULL,
+    errors      bigint NOT NULL,
+    err_rate    double precision,
+    p50_ms      double precision,
+    p95_ms      double precision,
+    p99_ms      double precision,
+    max_ms      double precision,
+    avg_ms      double precision,
+    cache_hits  bigint NOT NULL,
+    cache_hit_rate_percent double precision,
     CONSTRAINT performance_analytics_5min_key UNIQUE NULLS NOT DISTINCT (bucket, endpoint)
 );
 COMMENT ON TABLE @extschema@.performance_analytics_5min IS

@@ -50,7 +50,7 @@ CREATE AGGREGATE @extschema@.request_rollup(created_at timestamptz, endpoint tex
     SFUNC = @extschema@.request_rollup_trans,
     STYPE = internal,
     SSPACE = 65536,
-    FINALFUNC = @extschema@.rollup_serialize,
+    FINALFUNC = @extschema@.rollup_final,
     COMBINEFUNC = @extschema@.rollup_combine,
     SERIALFUNC = @extschema@.rollup_serialize,
     DESERIALFUNC = @extschema@.rollup_deserialize,
@@ -60,6 +60,8 @@ COMMENT ON AGGREGATE @extschema@.request_rollup(timestamptz, text, double precis
   'Request sketches per endpoint and 5-minute bucket (aligned to 2000-01-01 UTC) in one value; rollup_rows() expands it. Used by rollup_metrics().';
 COMMENT ON FUNCTION @extschema@.request_rollup_trans(internal, timestamptz, text, double precision, integer, boolean) IS 'Transition function of request_rollup().';
 COMMENT ON FUNCTION @extschema@.rollup_combine(internal, internal) IS 'Combine function of request_rollup().';
-COMMENT ON FUNCTION @extschema@.rollup_serialize(internal) IS 'Serialization and final function of request_rollup().';
+COMMENT ON FUNCTION @extschema@.rollup_serialize(internal) IS 'Serialization function of request_rollup().';
+COMMENT ON FUNCTION @extschema@.rollup_final(internal) IS 'Final function of request_rollup(): its rows (bucket, endpoint, stored sketch), read by rollup_rows().';
 COMMENT ON FUNCTION @extschema@.rollup_deserialize(bytea, internal) IS 'Deserialization function of request_rollup().';
-COMMENT ON FUNCTION @extschema@.rollup_rows(bytea) IS 'The rows of a request_rollup() value: bucket, endpoint (NULL for all endpoints) and sketch.';
+COMMENT ON FUNCTION @extschema@.rollup_rows(bytea) IS 'The rows of a request_rollup() value: bucket, endpoint (NULL for all endpoints), sketch and the figures performance_analytics_5min stores beside it.';
+COMMENT ON FUNCTION @extschema@.sketch_stats(bytea) IS 'The figures performance_analytics_5min stores beside a sketch: requests, errors, err_rate, p50_ms, p95_ms, p99_ms, max_ms, avg_ms, cache_hits, cache_hit_rate_percent.';

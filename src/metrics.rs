@@ -132,18 +132,22 @@ fn fold_sql(schema: &str) -> String {
                           OR (pg_catalog.age(m.xmin) <= $3 AND pg_catalog.age(m.xmin) = ANY ($5))) \
                          AND pg_catalog.age(m.xmin) <> $6)) \
          ), folded AS ( \
-           SELECT x.bucket, x.endpoint, x.sketch FROM raw, LATERAL {schema}.rollup_rows(raw.r) x \
+           SELECT x.* FROM raw, LATERAL {schema}.rollup_rows(raw.r) x \
          ), upsert AS ( \
-           INSERT INTO {schema}.performance_analytics_5min AS p (bucket, endpoint, sketch) \
-           SELECT bucket, endpoint, sketch FROM folded \
-           ON CONFLICT (bucket, endpoint) DO UPDATE SET sketch = {schema}.sketch_merge(p.sketch, EXCLUDED.sketch) \
+           INSERT INTO {schema}.performance_analytics_5min AS p (bucket, endpoint, sketch, requests, errors, err_rate, \
+                  p50_ms, p95_ms, p99_ms, max_ms, avg_ms, cache_hits, cache_hit_rate_percent) \
+           SELECT bucket, endpoint, sketch, requests, errors, err_rate, p50_ms, p95_ms, p99_ms, max_ms, avg_ms, \
+                  cache_hits, cache_hit_rate_percent FROM folded \
+           ON CONFLICT (bucket, endpoint) DO UPDATE SET (sketch, requests, errors, err_rate, p50_ms, p95_ms, p99_ms, \
+                  max_ms, avg_ms, cache_hits, cache_hit_rate_percent) = \
+             (SELECT m.m, s.* FROM {schema}.sketch_merge(p.sketch, EXCLUDED.sketch) m, LATERAL {schema}.sketch_stats(m.m) s) \
            RETURNING 1 \
          ), pruned AS ( \
            DELETE FROM {schema}.performance_metrics \
            WHERE created_at < pg_catalog.now() - make_interval(secs => $7) \
            RETURNING 1 \
          ) \
-         SELECT (SELECT COALESCE(sum({schema}.sketch_count(sketch)), 0)::int8 FROM folded WHERE endpoint IS NULL), \
+         SELECT (SELECT COALESCE(sum(requests), 0)::int8 FROM folded WHERE endpoint IS NULL), \
                 (SELECT count(*) FROM pruned), (SELECT count(*) FROM upsert), (SELECT count(*) FROM state)"
     )
 }

@@ -11,7 +11,7 @@ use pgrx::PgMemoryContexts;
 use pgrx::datum::Internal;
 use pgrx::prelude::*;
 use runbook_core::rollup::Rollup;
-use runbook_core::sketch::Sketch;
+use runbook_core::sketch::{Sketch, SketchView};
 
 /// The aggregate's memory context; outside an aggregate call this is a misuse and an ERROR.
 fn agg_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext {
@@ -42,6 +42,11 @@ fn into_internal<T>(p: *mut T) -> Internal {
 
 fn decode(bytes: &[u8]) -> Sketch {
     Sketch::from_bytes(bytes).unwrap_or_else(|e| error::invalid_argument("sketch", e))
+}
+
+/// A stored sketch read in place (the readers below allocate nothing).
+fn view(bytes: &[u8]) -> SketchView<'_> {
+    SketchView::parse(bytes).unwrap_or_else(|e| error::invalid_argument("sketch", e))
 }
 
 /// Transition of request_sketch(): counts one request. NULL durations are skipped.
@@ -129,7 +134,9 @@ fn sketch_quantile(sketch: &[u8], q: f64) -> Option<f64> {
     if !(0.0..=1.0).contains(&q) {
         error::invalid_argument("q", format!("{q} is not between 0 and 1"));
     }
-    decode(sketch).quantile(q)
+    view(sketch)
+        .quantile(q)
+        .unwrap_or_else(|e| error::invalid_argument("sketch", e))
 }
 
 /// Merges two sketches (for ON CONFLICT updates of a stored bucket).
@@ -149,63 +156,124 @@ fn sketch_merge(a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
 /// Requests counted in a sketch.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_count(sketch: &[u8]) -> i64 {
-    decode(sketch).count as i64
+    view(sketch).count as i64
 }
 
 /// Requests with status >= 500 counted in a sketch.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_errors(sketch: &[u8]) -> i64 {
-    decode(sketch).errors as i64
+    view(sketch).errors as i64
 }
 
 /// Requests with cache_hit true counted in a sketch.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_cache_hits(sketch: &[u8]) -> i64 {
-    decode(sketch).cache_hits as i64
+    view(sketch).cache_hits as i64
 }
 
 /// Requests with a known cache_hit (true or false) counted in a sketch.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_cache_lookups(sketch: &[u8]) -> i64 {
-    decode(sketch).cache_lookups as i64
+    view(sketch).cache_lookups as i64
 }
 
 /// The largest duration in a sketch (exact).
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_max(sketch: &[u8]) -> Option<f64> {
-    let s = decode(sketch);
+    let s = view(sketch);
     (s.count > 0).then_some(s.max)
 }
 
 /// The mean duration in a sketch (exact).
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_mean(sketch: &[u8]) -> Option<f64> {
-    decode(sketch).mean()
+    view(sketch).mean()
 }
 
 // ---- the whole rollup in one aggregate ------------------------------------------------------
 
-/// Transition of request_rollup(): counts one raw row in its (endpoint, 5-minute) sketch.
-#[pg_extern(immutable, parallel_safe)]
-fn request_rollup_trans(
-    state: Option<Internal>,
-    created_at: Option<TimestampWithTimeZone>,
-    endpoint: Option<&str>,
-    duration_ms: Option<f64>,
-    status_code: Option<i32>,
-    cache_hit: Option<bool>,
+/// Transition of request_rollup(), run once per raw row of a fold: counts the row in its
+/// (endpoint, 5-minute) group. Written against fcinfo directly, because pgrx's per-argument
+/// conversions and its guarded calls into PostgreSQL (detoasting the endpoint, switching memory
+/// contexts) cost as much per row as the counting itself. The arguments are read as PostgreSQL
+/// lays them out (timestamptz, float8, int4 and bool by value; text as a varlena, detoasted through
+/// PostgreSQL only when it is compressed or out of line). Declared in SQL below.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn request_rollup_trans_raw(
     fcinfo: pg_sys::FunctionCallInfo,
-) -> Option<Internal> {
-    let p = match state_ptr::<Rollup>(&state) {
-        Some(p) => p,
-        None => new_state(fcinfo, Rollup::new()),
-    };
-    if let (Some(at), Some(endpoint), Some(d)) = (created_at, endpoint, duration_ms) {
-        let micros: pg_sys::TimestampTz = at.into();
-        unsafe { (*p).add(micros, endpoint, d, status_code, cache_hit) };
+) -> pg_sys::Datum {
+    use pgrx::fcinfo::{pg_arg_is_null, pg_getarg_datum_raw};
+    unsafe {
+        let p: *mut Rollup = if pg_arg_is_null(fcinfo, 0) {
+            // A backend stays in one database: its encoding is known from the first state on.
+            DATABASE_IS_UTF8.store(
+                pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            new_state(fcinfo, Rollup::new())
+        } else {
+            pg_getarg_datum_raw(fcinfo, 0).cast_mut_ptr::<Rollup>()
+        };
+        if !pg_arg_is_null(fcinfo, 1) && !pg_arg_is_null(fcinfo, 2) && !pg_arg_is_null(fcinfo, 3)
+        {
+            let micros = pg_getarg_datum_raw(fcinfo, 1).value() as i64;
+            let endpoint = text_bytes(pg_getarg_datum_raw(fcinfo, 2));
+            // PostgreSQL has validated text in a UTF-8 database; elsewhere check it.
+            let endpoint = if DATABASE_IS_UTF8.load(std::sync::atomic::Ordering::Relaxed) {
+                std::str::from_utf8_unchecked(endpoint)
+            } else {
+                std::str::from_utf8(endpoint)
+                    .unwrap_or_else(|_| error::invalid_argument("endpoint", "not valid UTF-8"))
+            };
+            let duration = f64::from_bits(pg_getarg_datum_raw(fcinfo, 3).value() as u64);
+            let status = (!pg_arg_is_null(fcinfo, 4))
+                .then(|| pg_getarg_datum_raw(fcinfo, 4).value() as i32);
+            let hit = (!pg_arg_is_null(fcinfo, 5))
+                .then(|| pg_getarg_datum_raw(fcinfo, 5).value() & 0xff != 0);
+            (*p).add(micros, endpoint, duration, status, hit);
+        }
+        pg_sys::Datum::from(p)
     }
-    Some(into_internal(p))
 }
+
+static DATABASE_IS_UTF8: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The bytes of a text datum: read in place when it is stored inline and uncompressed (what
+/// a heap tuple's short text always is), else detoasted by PostgreSQL.
+#[inline]
+unsafe fn text_bytes<'a>(d: pg_sys::Datum) -> &'a [u8] {
+    unsafe {
+        let ptr = d.cast_mut_ptr::<u8>();
+        let h = *ptr;
+        if h & 0x01 == 0x01 && h != 0x01 {
+            // 1-byte header: length (with the header) in the upper 7 bits.
+            let len = (h >> 1) as usize;
+            return std::slice::from_raw_parts(ptr.add(1), len - 1);
+        }
+        if h & 0x03 == 0x00 {
+            // 4-byte header, uncompressed.
+            let len = (std::ptr::read_unaligned(ptr as *const u32) >> 2) as usize;
+            return std::slice::from_raw_parts(ptr.add(4), len - 4);
+        }
+        let v = pg_sys::pg_detoast_datum_packed(ptr as *mut pg_sys::varlena) as *mut u8;
+        text_bytes(pg_sys::Datum::from(v))
+    }
+}
+
+/// The function-info record PostgreSQL looks up for a version-1 C function.
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_request_rollup_trans_raw() -> &'static pg_sys::Pg_finfo_record {
+    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1_API
+}
+
+pgrx::extension_sql!(
+    "CREATE FUNCTION @extschema@.request_rollup_trans(internal, timestamptz, text, double precision, integer, boolean) \
+     RETURNS internal LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'request_rollup_trans_raw';",
+    name = "request_rollup_trans",
+);
 
 /// Combine function of request_rollup().
 #[pg_extern(immutable, parallel_safe)]
@@ -229,7 +297,13 @@ fn decode_rollup(bytes: &[u8]) -> Rollup {
     Rollup::from_bytes(bytes).unwrap_or_else(|e| error::invalid_argument("rollup", e))
 }
 
-/// Serialization (and final function) of request_rollup().
+/// Final function of request_rollup(): its rows, each sketch in stored form.
+#[pg_extern(immutable, parallel_safe)]
+fn rollup_final(state: Option<Internal>) -> Option<Vec<u8>> {
+    state_ptr::<Rollup>(&state).map(|p| unsafe { (*p).to_row_bytes() })
+}
+
+/// Serialization of request_rollup()'s state.
 #[pg_extern(immutable, parallel_safe)]
 fn rollup_serialize(state: Option<Internal>) -> Option<Vec<u8>> {
     state_ptr::<Rollup>(&state).map(|p| unsafe { (*p).to_bytes() })
@@ -245,8 +319,67 @@ fn rollup_deserialize(
     bytes.map(|b| into_internal(new_state(fcinfo, decode_rollup(b))))
 }
 
+/// The figures stored beside a sketch in performance_analytics_5min: requests, errors, err_rate,
+/// p50, p95, p99, max, avg, cache_hits, cache_hit_rate_percent.
+type Stats = (
+    i64,
+    i64,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    i64,
+    Option<f64>,
+);
+
+fn stats_of(bytes: &[u8]) -> Stats {
+    let v = view(bytes);
+    let q = |x: f64| {
+        v.quantile(x)
+            .unwrap_or_else(|e| error::invalid_argument("sketch", e))
+    };
+    (
+        v.count as i64,
+        v.errors as i64,
+        (v.count > 0).then(|| v.errors as f64 / v.count as f64),
+        q(0.5),
+        q(0.95),
+        q(0.99),
+        (v.count > 0).then_some(v.max),
+        v.mean(),
+        v.cache_hits as i64,
+        (v.cache_lookups > 0).then(|| v.cache_hits as f64 * 100.0 / v.cache_lookups as f64),
+    )
+}
+
+/// The figures of one sketch as performance_analytics_5min stores them beside it.
+#[allow(clippy::type_complexity)]
+#[pg_extern(immutable, parallel_safe, strict)]
+fn sketch_stats(
+    sketch: &[u8],
+) -> TableIterator<
+    'static,
+    (
+        name!(requests, i64),
+        name!(errors, i64),
+        name!(err_rate, Option<f64>),
+        name!(p50_ms, Option<f64>),
+        name!(p95_ms, Option<f64>),
+        name!(p99_ms, Option<f64>),
+        name!(max_ms, Option<f64>),
+        name!(avg_ms, Option<f64>),
+        name!(cache_hits, i64),
+        name!(cache_hit_rate_percent, Option<f64>),
+    ),
+> {
+    TableIterator::once(stats_of(sketch))
+}
+
 /// The rows of a request_rollup() result: one per 5-minute bucket and endpoint, plus one per
-/// bucket for all endpoints (endpoint NULL), each with its sketch.
+/// bucket for all endpoints (endpoint NULL), each with its sketch and the figures stored beside it.
+#[allow(clippy::type_complexity)]
 #[pg_extern(immutable, parallel_safe, strict)]
 fn rollup_rows(
     rollup: &[u8],
@@ -256,14 +389,43 @@ fn rollup_rows(
         name!(bucket, TimestampWithTimeZone),
         name!(endpoint, Option<String>),
         name!(sketch, Vec<u8>),
+        name!(requests, i64),
+        name!(errors, i64),
+        name!(err_rate, Option<f64>),
+        name!(p50_ms, Option<f64>),
+        name!(p95_ms, Option<f64>),
+        name!(p99_ms, Option<f64>),
+        name!(max_ms, Option<f64>),
+        name!(avg_ms, Option<f64>),
+        name!(cache_hits, i64),
+        name!(cache_hit_rate_percent, Option<f64>),
     ),
 > {
-    let rows = decode_rollup(rollup).rows();
-    TableIterator::new(rows.into_iter().filter_map(|(slot, endpoint, sketch)| {
-        let micros = slot.checked_mul(runbook_core::rollup::SLOT_MICROS)?;
-        let bucket = TimestampWithTimeZone::try_from(micros).ok()?;
-        Some((bucket, endpoint, sketch.to_bytes()))
-    }))
+    let rows: Vec<_> = Rollup::rows_of(rollup)
+        .unwrap_or_else(|e| error::invalid_argument("rollup", e))
+        .into_iter()
+        .filter_map(|(slot, endpoint, sketch)| {
+            let micros = slot.checked_mul(runbook_core::rollup::SLOT_MICROS)?;
+            let bucket = TimestampWithTimeZone::try_from(micros).ok()?;
+            let (a, b, c, d, e, f, g, h, i, j) = stats_of(sketch);
+            Some((
+                bucket,
+                endpoint.map(str::to_owned),
+                sketch.to_vec(),
+                a,
+                b,
+                c,
+                d,
+                e,
+                f,
+                g,
+                h,
+                i,
+                j,
+            ))
+        })
+        .collect();
+    TableIterator::new(rows)
 }
 
 pgrx::extension_sql_file!(
@@ -284,10 +446,41 @@ pgrx::extension_sql_file!(
         sketch_cache_lookups,
         sketch_max,
         sketch_mean,
-        request_rollup_trans,
+        "request_rollup_trans",
         rollup_combine,
         rollup_serialize,
         rollup_deserialize,
+        rollup_final,
         rollup_rows,
+        sketch_stats,
     ]
 );
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// The transition reads text in place when it is short and through PostgreSQL when it is
+    /// compressed or out of line; rows missing a time, endpoint or duration are skipped.
+    #[pg_test]
+    fn rollup_reads_long_compressed_endpoints_and_skips_rows_missing_a_key() {
+        Spi::run(
+            "CREATE TEMP TABLE raw_rows (at timestamptz, endpoint text, d float8); \
+             INSERT INTO raw_rows VALUES \
+               ('2024-01-01 00:01', '/short', 10), ('2024-01-01 00:02', repeat('/long', 2000), 20), \
+               ('2024-01-01 00:03', repeat('/long', 2000), 30), ('2024-01-01 00:04', NULL, 40), \
+               (NULL, '/short', 50), ('2024-01-01 00:06', '/short', NULL)",
+        )
+        .unwrap();
+        let shape = Spi::get_one::<String>(
+            "SELECT string_agg(coalesce(left(x.endpoint, 10), 'ALL') || ':' || x.requests || ':' || x.max_ms, ' ' \
+                               ORDER BY x.bucket, x.endpoint NULLS LAST) \
+             FROM (SELECT request_rollup(at, endpoint, d, 200, NULL) AS r FROM raw_rows) s, rollup_rows(s.r) x",
+        );
+        assert_eq!(
+            shape,
+            Ok(Some("/long/long:2:30 /short:1:10 ALL:3:30".to_string()))
+        );
+    }
+}

@@ -78,6 +78,82 @@ impl Sketch {
         (value.ln() / ln_gamma()).ceil() as i32
     }
 
+    /// The histogram bin a value falls in, or `None` for values counted as zero.
+    #[inline]
+    pub fn bin_of(value: f64) -> Option<i32> {
+        (value > MIN_VALUE).then(|| Self::index_of(value))
+    }
+
+    /// A sketch from counters and a run of bin counts starting at bin `offset` (the rollup's
+    /// accumulator hands its groups over this way).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        offset: i32,
+        bins: Vec<u64>,
+        zeros: u64,
+        count: u64,
+        sum: f64,
+        min: f64,
+        max: f64,
+        errors: u64,
+        cache_hits: u64,
+        cache_lookups: u64,
+    ) -> Sketch {
+        Sketch {
+            offset,
+            bins,
+            zeros,
+            count,
+            sum,
+            min,
+            max,
+            errors,
+            cache_hits,
+            cache_lookups,
+        }
+    }
+
+    /// The bin counts: the index of the first, and the run.
+    pub fn bins(&self) -> (i32, &[u64]) {
+        (self.offset, &self.bins)
+    }
+
+    pub fn zeros(&self) -> u64 {
+        self.zeros
+    }
+
+    /// Makes room for bins `lo..=hi` at once (merges would otherwise grow one bin at a time).
+    fn reserve_range(&mut self, lo: i32, hi: i32) {
+        if self.bins.is_empty() {
+            self.offset = lo;
+            self.bins = vec![0; (hi - lo + 1) as usize];
+            return;
+        }
+        if lo < self.offset {
+            let grow = (self.offset - lo) as usize;
+            let mut bins = vec![0u64; grow + self.bins.len()];
+            bins[grow..].copy_from_slice(&self.bins);
+            self.bins = bins;
+            self.offset = lo;
+        }
+        let need = (hi - self.offset + 1) as usize;
+        if need > self.bins.len() {
+            self.bins.resize(need, 0);
+        }
+    }
+
+    /// Adds a run of bin counts starting at bin `offset`.
+    pub fn merge_counts<T: Copy + Into<u64>>(&mut self, offset: i32, counts: &[T]) {
+        if counts.is_empty() {
+            return;
+        }
+        self.reserve_range(offset, offset + counts.len() as i32 - 1);
+        let at = (offset - self.offset) as usize;
+        for (b, &n) in self.bins[at..at + counts.len()].iter_mut().zip(counts) {
+            *b += n.into();
+        }
+    }
+
     /// The value reported for bucket `i`: the point whose relative distance to both bounds
     /// (gamma^(i-1), gamma^i] is the same, at most `RELATIVE_ACCURACY`.
     fn value_of(index: i32) -> f64 {
@@ -146,11 +222,7 @@ impl Sketch {
 
     /// Adds another sketch's counts to this one.
     pub fn merge(&mut self, other: &Sketch) {
-        for (i, &n) in other.bins.iter().enumerate() {
-            if n > 0 {
-                self.add_to_bin(other.offset + i as i32, n);
-            }
-        }
+        self.merge_counts(other.offset, &other.bins);
         self.zeros += other.zeros;
         self.count += other.count;
         self.sum += other.sum;
@@ -224,31 +296,111 @@ impl Sketch {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Sketch, DecodeError> {
+        SketchView::parse(bytes)?.to_sketch()
+    }
+}
+
+/// A stored sketch read in place: the counters, and the bin counts left encoded, so reading one
+/// figure (a count, a quantile) allocates nothing and decodes no more than it needs.
+#[derive(Debug, Clone, Copy)]
+pub struct SketchView<'a> {
+    pub count: u64,
+    pub zeros: u64,
+    pub errors: u64,
+    pub cache_hits: u64,
+    pub cache_lookups: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    nbins: usize,
+    offset: i32,
+    bins: &'a [u8],
+}
+
+impl<'a> SketchView<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<SketchView<'a>, DecodeError> {
         let (&version, mut rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
         if version != FORMAT_VERSION {
             return Err(DecodeError::UnknownVersion(version));
         }
-        let mut s = Sketch::new();
-        s.count = get_varint(&mut rest)?;
-        s.zeros = get_varint(&mut rest)?;
-        s.errors = get_varint(&mut rest)?;
-        s.cache_hits = get_varint(&mut rest)?;
-        s.cache_lookups = get_varint(&mut rest)?;
-        s.sum = get_f64(&mut rest)?;
-        s.min = get_f64(&mut rest)?;
-        s.max = get_f64(&mut rest)?;
+        let count = get_varint(&mut rest)?;
+        let zeros = get_varint(&mut rest)?;
+        let errors = get_varint(&mut rest)?;
+        let cache_hits = get_varint(&mut rest)?;
+        let cache_lookups = get_varint(&mut rest)?;
+        let sum = get_f64(&mut rest)?;
+        let min = get_f64(&mut rest)?;
+        let max = get_f64(&mut rest)?;
         let nbins = get_varint(&mut rest)? as usize;
+        let mut offset = 0;
         if nbins > 0 {
-            s.offset = unzigzag(get_varint(&mut rest)?);
+            offset = unzigzag(get_varint(&mut rest)?);
             if nbins > rest.len() {
                 return Err(DecodeError::Truncated);
             }
-            s.bins.reserve(nbins);
-            for _ in 0..nbins {
-                s.bins.push(get_varint(&mut rest)?);
+        }
+        Ok(SketchView {
+            count,
+            zeros,
+            errors,
+            cache_hits,
+            cache_lookups,
+            sum,
+            min,
+            max,
+            nbins,
+            offset,
+            bins: rest,
+        })
+    }
+
+    /// The bin counts, decoded one by one.
+    fn bins(&self) -> impl Iterator<Item = Result<u64, DecodeError>> + 'a {
+        let mut rest = self.bins;
+        (0..self.nbins).map(move |_| get_varint(&mut rest))
+    }
+
+    /// The same as `Sketch::quantile`.
+    pub fn quantile(&self, q: f64) -> Result<Option<f64>, DecodeError> {
+        if self.count == 0 || !(0.0..=1.0).contains(&q) {
+            return Ok(None);
+        }
+        let rank = ((q * self.count as f64).ceil() as u64).max(1);
+        if rank <= self.zeros {
+            return Ok(Some(self.min.max(0.0)));
+        }
+        let mut seen = self.zeros;
+        for (i, n) in self.bins().enumerate() {
+            seen += n?;
+            if seen >= rank {
+                let v = Sketch::value_of(self.offset + i as i32);
+                return Ok(Some(v.clamp(self.min, self.max)));
             }
         }
-        Ok(s)
+        Ok(Some(self.max))
+    }
+
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+
+    pub fn to_sketch(&self) -> Result<Sketch, DecodeError> {
+        let mut bins = Vec::with_capacity(self.nbins);
+        for n in self.bins() {
+            bins.push(n?);
+        }
+        Ok(Sketch::from_parts(
+            self.offset,
+            bins,
+            self.zeros,
+            self.count,
+            self.sum,
+            self.min,
+            self.max,
+            self.errors,
+            self.cache_hits,
+            self.cache_lookups,
+        ))
     }
 }
 
