@@ -524,9 +524,18 @@ pub fn drain_batch(schema: &str, floor: i64, size: i32) -> Batch {
     );
     let (events, max_id, rejected) = catalog::run_prepared(
         &sql,
-        &[PgOid::BuiltIn(PgBuiltInOids::INT8OID), PgOid::BuiltIn(PgBuiltInOids::INT4OID)],
+        &[
+            PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+            PgOid::BuiltIn(PgBuiltInOids::INT4OID),
+        ],
         &[floor.into(), size.into()],
-        |r| (col::<i64>(r, 1).unwrap_or(0), col::<i64>(r, 2).unwrap_or(floor), col::<i64>(r, 3).unwrap_or(0)),
+        |r| {
+            (
+                col::<i64>(r, 1).unwrap_or(0),
+                col::<i64>(r, 2).unwrap_or(floor),
+                col::<i64>(r, 3).unwrap_or(0),
+            )
+        },
     )
     .into_iter()
     .next()

@@ -19,11 +19,7 @@ pub fn col<T: IntoDatum + FromDatum>(row: &SpiHeapTupleData, n: usize) -> Option
 }
 
 /// Runs a read-only query and maps each row.
-pub fn select<T>(
-    sql: &str,
-    args: &[DatumWithOid],
-    map: impl Fn(&SpiHeapTupleData) -> T,
-) -> Vec<T> {
+pub fn select<T>(sql: &str, args: &[DatumWithOid], map: impl Fn(&SpiHeapTupleData) -> T) -> Vec<T> {
     Spi::connect(|client| {
         let rows = spi(sql, client.select(sql, None, args));
         rows.map(|row| map(&row)).collect()
@@ -149,7 +145,11 @@ pub fn with_catalog_settings<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Runs a statement that may write (a data-modifying CTE) and returns exactly one row, mapped.
-pub fn select_mut_one<T>(sql: &str, args: &[DatumWithOid], map: impl Fn(&SpiHeapTupleData) -> T) -> T {
+pub fn select_mut_one<T>(
+    sql: &str,
+    args: &[DatumWithOid],
+    map: impl Fn(&SpiHeapTupleData) -> T,
+) -> T {
     Spi::connect_mut(|client| {
         let rows = spi(sql, client.update(sql, None, args));
         rows.into_iter()

@@ -20,9 +20,15 @@ fn retention() -> Value {
         .iter()
         .map(|a| json!({"policy": a.policy, "mode": a.mode, "action": a.action, "object": a.object, "rows": a.rows, "detail": a.detail}))
         .collect();
-    let overdue = actions.iter().any(|a| a.action.starts_with("would") && a.rows != Some(0));
+    let overdue = actions
+        .iter()
+        .any(|a| a.action.starts_with("would") && a.rows != Some(0));
     let skipped = actions.iter().any(|a| a.action == "skipped");
-    let status = if skipped || overdue { Status::Warn } else { Status::Pass };
+    let status = if skipped || overdue {
+        Status::Warn
+    } else {
+        Status::Pass
+    };
     json!({"status": status.as_str(), "pending": pending})
 }
 
@@ -52,17 +58,27 @@ fn audit(tenant: Option<&str>, as_of: Date) -> Value {
     if table.is_empty() {
         return json!({"configured": false, "detail": "set pg_runbook.audit_table to report audit coverage"});
     }
-    let oid = catalog::select_one("SELECT to_regclass($1)::oid", &[table.clone().into()], |r| col::<pg_sys::Oid>(r, 1));
+    let oid = catalog::select_one(
+        "SELECT to_regclass($1)::oid",
+        &[table.clone().into()],
+        |r| col::<pg_sys::Oid>(r, 1),
+    );
     let Some(oid) = oid else {
         return json!({"configured": true, "table": table, "status": "FAIL", "detail": "pg_runbook.audit_table names no table"});
     };
-    let name = catalog::select_one("SELECT $1::regclass::text", &[oid.into()], |r| col::<String>(r, 1).unwrap_or_default());
+    let name = catalog::select_one("SELECT $1::regclass::text", &[oid.into()], |r| {
+        col::<String>(r, 1).unwrap_or_default()
+    });
     let Some(time_column) = audit_time_column(oid) else {
         return json!({"configured": true, "table": name, "status": "FAIL", "detail": "no time column: set pg_runbook.audit_time_column"});
     };
     let tenant_column = settings::text(&settings::AUDIT_TENANT_COLUMN);
     let filtered = tenant.is_some() && !tenant_column.is_empty();
-    let tenant_filter = if filtered { format!(" AND {}::text = $3", quote_ident(&tenant_column)) } else { String::new() };
+    let tenant_filter = if filtered {
+        format!(" AND {}::text = $3", quote_ident(&tenant_column))
+    } else {
+        String::new()
+    };
     let t = quote_ident(&time_column);
     // The period is the calendar month of as_of, up to and including as_of.
     let sql = format!(
@@ -78,7 +94,12 @@ fn audit(tenant: Option<&str>, as_of: Date) -> Value {
     let (changes, days_with, from, days) = catalog::with_lock_timeout(|| {
         catalog::with_settings(&[("DateStyle", "ISO, YMD".into())], || {
             catalog::select_one(&sql, &args, |r| {
-                (col::<i64>(r, 1).unwrap_or(0), col::<i64>(r, 2).unwrap_or(0), col::<String>(r, 3).unwrap_or_default(), col::<i64>(r, 4).unwrap_or(0))
+                (
+                    col::<i64>(r, 1).unwrap_or(0),
+                    col::<i64>(r, 2).unwrap_or(0),
+                    col::<String>(r, 3).unwrap_or_default(),
+                    col::<i64>(r, 4).unwrap_or(0),
+                )
             })
         })
     });
@@ -136,9 +157,18 @@ fn generate_compliance_report(
         Some("WARN") => Status::Warn,
         _ => Status::Pass,
     };
-    let overall = Status::worst([pre_status, int_status, sec_status, status_of(&retention), status_of(&audit)]);
+    let overall = Status::worst([
+        pre_status,
+        int_status,
+        sec_status,
+        status_of(&retention),
+        status_of(&audit),
+    ]);
     let database = catalog::select_one("SELECT current_database()::text, now()::text", &[], |r| {
-        (col::<String>(r, 1).unwrap_or_default(), col::<String>(r, 2).unwrap_or_default())
+        (
+            col::<String>(r, 1).unwrap_or_default(),
+            col::<String>(r, 2).unwrap_or_default(),
+        )
     });
     pgrx::JsonB(json!({
         "report": "pg_runbook compliance report",

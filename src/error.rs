@@ -56,16 +56,6 @@ pub fn undefined_object(kind: &str, name: impl Display) -> ! {
     )
 }
 
-/// 42P01 undefined_table.
-pub fn undefined_table(name: impl Display) -> ! {
-    raise(
-        PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-        format!("relation \"{name}\" does not exist"),
-        None,
-        None,
-    )
-}
-
 /// 55000 object_not_in_prerequisite_state, with a hint saying how to get there.
 pub fn not_ready(message: impl Display, hint: impl Display) -> ! {
     raise(

@@ -9,14 +9,18 @@
 use crate::preflight::{self, Thresholds};
 use crate::settings;
 use pgrx::lwlock::PgLwLock;
+use pgrx::pg_shmem_init;
 use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
-use pgrx::pg_shmem_init;
 use runbook_core::status::{Status, health_word};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pgrx::extension_sql_file!("../sql/health.sql", name = "health", requires = [health_check, health_live]);
+pgrx::extension_sql_file!(
+    "../sql/health.sql",
+    name = "health",
+    requires = [health_check, health_live]
+);
 
 /// Room for one result (a jsonb value, stored as its bytes); `checks` details are cut so that it
 /// always fits.
@@ -42,8 +46,15 @@ pub struct SharedHealth {
 
 impl Default for SharedHealth {
     fn default() -> Self {
-        let empty = Slot { database: pg_sys::InvalidOid, checked_at: 0, len: 0, body: [0; BODY_CAPACITY] };
-        SharedHealth { slots: [empty; SLOTS] }
+        let empty = Slot {
+            database: pg_sys::InvalidOid,
+            checked_at: 0,
+            len: 0,
+            body: [0; BODY_CAPACITY],
+        };
+        SharedHealth {
+            slots: [empty; SLOTS],
+        }
     }
 }
 
@@ -72,7 +83,10 @@ impl IntoDatum for RawJsonb {
 
 // SAFETY: the datum is a valid jsonb allocated in the function's memory context.
 unsafe impl pgrx::callconv::BoxRet for RawJsonb {
-    unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
         unsafe { fcinfo.return_raw_datum(self.0) }
     }
 }
@@ -139,9 +153,15 @@ fn store(checked_at: i64, body: &[u8]) {
     let db = this_database();
     let mut guard = SHARED.exclusive();
     // This database's slot, else the stalest one.
-    let index = guard.slots.iter().position(|s| s.database == db).unwrap_or_else(|| {
-        (0..SLOTS).min_by_key(|&i| guard.slots[i].checked_at).unwrap_or(0)
-    });
+    let index = guard
+        .slots
+        .iter()
+        .position(|s| s.database == db)
+        .unwrap_or_else(|| {
+            (0..SLOTS)
+                .min_by_key(|&i| guard.slots[i].checked_at)
+                .unwrap_or(0)
+        });
     let slot = &mut guard.slots[index];
     slot.database = db;
     slot.body[..body.len()].copy_from_slice(body);
@@ -163,7 +183,8 @@ fn compute_body(checked_at: i64) -> Vec<u8> {
     let checks: serde_json::Map<String, serde_json::Value> = rows
         .iter()
         .map(|r| {
-            let mut check = serde_json::json!({ "status": r.status.as_str(), "observed": r.observed });
+            let mut check =
+                serde_json::json!({ "status": r.status.as_str(), "observed": r.observed });
             // Details explain a problem; a probe polling many times a second should not carry
             // them over the wire when there is none.
             if r.status != Status::Pass && !r.detail.is_empty() {
@@ -202,13 +223,26 @@ fn health_check() -> RawJsonb {
             (now, body, false)
         }
     };
-    let scope = if SHARED_READY.load(Ordering::Relaxed) { "shared" } else { "backend" };
-    let age_ms = (now - checked_at) / 1000;
-    let call = jsonb_from_text(&format!("{{\"cached\":{cached},\"age_ms\":{age_ms},\"cache\":\"{scope}\"}}"));
-    let whole = unsafe {
-        pgrx::direct_function_call_as_datum(pg_sys::jsonb_concat, &[Some(call), Some(jsonb_from_bytes(&body))])
+    let scope = if SHARED_READY.load(Ordering::Relaxed) {
+        "shared"
+    } else {
+        "backend"
     };
-    RawJsonb(whole.unwrap_or_else(|| crate::error::spi_failure("health_check", "jsonb_concat returned NULL")))
+    let age_ms = (now - checked_at) / 1000;
+    let call = jsonb_from_text(&format!(
+        "{{\"cached\":{cached},\"age_ms\":{age_ms},\"cache\":\"{scope}\"}}"
+    ));
+    let whole = unsafe {
+        pgrx::direct_function_call_as_datum(
+            pg_sys::jsonb_concat,
+            &[Some(call), Some(jsonb_from_bytes(&body))],
+        )
+    };
+    RawJsonb(
+        whole.unwrap_or_else(|| {
+            crate::error::spi_failure("health_check", "jsonb_concat returned NULL")
+        }),
+    )
 }
 
 /// Liveness: true whenever the server can run a query. Costs nothing beyond the call itself.
@@ -225,8 +259,14 @@ mod tests {
     #[pg_test]
     fn second_call_within_ttl_is_cached_with_the_same_checked_at() {
         Spi::run("SET pg_runbook.health_cache_ttl = '1h'").unwrap();
-        let first = Spi::get_one::<pgrx::JsonB>("SELECT health_check()").unwrap().unwrap().0;
-        let second = Spi::get_one::<pgrx::JsonB>("SELECT health_check()").unwrap().unwrap().0;
+        let first = Spi::get_one::<pgrx::JsonB>("SELECT health_check()")
+            .unwrap()
+            .unwrap()
+            .0;
+        let second = Spi::get_one::<pgrx::JsonB>("SELECT health_check()")
+            .unwrap()
+            .unwrap()
+            .0;
         assert_eq!(second["cached"], serde_json::json!(true));
         assert_eq!(first["checked_at"], second["checked_at"]);
         assert_eq!(second["cache"], serde_json::json!("shared"));
@@ -235,7 +275,10 @@ mod tests {
     #[pg_test]
     fn a_zero_ttl_recomputes_every_call() {
         Spi::run("SET pg_runbook.health_cache_ttl = 0").unwrap();
-        let result = Spi::get_one::<pgrx::JsonB>("SELECT health_check()").unwrap().unwrap().0;
+        let result = Spi::get_one::<pgrx::JsonB>("SELECT health_check()")
+            .unwrap()
+            .unwrap()
+            .0;
         assert_eq!(result["cached"], serde_json::json!(false));
         assert!(["healthy", "degraded", "unhealthy"].contains(&result["status"].as_str().unwrap()));
         assert!(result["checks"]["connections"]["status"].is_string());

@@ -24,7 +24,12 @@ pub struct Finding {
 }
 
 fn finding(check: &'static str, status: Status, object: String, detail: String) -> Finding {
-    Finding { check, status, object, detail }
+    Finding {
+        check,
+        status,
+        object,
+        detail,
+    }
 }
 
 /// A PASS row standing for "nothing found", so every check appears in the output.
@@ -83,32 +88,65 @@ fn not_valid_constraints() -> Vec<NotValid> {
 }
 
 fn counted(n: i64, bound: i32) -> String {
-    if n >= i64::from(bound) { format!("at least {n} (counted up to {bound})") } else { format!("{n} (counted up to {bound})") }
+    if n >= i64::from(bound) {
+        format!("at least {n} (counted up to {bound})")
+    } else {
+        format!("{n} (counted up to {bound})")
+    }
 }
 
 fn constraint_findings(bound: i32, rows: &mut Vec<Finding>) {
     let (before_nv, mut orphans) = (rows.len(), Vec::new());
     for c in not_valid_constraints() {
-        let n = catalog::select_one(&c.count_sql, &[bound.into()], |r| col::<i64>(r, 1).unwrap_or(0));
+        let n = catalog::select_one(&c.count_sql, &[bound.into()], |r| {
+            col::<i64>(r, 1).unwrap_or(0)
+        });
         let object = format!("{} on {}", c.name, c.table);
         let fix = format!("ALTER TABLE {} VALIDATE CONSTRAINT {}", c.table, c.name);
-        let what = if c.kind == "f" { "foreign key" } else { "check constraint" };
+        let what = if c.kind == "f" {
+            "foreign key"
+        } else {
+            "check constraint"
+        };
         let status = if n > 0 { Status::Fail } else { Status::Warn };
         let detail = if n > 0 {
-            format!("NOT VALID {what}; {} violating rows; fix them, then {fix}", counted(n, bound))
+            format!(
+                "NOT VALID {what}; {} violating rows; fix them, then {fix}",
+                counted(n, bound)
+            )
         } else {
             format!("NOT VALID {what}; no violating rows; {fix}")
         };
-        rows.push(finding("not_valid_constraint", status, object.clone(), detail));
+        rows.push(finding(
+            "not_valid_constraint",
+            status,
+            object.clone(),
+            detail,
+        ));
         if c.kind == "f" {
             let status = if n > 0 { Status::Fail } else { Status::Pass };
-            orphans.push(finding("orphaned_foreign_keys", status, object, format!("{} referencing rows point nowhere", counted(n, bound))));
+            orphans.push(finding(
+                "orphaned_foreign_keys",
+                status,
+                object,
+                format!("{} referencing rows point nowhere", counted(n, bound)),
+            ));
         }
     }
-    pass_if_none("not_valid_constraint", rows, before_nv, "every constraint is validated");
+    pass_if_none(
+        "not_valid_constraint",
+        rows,
+        before_nv,
+        "every constraint is validated",
+    );
     let before = rows.len();
     rows.extend(orphans);
-    pass_if_none("orphaned_foreign_keys", rows, before, "no NOT VALID foreign keys (validated ones are enforced by PostgreSQL)");
+    pass_if_none(
+        "orphaned_foreign_keys",
+        rows,
+        before,
+        "no NOT VALID foreign keys (validated ones are enforced by PostgreSQL)",
+    );
 }
 
 fn tables_without_primary_key(rows: &mut Vec<Finding>) {
@@ -129,7 +167,12 @@ fn tables_without_primary_key(rows: &mut Vec<Finding>) {
             "no primary key: logical replication cannot replicate its UPDATEs and DELETEs, and duplicate rows go unnoticed".into(),
         ));
     }
-    pass_if_none("table_without_primary_key", rows, before, "every table has a primary key");
+    pass_if_none(
+        "table_without_primary_key",
+        rows,
+        before,
+        "every table has a primary key",
+    );
 }
 
 fn sequence_headroom(warn_pct: f64, fail_pct: f64, rows: &mut Vec<Finding>) {
@@ -198,12 +241,29 @@ pub fn all_findings(violation_limit: i32, warn_pct: f64, fail_pct: f64) -> Vec<F
 #[pg_extern(volatile, parallel_safe, requires = [preflight::runbook_setting])]
 fn check_data_integrity(
     violation_limit: default!(Option<i32>, "1000"),
-    sequence_warn_pct: default!(Option<f64>, "@extschema@.runbook_setting('pg_runbook.sequence_warn_pct')::float8"),
-    sequence_fail_pct: default!(Option<f64>, "@extschema@.runbook_setting('pg_runbook.sequence_fail_pct')::float8"),
-) -> TableIterator<'static, (name!(check, String), name!(status, String), name!(object, String), name!(detail, String))> {
+    sequence_warn_pct: default!(
+        Option<f64>,
+        "@extschema@.runbook_setting('pg_runbook.sequence_warn_pct')::float8"
+    ),
+    sequence_fail_pct: default!(
+        Option<f64>,
+        "@extschema@.runbook_setting('pg_runbook.sequence_fail_pct')::float8"
+    ),
+) -> TableIterator<
+    'static,
+    (
+        name!(check, String),
+        name!(status, String),
+        name!(object, String),
+        name!(detail, String),
+    ),
+> {
     let limit = error::required("violation_limit", violation_limit);
     if limit < 1 {
-        error::invalid_argument("violation_limit", format!("{limit} is not a positive row count"));
+        error::invalid_argument(
+            "violation_limit",
+            format!("{limit} is not a positive row count"),
+        );
     }
     let pct = |arg: &str, v: Option<f64>| {
         let v = error::required(arg, v);
@@ -212,10 +272,23 @@ fn check_data_integrity(
         }
         v
     };
-    let (warn, fail) = (pct("sequence_warn_pct", sequence_warn_pct), pct("sequence_fail_pct", sequence_fail_pct));
+    let (warn, fail) = (
+        pct("sequence_warn_pct", sequence_warn_pct),
+        pct("sequence_fail_pct", sequence_fail_pct),
+    );
     if warn > fail {
-        error::invalid_argument("sequence_warn_pct", format!("{warn}% is above sequence_fail_pct ({fail}%)"));
+        error::invalid_argument(
+            "sequence_warn_pct",
+            format!("{warn}% is above sequence_fail_pct ({fail}%)"),
+        );
     }
     let rows = all_findings(limit, warn, fail);
-    TableIterator::new(rows.into_iter().map(|f| (f.check.to_string(), f.status.as_str().to_string(), f.object, f.detail)))
+    TableIterator::new(rows.into_iter().map(|f| {
+        (
+            f.check.to_string(),
+            f.status.as_str().to_string(),
+            f.object,
+            f.detail,
+        )
+    }))
 }

@@ -58,12 +58,28 @@ fn partitions_of(parent: pg_sys::Oid) -> Vec<(String, String)> {
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE i.inhparent = $1 ORDER BY 2, 1"
     );
-    iso(|| catalog::select(&sql, &[parent.into()], |r| (col::<String>(r, 1).unwrap_or_default(), col::<String>(r, 2).unwrap_or_default())))
+    iso(|| {
+        catalog::select(&sql, &[parent.into()], |r| {
+            (
+                col::<String>(r, 1).unwrap_or_default(),
+                col::<String>(r, 2).unwrap_or_default(),
+            )
+        })
+    })
 }
 
 fn today() -> Date {
-    let text = iso(|| catalog::select_one("SELECT current_date::text", &[], |r| col::<String>(r, 1).unwrap_or_default()));
-    Date::parse(&text).unwrap_or_else(|| error::not_ready(format!("current_date {text} is outside the range retention handles"), "use a date after year 1"))
+    let text = iso(|| {
+        catalog::select_one("SELECT current_date::text", &[], |r| {
+            col::<String>(r, 1).unwrap_or_default()
+        })
+    });
+    Date::parse(&text).unwrap_or_else(|| {
+        error::not_ready(
+            format!("current_date {text} is outside the range retention handles"),
+            "use a date after year 1",
+        )
+    })
 }
 
 /// One partition that was (or would be) dropped, or was skipped.
@@ -84,33 +100,60 @@ fn drop_before(parent: &Parent, cut: LocalTime, dry_run: bool) -> Vec<PartitionA
             Verdict::Skip(why) => ("skipped", why),
             Verdict::Drop => {
                 if !dry_run {
-                    catalog::execute(&format!("ALTER TABLE {} DETACH PARTITION {partition}", parent.name), &[]);
+                    catalog::execute(
+                        &format!("ALTER TABLE {} DETACH PARTITION {partition}", parent.name),
+                        &[],
+                    );
                     catalog::execute(&format!("DROP TABLE {partition}"), &[]);
                 }
-                (if dry_run { "would drop" } else { "dropped" }, format!("every row is before the cutoff {cut}"))
+                (
+                    if dry_run { "would drop" } else { "dropped" },
+                    format!("every row is before the cutoff {cut}"),
+                )
             }
         };
-        out.push(PartitionAction { parent: parent.name.clone(), partition, bounds, action, detail });
+        out.push(PartitionAction {
+            parent: parent.name.clone(),
+            partition,
+            bounds,
+            action,
+            detail,
+        });
     }
     out
 }
 
 /// The partitions to drop for a keep interval, across every time-partitioned table or the one
 /// named (which must be one: otherwise 22023 before anything is dropped).
-pub fn drop_partitions(parent: Option<pg_sys::Oid>, months: i32, days: i32, micros: i64, dry_run: bool) -> Vec<PartitionAction> {
+pub fn drop_partitions(
+    parent: Option<pg_sys::Oid>,
+    months: i32,
+    days: i32,
+    micros: i64,
+    dry_run: bool,
+) -> Vec<PartitionAction> {
     catalog::with_lock_timeout(|| {
         let parents = partitioned_tables(parent);
         if let Some(oid) = parent {
             let Some(p) = parents.first() else {
-                let name = catalog::select_one("SELECT $1::regclass::text", &[oid.into()], |r| col::<String>(r, 1).unwrap_or_default());
+                let name = catalog::select_one("SELECT $1::regclass::text", &[oid.into()], |r| {
+                    col::<String>(r, 1).unwrap_or_default()
+                });
                 error::invalid_argument("parent", format!("{name} is not a partitioned table"));
             };
             if p.time_key.is_none() {
-                error::invalid_argument("parent", format!("{} cannot be pruned by time: {}", p.name, p.why_not));
+                error::invalid_argument(
+                    "parent",
+                    format!("{} cannot be pruned by time: {}", p.name, p.why_not),
+                );
             }
         }
         let cut = cutoff(today(), months, days, micros);
-        parents.iter().filter(|p| p.time_key.is_some()).flat_map(|p| drop_before(p, cut, dry_run)).collect()
+        parents
+            .iter()
+            .filter(|p| p.time_key.is_some())
+            .flat_map(|p| drop_before(p, cut, dry_run))
+            .collect()
     })
 }
 
@@ -137,7 +180,15 @@ fn drop_old_partitions(
     let dry_run = error::required("dry_run", dry_run);
     let parent = parent.map(|rel| rel.oid());
     let rows = drop_partitions(parent, keep, 0, 0, dry_run);
-    TableIterator::new(rows.into_iter().map(|a| (a.parent, a.partition, a.bounds, a.action.to_string(), a.detail)))
+    TableIterator::new(rows.into_iter().map(|a| {
+        (
+            a.parent,
+            a.partition,
+            a.bounds,
+            a.action.to_string(),
+            a.detail,
+        )
+    }))
 }
 
 pgrx::extension_sql_file!("../sql/partitions.sql", name = "partitions");
@@ -170,7 +221,8 @@ fn policies() -> Vec<Policy> {
         schema: col::<String>(r, 1).unwrap_or_default(),
         table: col::<String>(r, 2).unwrap_or_default(),
         time_column: col::<String>(r, 3).unwrap_or_default(),
-        keep: col::<Interval>(r, 4).unwrap_or_else(|| error::spi_failure("reading retention_policies", "keep is NULL")),
+        keep: col::<Interval>(r, 4)
+            .unwrap_or_else(|| error::spi_failure("reading retention_policies", "keep is NULL")),
         mode: col::<String>(r, 5).unwrap_or_default(),
         batch_size: col::<i32>(r, 6).unwrap_or(10_000),
     })
@@ -178,46 +230,105 @@ fn policies() -> Vec<Policy> {
 
 fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
     let target = format!("{}.{}", quote_ident(&p.schema), quote_ident(&p.table));
-    let action = |action: &str, object: String, rows: Option<i64>, detail: String| RetentionAction {
-        policy: target.clone(),
-        mode: p.mode.clone(),
-        action: action.into(),
-        object,
-        rows,
-        detail,
-    };
+    let action =
+        |action: &str, object: String, rows: Option<i64>, detail: String| RetentionAction {
+            policy: target.clone(),
+            mode: p.mode.clone(),
+            action: action.into(),
+            object,
+            rows,
+            detail,
+        };
     let found = catalog::select(
         "SELECT c.oid, c.relkind::text, \
                 (SELECT format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute a \
                  WHERE a.attrelid = c.oid AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped) \
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = $1 AND c.relname = $2",
-        &[p.schema.clone().into(), p.table.clone().into(), p.time_column.clone().into()],
-        |r| (col::<pg_sys::Oid>(r, 1), col::<String>(r, 2).unwrap_or_default(), col::<String>(r, 3)),
+        &[
+            p.schema.clone().into(),
+            p.table.clone().into(),
+            p.time_column.clone().into(),
+        ],
+        |r| {
+            (
+                col::<pg_sys::Oid>(r, 1),
+                col::<String>(r, 2).unwrap_or_default(),
+                col::<String>(r, 3),
+            )
+        },
     );
     let Some((Some(oid), relkind, column_type)) = found.into_iter().next() else {
-        return vec![action("skipped", target.clone(), None, "the table does not exist".into())];
+        return vec![action(
+            "skipped",
+            target.clone(),
+            None,
+            "the table does not exist".into(),
+        )];
     };
     if column_type.is_none() {
-        return vec![action("skipped", target.clone(), None, format!("the table has no column {}", quote_ident(&p.time_column)))];
+        return vec![action(
+            "skipped",
+            target.clone(),
+            None,
+            format!("the table has no column {}", quote_ident(&p.time_column)),
+        )];
     }
     if p.mode == "drop_partitions" {
         let parent = partitioned_tables(Some(oid));
         let key = parent.first().and_then(|t| t.time_key.clone());
         if key.as_deref() != Some(p.time_column.as_str()) {
-            let why = parent.first().map_or("it is not partitioned".to_string(), |t| {
-                t.time_key.as_ref().map_or(t.why_not.clone(), |k| format!("it is partitioned on {}, not on the policy's column", quote_ident(k)))
-            });
-            return vec![action("skipped", target.clone(), None, format!("cannot drop partitions: {why}"))];
+            let why = parent
+                .first()
+                .map_or("it is not partitioned".to_string(), |t| {
+                    t.time_key.as_ref().map_or(t.why_not.clone(), |k| {
+                        format!(
+                            "it is partitioned on {}, not on the policy's column",
+                            quote_ident(k)
+                        )
+                    })
+                });
+            return vec![action(
+                "skipped",
+                target.clone(),
+                None,
+                format!("cannot drop partitions: {why}"),
+            )];
         }
-        let dropped = drop_partitions(Some(oid), p.keep.months(), p.keep.days(), p.keep.micros(), dry_run);
+        let dropped = drop_partitions(
+            Some(oid),
+            p.keep.months(),
+            p.keep.days(),
+            p.keep.micros(),
+            dry_run,
+        );
         if dropped.is_empty() {
-            return vec![action("nothing to do", target.clone(), Some(0), "no partition ends before the cutoff".into())];
+            return vec![action(
+                "nothing to do",
+                target.clone(),
+                Some(0),
+                "no partition ends before the cutoff".into(),
+            )];
         }
-        return dropped.into_iter().map(|d| action(d.action, d.partition, None, format!("{}: {}", d.bounds, d.detail))).collect();
+        return dropped
+            .into_iter()
+            .map(|d| {
+                action(
+                    d.action,
+                    d.partition,
+                    None,
+                    format!("{}: {}", d.bounds, d.detail),
+                )
+            })
+            .collect();
     }
     if !matches!(relkind.as_str(), "r" | "p") {
-        return vec![action("skipped", target.clone(), None, "not a table".into())];
+        return vec![action(
+            "skipped",
+            target.clone(),
+            None,
+            "not a table".into(),
+        )];
     }
     let column = quote_ident(&p.time_column);
     let keep = p.keep.clone();
@@ -227,7 +338,12 @@ fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
             &[keep.into()],
             |r| col::<i64>(r, 1).unwrap_or(0),
         );
-        return vec![action("would delete", target.clone(), Some(n), format!("rows with {column} older than {}", p.keep))];
+        return vec![action(
+            "would delete",
+            target.clone(),
+            Some(n),
+            format!("rows with {column} older than {}", p.keep),
+        )];
     }
     // Each DELETE removes at most batch_size rows, so no statement holds row locks on, or
     // writes WAL for, an unbounded number of rows at once.
@@ -244,12 +360,22 @@ fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
             break;
         }
     }
-    vec![action("deleted", target.clone(), Some(total), format!("in {batches} batches of at most {} rows", p.batch_size))]
+    vec![action(
+        "deleted",
+        target.clone(),
+        Some(total),
+        format!("in {batches} batches of at most {} rows", p.batch_size),
+    )]
 }
 
 /// Every enabled policy applied (or, with dry_run, what applying would do).
 pub fn apply_all(dry_run: bool) -> Vec<RetentionAction> {
-    catalog::with_lock_timeout(|| policies().iter().flat_map(|p| apply_policy(p, dry_run)).collect())
+    catalog::with_lock_timeout(|| {
+        policies()
+            .iter()
+            .flat_map(|p| apply_policy(p, dry_run))
+            .collect()
+    })
 }
 
 /// Applies every enabled row of retention_policies and returns the actions taken.
@@ -268,7 +394,11 @@ fn apply_data_retention_policies(
     ),
 > {
     let dry_run = error::required("dry_run", dry_run);
-    TableIterator::new(apply_all(dry_run).into_iter().map(|a| (a.policy, a.mode, a.action, a.object, a.rows, a.detail)))
+    TableIterator::new(
+        apply_all(dry_run)
+            .into_iter()
+            .map(|a| (a.policy, a.mode, a.action, a.object, a.rows, a.detail)),
+    )
 }
 
 /// Per partition: its size and estimated rows, its share of the parent, a skew flag, and a WARN
@@ -293,7 +423,10 @@ fn analyze_partition_distribution(
 > {
     let factor = error::required("skew_factor", skew_factor);
     if !factor.is_finite() || factor < 1.0 {
-        error::invalid_argument("skew_factor", format!("{factor} is below 1 (a partition's even share)"));
+        error::invalid_argument(
+            "skew_factor",
+            format!("{factor} is below 1 (a partition's even share)"),
+        );
     }
     let sql = format!(
         "SELECT quote_ident(pn.nspname) || '.' || quote_ident(p.relname), {QUALIFIED}, \
@@ -329,19 +462,29 @@ fn analyze_partition_distribution(
     let mut out = Vec::new();
     let mut start = 0;
     while start < rows.len() {
-        let end = start + rows[start..].iter().take_while(|r| r.0 == rows[start].0).count();
+        let end = start
+            + rows[start..]
+                .iter()
+                .take_while(|r| r.0 == rows[start].0)
+                .count();
         let group = &rows[start..end];
         let counts: Vec<f64> = group.iter().map(|r| r.3).collect();
         let total: f64 = counts.iter().sum();
         let flags = skewed(&counts, factor);
         for (r, skew) in group.iter().zip(flags) {
             let (parent, partition, bounds, est, bytes, unanalyzed) = r.clone();
-            let share = if total > 0.0 { (est * 1000.0 / total).round() / 10.0 } else { 0.0 };
+            let share = if total > 0.0 {
+                (est * 1000.0 / total).round() / 10.0
+            } else {
+                0.0
+            };
             let mut notes = Vec::new();
             let mut status = "PASS";
             if bounds == "DEFAULT" {
                 let q = format!("SELECT EXISTS (SELECT 1 FROM {partition})");
-                let holds = catalog::with_lock_timeout(|| catalog::select_one(&q, &[], |r| col::<bool>(r, 1).unwrap_or(false)));
+                let holds = catalog::with_lock_timeout(|| {
+                    catalog::select_one(&q, &[], |r| col::<bool>(r, 1).unwrap_or(false))
+                });
                 if holds {
                     status = "WARN";
                     notes.push("the default partition holds rows: create the partitions they belong in and move them there".to_string());
@@ -349,13 +492,31 @@ fn analyze_partition_distribution(
             }
             if skew {
                 status = "WARN";
-                notes.push(format!("skewed: more than {factor} times its even share of {:.0} rows", total / group.len() as f64));
+                notes.push(format!(
+                    "skewed: more than {factor} times its even share of {:.0} rows",
+                    total / group.len() as f64
+                ));
             }
             if unanalyzed {
                 notes.push("never analyzed: row estimate unknown (run ANALYZE)".into());
             }
-            let size = catalog::select_one("SELECT pg_catalog.pg_size_pretty($1::int8)", &[bytes.into()], |r| col::<String>(r, 1).unwrap_or_default());
-            out.push((parent, partition, bounds, est as i64, bytes, size, share, skew, status.to_string(), notes.join("; ")));
+            let size = catalog::select_one(
+                "SELECT pg_catalog.pg_size_pretty($1::int8)",
+                &[bytes.into()],
+                |r| col::<String>(r, 1).unwrap_or_default(),
+            );
+            out.push((
+                parent,
+                partition,
+                bounds,
+                est as i64,
+                bytes,
+                size,
+                share,
+                skew,
+                status.to_string(),
+                notes.join("; "),
+            ));
         }
         start = end;
     }
@@ -383,11 +544,17 @@ mod tests {
     #[pg_test]
     fn drop_old_partitions_keeping_24_months_drops_the_five_oldest() {
         monthly_table();
-        let dry = Spi::get_one::<i64>("SELECT count(*) FROM drop_old_partitions(24, 't_monthly', true) WHERE action = 'would drop'");
+        let dry = Spi::get_one::<i64>(
+            "SELECT count(*) FROM drop_old_partitions(24, 't_monthly', true) WHERE action = 'would drop'",
+        );
         assert_eq!(dry, Ok(Some(5)));
-        let dropped = Spi::get_one::<i64>("SELECT count(*) FROM drop_old_partitions(24, 't_monthly') WHERE action = 'dropped'");
+        let dropped = Spi::get_one::<i64>(
+            "SELECT count(*) FROM drop_old_partitions(24, 't_monthly') WHERE action = 'dropped'",
+        );
         assert_eq!(dropped, Ok(Some(5)));
-        let left = Spi::get_one::<i64>("SELECT count(*) FROM pg_inherits WHERE inhparent = 't_monthly'::regclass");
+        let left = Spi::get_one::<i64>(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 't_monthly'::regclass",
+        );
         assert_eq!(left, Ok(Some(26)));
     }
 

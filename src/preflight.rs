@@ -65,8 +65,20 @@ pub struct CheckRow {
 }
 
 impl CheckRow {
-    fn new(check: &'static str, status: Status, observed: String, threshold: String, detail: String) -> Self {
-        CheckRow { check, status, observed, threshold, detail }
+    fn new(
+        check: &'static str,
+        status: Status,
+        observed: String,
+        threshold: String,
+        detail: String,
+    ) -> Self {
+        CheckRow {
+            check,
+            status,
+            observed,
+            threshold,
+            detail,
+        }
     }
 }
 
@@ -84,10 +96,15 @@ pub type CheckOutput = TableIterator<
 >;
 
 fn into_output(rows: Vec<CheckRow>) -> CheckOutput {
-    TableIterator::new(
-        rows.into_iter()
-            .map(|r| (r.check.to_string(), r.status.as_str().to_string(), r.observed, r.threshold, r.detail)),
-    )
+    TableIterator::new(rows.into_iter().map(|r| {
+        (
+            r.check.to_string(),
+            r.status.as_str().to_string(),
+            r.observed,
+            r.threshold,
+            r.detail,
+        )
+    }))
 }
 
 /// The checks that describe the server's state right now (health_check runs these).
@@ -120,14 +137,27 @@ fn connections(t: &Thresholds) -> CheckRow {
                 current_setting('max_connections')::int8 \
          FROM pg_catalog.pg_stat_activity",
         &[],
-        |r| (col::<i64>(r, 1).unwrap_or(0), col::<i64>(r, 2).unwrap_or(1).max(1)),
+        |r| {
+            (
+                col::<i64>(r, 1).unwrap_or(0),
+                col::<i64>(r, 2).unwrap_or(1).max(1),
+            )
+        },
     );
     let pct = used as f64 * 100.0 / max as f64;
     CheckRow::new(
         "connections",
-        judge_high(pct, Some(t.connections_warn_pct), Some(t.connections_fail_pct), true),
+        judge_high(
+            pct,
+            Some(t.connections_warn_pct),
+            Some(t.connections_fail_pct),
+            true,
+        ),
         format!("{used}/{max} ({pct:.1}%)"),
-        format!("warn >= {}%, fail >= {}%", t.connections_warn_pct, t.connections_fail_pct),
+        format!(
+            "warn >= {}%, fail >= {}%",
+            t.connections_warn_pct, t.connections_fail_pct
+        ),
         "client backends / max_connections".into(),
     )
 }
@@ -145,7 +175,11 @@ fn sessions_in_state(states: &str, since_column: &str, min_ms: f64) -> Vec<(i32,
          ORDER BY {since_column}"
     );
     catalog::select(&sql, &[min_ms.into()], |r| {
-        (col::<i32>(r, 1).unwrap_or(0), col::<f64>(r, 2).unwrap_or(0.0), col::<String>(r, 3).unwrap_or_default())
+        (
+            col::<i32>(r, 1).unwrap_or(0),
+            col::<f64>(r, 2).unwrap_or(0.0),
+            col::<String>(r, 3).unwrap_or_default(),
+        )
     })
 }
 
@@ -156,17 +190,38 @@ fn describe_sessions(sessions: &[(i32, f64, String)]) -> String {
         .map(|(pid, ms, query)| format!("pid {pid} for {}: {query}", human_ms(*ms)))
         .collect();
     let more = sessions.len().saturating_sub(5);
-    if more > 0 { format!("{}; and {more} more", listed.join("; ")) } else { listed.join("; ") }
+    if more > 0 {
+        format!("{}; and {more} more", listed.join("; "))
+    } else {
+        listed.join("; ")
+    }
 }
 
 fn long_running_queries(t: &Thresholds) -> CheckRow {
-    let sessions = sessions_in_state("'active'", "query_start", t.long_query_warn_ms.min(t.long_query_fail_ms));
+    let sessions = sessions_in_state(
+        "'active'",
+        "query_start",
+        t.long_query_warn_ms.min(t.long_query_fail_ms),
+    );
     let longest = sessions.first().map_or(0.0, |s| s.1);
     CheckRow::new(
         "long_running_queries",
-        judge_high(longest, Some(t.long_query_warn_ms), Some(t.long_query_fail_ms), false),
-        if sessions.is_empty() { "none".into() } else { format!("{} running, longest {}", sessions.len(), human_ms(longest)) },
-        format!("warn > {}, fail > {}", human_ms(t.long_query_warn_ms), human_ms(t.long_query_fail_ms)),
+        judge_high(
+            longest,
+            Some(t.long_query_warn_ms),
+            Some(t.long_query_fail_ms),
+            false,
+        ),
+        if sessions.is_empty() {
+            "none".into()
+        } else {
+            format!("{} running, longest {}", sessions.len(), human_ms(longest))
+        },
+        format!(
+            "warn > {}, fail > {}",
+            human_ms(t.long_query_warn_ms),
+            human_ms(t.long_query_fail_ms)
+        ),
         describe_sessions(&sessions),
     )
 }
@@ -180,8 +235,16 @@ fn idle_in_transaction(t: &Thresholds) -> CheckRow {
     let longest = sessions.first().map_or(0.0, |s| s.1);
     CheckRow::new(
         "idle_in_transaction",
-        if sessions.is_empty() { Status::Pass } else { Status::Warn },
-        if sessions.is_empty() { "none".into() } else { format!("{} idle, longest {}", sessions.len(), human_ms(longest)) },
+        if sessions.is_empty() {
+            Status::Pass
+        } else {
+            Status::Warn
+        },
+        if sessions.is_empty() {
+            "none".into()
+        } else {
+            format!("{} idle, longest {}", sessions.len(), human_ms(longest))
+        },
         format!("warn > {}", human_ms(t.idle_in_transaction_warn_ms)),
         describe_sessions(&sessions),
     )
@@ -190,7 +253,8 @@ fn idle_in_transaction(t: &Thresholds) -> CheckRow {
 /// When each waiting lock started to wait: `pg_locks.waitstart` from PostgreSQL 14 on; before
 /// that, the waiting session's last state change is the closest there is.
 #[cfg(feature = "pg13")]
-const LOCK_WAIT_SINCE: &str = "(SELECT a.state_change FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid)";
+const LOCK_WAIT_SINCE: &str =
+    "(SELECT a.state_change FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid)";
 #[cfg(not(feature = "pg13"))]
 const LOCK_WAIT_SINCE: &str = "l.waitstart";
 
@@ -219,12 +283,21 @@ fn blocked_lock_waits(t: &Thresholds) -> CheckRow {
     let detail: Vec<String> = waits
         .iter()
         .take(5)
-        .map(|(pid, ms, blockers, what)| format!("pid {pid} waiting {} for {what}, blocked by pid {blockers}", human_ms(*ms)))
+        .map(|(pid, ms, blockers, what)| {
+            format!(
+                "pid {pid} waiting {} for {what}, blocked by pid {blockers}",
+                human_ms(*ms)
+            )
+        })
         .collect();
     CheckRow::new(
         "blocked_lock_waits",
         status,
-        if waits.is_empty() { "none".into() } else { format!("{} waiting, longest {}", waits.len(), human_ms(longest)) },
+        if waits.is_empty() {
+            "none".into()
+        } else {
+            format!("{} waiting, longest {}", waits.len(), human_ms(longest))
+        },
         format!("warn on any wait, fail > {}", human_ms(t.lock_wait_fail_ms)),
         detail.join("; "),
     )
@@ -237,9 +310,18 @@ fn cache_hit_ratio(t: &Thresholds) -> CheckRow {
         &[],
         |r| (col::<i64>(r, 1).unwrap_or(0), col::<i64>(r, 2).unwrap_or(0)),
     );
-    let threshold = format!("warn < {}%, fail < {}%", t.cache_hit_warn_pct, t.cache_hit_fail_pct);
+    let threshold = format!(
+        "warn < {}%, fail < {}%",
+        t.cache_hit_warn_pct, t.cache_hit_fail_pct
+    );
     if hit + read == 0 {
-        return CheckRow::new("cache_hit_ratio", Status::Pass, "no reads yet".into(), threshold, String::new());
+        return CheckRow::new(
+            "cache_hit_ratio",
+            Status::Pass,
+            "no reads yet".into(),
+            threshold,
+            String::new(),
+        );
     }
     let pct = hit as f64 * 100.0 / (hit + read) as f64;
     CheckRow::new(
@@ -257,16 +339,39 @@ fn replication_lag(t: &Thresholds) -> CheckRow {
                 COALESCE(EXTRACT(epoch FROM replay_lag)::float8 * 1000, 0) \
          FROM pg_catalog.pg_stat_replication ORDER BY 2 DESC",
         &[],
-        |r| (col::<String>(r, 1).unwrap_or_default(), col::<f64>(r, 2).unwrap_or(0.0)),
+        |r| {
+            (
+                col::<String>(r, 1).unwrap_or_default(),
+                col::<f64>(r, 2).unwrap_or(0.0),
+            )
+        },
     );
-    let threshold = format!("warn > {}, fail > {}", human_ms(t.replication_lag_warn_ms), human_ms(t.replication_lag_fail_ms));
+    let threshold = format!(
+        "warn > {}, fail > {}",
+        human_ms(t.replication_lag_warn_ms),
+        human_ms(t.replication_lag_fail_ms)
+    );
     let Some((worst_name, worst_ms)) = standbys.first() else {
-        return CheckRow::new("replication_lag", Status::Pass, "no standbys".into(), threshold, String::new());
+        return CheckRow::new(
+            "replication_lag",
+            Status::Pass,
+            "no standbys".into(),
+            threshold,
+            String::new(),
+        );
     };
-    let detail: Vec<String> = standbys.iter().map(|(n, ms)| format!("{n}: {}", human_ms(*ms))).collect();
+    let detail: Vec<String> = standbys
+        .iter()
+        .map(|(n, ms)| format!("{n}: {}", human_ms(*ms)))
+        .collect();
     CheckRow::new(
         "replication_lag",
-        judge_high(*worst_ms, Some(t.replication_lag_warn_ms), Some(t.replication_lag_fail_ms), false),
+        judge_high(
+            *worst_ms,
+            Some(t.replication_lag_warn_ms),
+            Some(t.replication_lag_fail_ms),
+            false,
+        ),
         format!("{} on {worst_name}", human_ms(*worst_ms)),
         threshold,
         detail.join("; "),
@@ -278,11 +383,21 @@ fn xid_age(t: &Thresholds) -> CheckRow {
         "SELECT datname::text, age(datfrozenxid)::int8 FROM pg_catalog.pg_database \
          ORDER BY 2 DESC LIMIT 1",
         &[],
-        |r| (col::<String>(r, 1).unwrap_or_default(), col::<i64>(r, 2).unwrap_or(0)),
+        |r| {
+            (
+                col::<String>(r, 1).unwrap_or_default(),
+                col::<i64>(r, 2).unwrap_or(0),
+            )
+        },
     );
     CheckRow::new(
         "xid_age",
-        judge_high(age as f64, Some(t.xid_age_warn as f64), Some(t.xid_age_fail as f64), false),
+        judge_high(
+            age as f64,
+            Some(t.xid_age_warn as f64),
+            Some(t.xid_age_fail as f64),
+            false,
+        ),
         format!("{age} ({datname})"),
         format!("warn > {}, fail > {}", t.xid_age_warn, t.xid_age_fail),
         "age(datfrozenxid) of the oldest database".into(),
@@ -301,9 +416,18 @@ fn invalid_indexes() -> CheckRow {
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE NOT (i.indisvalid AND i.indisready) ORDER BY 1",
         &[],
-        |r| (col::<String>(r, 1).unwrap_or_default(), col::<bool>(r, 2).unwrap_or(false)),
+        |r| {
+            (
+                col::<String>(r, 1).unwrap_or_default(),
+                col::<bool>(r, 2).unwrap_or(false),
+            )
+        },
     );
-    let failed: Vec<&str> = found.iter().filter(|f| !f.1).map(|f| f.0.as_str()).collect();
+    let failed: Vec<&str> = found
+        .iter()
+        .filter(|f| !f.1)
+        .map(|f| f.0.as_str())
+        .collect();
     let building: Vec<&str> = found.iter().filter(|f| f.1).map(|f| f.0.as_str()).collect();
     let status = if !failed.is_empty() {
         Status::Fail
@@ -314,22 +438,37 @@ fn invalid_indexes() -> CheckRow {
     };
     let mut detail = Vec::new();
     if !failed.is_empty() {
-        detail.push(format!("invalid: {} (drop and recreate them)", failed.join(", ")));
+        detail.push(format!(
+            "invalid: {} (drop and recreate them)",
+            failed.join(", ")
+        ));
     }
     if !building.is_empty() {
         detail.push(format!("still being built: {}", building.join(", ")));
     }
-    CheckRow::new("invalid_indexes", status, found.len().to_string(), "fail on any".into(), detail.join("; "))
+    CheckRow::new(
+        "invalid_indexes",
+        status,
+        found.len().to_string(),
+        "fail on any".into(),
+        detail.join("; "),
+    )
 }
 
 fn server_version(t: &Thresholds) -> CheckRow {
-    let num = catalog::select_one("SELECT current_setting('server_version_num')::int4", &[], |r| {
-        col::<i32>(r, 1).unwrap_or(0)
-    });
+    let num = catalog::select_one(
+        "SELECT current_setting('server_version_num')::int4",
+        &[],
+        |r| col::<i32>(r, 1).unwrap_or(0),
+    );
     let major = num / 10_000;
     CheckRow::new(
         "server_version",
-        if major < t.min_server_version { Status::Warn } else { Status::Pass },
+        if major < t.min_server_version {
+            Status::Warn
+        } else {
+            Status::Pass
+        },
         major.to_string(),
         format!("warn < {}", t.min_server_version),
         format!("server_version_num {num}"),
@@ -341,14 +480,33 @@ fn pg_stat_statements() -> CheckRow {
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_stat_statements'), \
                 'pg_stat_statements' = ANY (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ','))",
         &[],
-        |r| (col::<bool>(r, 1).unwrap_or(false), col::<bool>(r, 2).unwrap_or(false)),
+        |r| {
+            (
+                col::<bool>(r, 1).unwrap_or(false),
+                col::<bool>(r, 2).unwrap_or(false),
+            )
+        },
     );
     let (status, observed, detail) = match (installed, preloaded) {
         (true, true) => (Status::Pass, "available", ""),
-        (false, true) => (Status::Warn, "not installed", "run CREATE EXTENSION pg_stat_statements"),
-        (_, false) => (Status::Warn, "not preloaded", "add pg_stat_statements to shared_preload_libraries and restart"),
+        (false, true) => (
+            Status::Warn,
+            "not installed",
+            "run CREATE EXTENSION pg_stat_statements",
+        ),
+        (_, false) => (
+            Status::Warn,
+            "not preloaded",
+            "add pg_stat_statements to shared_preload_libraries and restart",
+        ),
     };
-    CheckRow::new("pg_stat_statements", status, observed.into(), "warn when unavailable".into(), detail.into())
+    CheckRow::new(
+        "pg_stat_statements",
+        status,
+        observed.into(),
+        "warn when unavailable".into(),
+        detail.into(),
+    )
 }
 
 // ---- SQL surface -------------------------------------------------------------------------------
@@ -379,7 +537,10 @@ fn duration_ms(arg: &str, value: Option<Interval>) -> f64 {
 
 fn ordered(warn_arg: &str, warn: f64, fail_arg: &str, fail: f64, show: impl Fn(f64) -> String) {
     if warn > fail {
-        error::invalid_argument(warn_arg, format!("{} is above {fail_arg} ({})", show(warn), show(fail)));
+        error::invalid_argument(
+            warn_arg,
+            format!("{} is above {fail_arg} ({})", show(warn), show(fail)),
+        );
     }
 }
 
@@ -407,22 +568,56 @@ fn thresholds_from_args(
         long_query_warn_ms: duration_ms("long_query_warn", long_query_warn),
         long_query_fail_ms: duration_ms("long_query_fail", long_query_fail),
         lock_wait_fail_ms: duration_ms("lock_wait_fail", lock_wait_fail),
-        idle_in_transaction_warn_ms: duration_ms("idle_in_transaction_warn", idle_in_transaction_warn),
+        idle_in_transaction_warn_ms: duration_ms(
+            "idle_in_transaction_warn",
+            idle_in_transaction_warn,
+        ),
         cache_hit_warn_pct: percent("cache_hit_warn_pct", cache_hit_warn_pct),
         cache_hit_fail_pct: percent("cache_hit_fail_pct", cache_hit_fail_pct),
         replication_lag_warn_ms: duration_ms("replication_lag_warn", replication_lag_warn),
         replication_lag_fail_ms: duration_ms("replication_lag_fail", replication_lag_fail),
         xid_age_warn: non_negative("xid_age_warn", xid_age_warn.map(|v| v as f64)) as i64,
         xid_age_fail: non_negative("xid_age_fail", xid_age_fail.map(|v| v as f64)) as i64,
-        min_server_version: non_negative("min_server_version", min_server_version.map(f64::from)) as i32,
+        min_server_version: non_negative("min_server_version", min_server_version.map(f64::from))
+            as i32,
     };
     let pct = |v: f64| format!("{v}%");
     let count = |v: f64| format!("{v}");
-    ordered("connections_warn_pct", t.connections_warn_pct, "connections_fail_pct", t.connections_fail_pct, pct);
-    ordered("long_query_warn", t.long_query_warn_ms, "long_query_fail", t.long_query_fail_ms, human_ms);
-    ordered("replication_lag_warn", t.replication_lag_warn_ms, "replication_lag_fail", t.replication_lag_fail_ms, human_ms);
-    ordered("xid_age_warn", t.xid_age_warn as f64, "xid_age_fail", t.xid_age_fail as f64, count);
-    ordered("cache_hit_fail_pct", t.cache_hit_fail_pct, "cache_hit_warn_pct", t.cache_hit_warn_pct, pct);
+    ordered(
+        "connections_warn_pct",
+        t.connections_warn_pct,
+        "connections_fail_pct",
+        t.connections_fail_pct,
+        pct,
+    );
+    ordered(
+        "long_query_warn",
+        t.long_query_warn_ms,
+        "long_query_fail",
+        t.long_query_fail_ms,
+        human_ms,
+    );
+    ordered(
+        "replication_lag_warn",
+        t.replication_lag_warn_ms,
+        "replication_lag_fail",
+        t.replication_lag_fail_ms,
+        human_ms,
+    );
+    ordered(
+        "xid_age_warn",
+        t.xid_age_warn as f64,
+        "xid_age_fail",
+        t.xid_age_fail as f64,
+        count,
+    );
+    ordered(
+        "cache_hit_fail_pct",
+        t.cache_hit_fail_pct,
+        "cache_hit_warn_pct",
+        t.cache_hit_warn_pct,
+        pct,
+    );
     t
 }
 
@@ -436,12 +631,16 @@ pub(crate) fn runbook_setting(name: Option<&str>) -> String {
     if !name.starts_with("pg_runbook.") {
         error::invalid_argument("name", format!("\"{name}\" is not a pg_runbook setting"));
     }
-    let cname = std::ffi::CString::new(name).unwrap_or_else(|_| error::invalid_argument("name", "contains a NUL byte"));
-    let value = unsafe { pg_sys::GetConfigOptionByName(cname.as_ptr(), std::ptr::null_mut(), true) };
+    let cname = std::ffi::CString::new(name)
+        .unwrap_or_else(|_| error::invalid_argument("name", "contains a NUL byte"));
+    let value =
+        unsafe { pg_sys::GetConfigOptionByName(cname.as_ptr(), std::ptr::null_mut(), true) };
     if value.is_null() {
         error::undefined_object("setting", name);
     }
-    unsafe { std::ffi::CStr::from_ptr(value) }.to_string_lossy().into_owned()
+    unsafe { std::ffi::CStr::from_ptr(value) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Pre-deployment checks: one row per check with its status, what was observed, the threshold
@@ -449,19 +648,58 @@ pub(crate) fn runbook_setting(name: Option<&str>) -> String {
 #[pg_extern(volatile, parallel_safe, requires = [runbook_setting])]
 #[allow(clippy::too_many_arguments)]
 fn preflight_checks(
-    connections_warn_pct: default!(Option<f64>, "@extschema@.runbook_setting('pg_runbook.connections_warn_pct')::float8"),
-    connections_fail_pct: default!(Option<f64>, "@extschema@.runbook_setting('pg_runbook.connections_fail_pct')::float8"),
-    long_query_warn: default!(Option<Interval>, "@extschema@.runbook_setting('pg_runbook.long_query_warn')::interval"),
-    long_query_fail: default!(Option<Interval>, "@extschema@.runbook_setting('pg_runbook.long_query_fail')::interval"),
-    lock_wait_fail: default!(Option<Interval>, "@extschema@.runbook_setting('pg_runbook.lock_wait_fail')::interval"),
-    idle_in_transaction_warn: default!(Option<Interval>, "@extschema@.runbook_setting('pg_runbook.idle_in_transaction_warn')::interval"),
-    cache_hit_warn_pct: default!(Option<f64>, "@extschema@.runbook_setting('pg_runbook.cache_hit_warn_pct')::float8"),
-    cache_hit_fail_pct: default!(Option<f64>, "@extschema@.runbook_setting('pg_runbook.cache_hit_fail_pct')::float8"),
-    replication_lag_warn: default!(Option<Interval>, "@extschema@.runbook_setting('pg_runbook.replication_lag_warn')::interval"),
-    replication_lag_fail: default!(Option<Interval>, "@extschema@.runbook_setting('pg_runbook.replication_lag_fail')::interval"),
-    xid_age_warn: default!(Option<i64>, "@extschema@.runbook_setting('pg_runbook.xid_age_warn')::int8"),
-    xid_age_fail: default!(Option<i64>, "@extschema@.runbook_setting('pg_runbook.xid_age_fail')::int8"),
-    min_server_version: default!(Option<i32>, "@extschema@.runbook_setting('pg_runbook.min_server_version')::int4"),
+    connections_warn_pct: default!(
+        Option<f64>,
+        "@extschema@.runbook_setting('pg_runbook.connections_warn_pct')::float8"
+    ),
+    connections_fail_pct: default!(
+        Option<f64>,
+        "@extschema@.runbook_setting('pg_runbook.connections_fail_pct')::float8"
+    ),
+    long_query_warn: default!(
+        Option<Interval>,
+        "@extschema@.runbook_setting('pg_runbook.long_query_warn')::interval"
+    ),
+    long_query_fail: default!(
+        Option<Interval>,
+        "@extschema@.runbook_setting('pg_runbook.long_query_fail')::interval"
+    ),
+    lock_wait_fail: default!(
+        Option<Interval>,
+        "@extschema@.runbook_setting('pg_runbook.lock_wait_fail')::interval"
+    ),
+    idle_in_transaction_warn: default!(
+        Option<Interval>,
+        "@extschema@.runbook_setting('pg_runbook.idle_in_transaction_warn')::interval"
+    ),
+    cache_hit_warn_pct: default!(
+        Option<f64>,
+        "@extschema@.runbook_setting('pg_runbook.cache_hit_warn_pct')::float8"
+    ),
+    cache_hit_fail_pct: default!(
+        Option<f64>,
+        "@extschema@.runbook_setting('pg_runbook.cache_hit_fail_pct')::float8"
+    ),
+    replication_lag_warn: default!(
+        Option<Interval>,
+        "@extschema@.runbook_setting('pg_runbook.replication_lag_warn')::interval"
+    ),
+    replication_lag_fail: default!(
+        Option<Interval>,
+        "@extschema@.runbook_setting('pg_runbook.replication_lag_fail')::interval"
+    ),
+    xid_age_warn: default!(
+        Option<i64>,
+        "@extschema@.runbook_setting('pg_runbook.xid_age_warn')::int8"
+    ),
+    xid_age_fail: default!(
+        Option<i64>,
+        "@extschema@.runbook_setting('pg_runbook.xid_age_fail')::int8"
+    ),
+    min_server_version: default!(
+        Option<i32>,
+        "@extschema@.runbook_setting('pg_runbook.min_server_version')::int4"
+    ),
 ) -> TableIterator<
     'static,
     (
@@ -473,9 +711,19 @@ fn preflight_checks(
     ),
 > {
     let t = thresholds_from_args(
-        connections_warn_pct, connections_fail_pct, long_query_warn, long_query_fail, lock_wait_fail,
-        idle_in_transaction_warn, cache_hit_warn_pct, cache_hit_fail_pct, replication_lag_warn,
-        replication_lag_fail, xid_age_warn, xid_age_fail, min_server_version,
+        connections_warn_pct,
+        connections_fail_pct,
+        long_query_warn,
+        long_query_fail,
+        lock_wait_fail,
+        idle_in_transaction_warn,
+        cache_hit_warn_pct,
+        cache_hit_fail_pct,
+        replication_lag_warn,
+        replication_lag_fail,
+        xid_age_warn,
+        xid_age_fail,
+        min_server_version,
     );
     into_output(all_checks(&t))
 }
@@ -487,19 +735,58 @@ fn preflight_checks(
 #[allow(clippy::too_many_arguments)]
 fn assert_preflight(
     allow_warn: default!(Option<bool>, "true"),
-    connections_warn_pct: default!(Option<f64>, "@extschema@.runbook_setting('pg_runbook.connections_warn_pct')::float8"),
-    connections_fail_pct: default!(Option<f64>, "@extschema@.runbook_setting('pg_runbook.connections_fail_pct')::float8"),
-    long_query_warn: default!(Option<Interval>, "@extschema@.runbook_setting('pg_runbook.long_query_warn')::interval"),
-    long_query_fail: default!(Option<Interval>, "@extschema@.runbook_setting('pg_runbook.long_query_fail')::interval"),
-    lock_wait_fail: default!(Option<Interval>, "@extschema@.runbook_setting('pg_runbook.lock_wait_fail')::interval"),
-    idle_in_transaction_warn: default!(Option<Interval>, "@extschema@.runbook_setting('pg_runbook.idle_in_transaction_warn')::interval"),
-    cache_hit_warn_pct: default!(Option<f64>, "@extschema@.runbook_setting('pg_runbook.cache_hit_warn_pct')::float8"),
-    cache_hit_fail_pct: default!(Option<f64>, "@extschema@.runbook_setting('pg_runbook.cache_hit_fail_pct')::float8"),
-    replication_lag_warn: default!(Option<Interval>, "@extschema@.runbook_setting('pg_runbook.replication_lag_warn')::interval"),
-    replication_lag_fail: default!(Option<Interval>, "@extschema@.runbook_setting('pg_runbook.replication_lag_fail')::interval"),
-    xid_age_warn: default!(Option<i64>, "@extschema@.runbook_setting('pg_runbook.xid_age_warn')::int8"),
-    xid_age_fail: default!(Option<i64>, "@extschema@.runbook_setting('pg_runbook.xid_age_fail')::int8"),
-    min_server_version: default!(Option<i32>, "@extschema@.runbook_setting('pg_runbook.min_server_version')::int4"),
+    connections_warn_pct: default!(
+        Option<f64>,
+        "@extschema@.runbook_setting('pg_runbook.connections_warn_pct')::float8"
+    ),
+    connections_fail_pct: default!(
+        Option<f64>,
+        "@extschema@.runbook_setting('pg_runbook.connections_fail_pct')::float8"
+    ),
+    long_query_warn: default!(
+        Option<Interval>,
+        "@extschema@.runbook_setting('pg_runbook.long_query_warn')::interval"
+    ),
+    long_query_fail: default!(
+        Option<Interval>,
+        "@extschema@.runbook_setting('pg_runbook.long_query_fail')::interval"
+    ),
+    lock_wait_fail: default!(
+        Option<Interval>,
+        "@extschema@.runbook_setting('pg_runbook.lock_wait_fail')::interval"
+    ),
+    idle_in_transaction_warn: default!(
+        Option<Interval>,
+        "@extschema@.runbook_setting('pg_runbook.idle_in_transaction_warn')::interval"
+    ),
+    cache_hit_warn_pct: default!(
+        Option<f64>,
+        "@extschema@.runbook_setting('pg_runbook.cache_hit_warn_pct')::float8"
+    ),
+    cache_hit_fail_pct: default!(
+        Option<f64>,
+        "@extschema@.runbook_setting('pg_runbook.cache_hit_fail_pct')::float8"
+    ),
+    replication_lag_warn: default!(
+        Option<Interval>,
+        "@extschema@.runbook_setting('pg_runbook.replication_lag_warn')::interval"
+    ),
+    replication_lag_fail: default!(
+        Option<Interval>,
+        "@extschema@.runbook_setting('pg_runbook.replication_lag_fail')::interval"
+    ),
+    xid_age_warn: default!(
+        Option<i64>,
+        "@extschema@.runbook_setting('pg_runbook.xid_age_warn')::int8"
+    ),
+    xid_age_fail: default!(
+        Option<i64>,
+        "@extschema@.runbook_setting('pg_runbook.xid_age_fail')::int8"
+    ),
+    min_server_version: default!(
+        Option<i32>,
+        "@extschema@.runbook_setting('pg_runbook.min_server_version')::int4"
+    ),
 ) -> TableIterator<
     'static,
     (
@@ -512,9 +799,19 @@ fn assert_preflight(
 > {
     let allow_warn = error::required("allow_warn", allow_warn);
     let t = thresholds_from_args(
-        connections_warn_pct, connections_fail_pct, long_query_warn, long_query_fail, lock_wait_fail,
-        idle_in_transaction_warn, cache_hit_warn_pct, cache_hit_fail_pct, replication_lag_warn,
-        replication_lag_fail, xid_age_warn, xid_age_fail, min_server_version,
+        connections_warn_pct,
+        connections_fail_pct,
+        long_query_warn,
+        long_query_fail,
+        lock_wait_fail,
+        idle_in_transaction_warn,
+        cache_hit_warn_pct,
+        cache_hit_fail_pct,
+        replication_lag_warn,
+        replication_lag_fail,
+        xid_age_warn,
+        xid_age_fail,
+        min_server_version,
     );
     let rows = all_checks(&t);
     let failing: Vec<&CheckRow> = rows
@@ -525,7 +822,12 @@ fn assert_preflight(
         let names: Vec<String> = failing.iter().map(|r| r.check.to_string()).collect();
         let details: Vec<String> = failing
             .iter()
-            .map(|r| format!("{} {}: observed {} ({}) {}", r.check, r.status, r.observed, r.threshold, r.detail))
+            .map(|r| {
+                format!(
+                    "{} {}: observed {} ({}) {}",
+                    r.check, r.status, r.observed, r.threshold, r.detail
+                )
+            })
             .collect();
         error::assertion_failed("preflight", &names, &details);
     }
@@ -540,17 +842,28 @@ mod tests {
     #[pg_test]
     fn preflight_returns_every_named_check_once() {
         let checks: Vec<String> = Spi::connect(|c| {
-            c.select("SELECT \"check\" FROM preflight_checks() ORDER BY 1", None, &[])
-                .unwrap()
-                .map(|r| r.get::<String>(1).unwrap().unwrap())
-                .collect()
+            c.select(
+                "SELECT \"check\" FROM preflight_checks() ORDER BY 1",
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get::<String>(1).unwrap().unwrap())
+            .collect()
         });
         assert_eq!(
             checks,
             vec![
-                "blocked_lock_waits", "cache_hit_ratio", "connections", "idle_in_transaction",
-                "invalid_indexes", "long_running_queries", "pg_stat_statements", "replication_lag",
-                "server_version", "xid_age",
+                "blocked_lock_waits",
+                "cache_hit_ratio",
+                "connections",
+                "idle_in_transaction",
+                "invalid_indexes",
+                "long_running_queries",
+                "pg_stat_statements",
+                "replication_lag",
+                "server_version",
+                "xid_age",
             ]
         );
     }
@@ -564,7 +877,9 @@ mod tests {
         assert_eq!(status, Ok(Some("FAIL".to_string())));
     }
 
-    #[pg_test(error = "invalid value for argument \"long_query_fail\": a negative interval is not a threshold")]
+    #[pg_test(
+        error = "invalid value for argument \"long_query_fail\": a negative interval is not a threshold"
+    )]
     fn negative_threshold_is_refused_with_its_name() {
         Spi::run("SELECT * FROM preflight_checks(long_query_fail => '-1 minute')").unwrap();
     }

@@ -3,8 +3,8 @@
 //! Each row names an object and carries the SQL that fixes it. The role and server checks see the
 //! whole cluster; the table and function checks see the current database.
 
-use crate::catalog::{self, col, quote_literal};
 use crate::catalog::NOT_EXTENSION_MEMBER;
+use crate::catalog::{self, col, quote_literal};
 use crate::integrity::USER_SCHEMAS;
 use crate::settings;
 use pgrx::prelude::*;
@@ -19,17 +19,46 @@ pub struct SecurityFinding {
     pub remediation: String,
 }
 
-fn row(check: &'static str, status: Status, object: String, detail: String, remediation: String) -> SecurityFinding {
-    SecurityFinding { check, status, object, detail, remediation }
+fn row(
+    check: &'static str,
+    status: Status,
+    object: String,
+    detail: String,
+    remediation: String,
+) -> SecurityFinding {
+    SecurityFinding {
+        check,
+        status,
+        object,
+        detail,
+        remediation,
+    }
 }
 
 /// Adds one row per (object, detail, remediation) the query returns, or a PASS row saying `none`.
-fn per_object(rows: &mut Vec<SecurityFinding>, check: &'static str, status: Status, sql: &str, args: &[pgrx::datum::DatumWithOid], none: &str) {
+fn per_object(
+    rows: &mut Vec<SecurityFinding>,
+    check: &'static str,
+    status: Status,
+    sql: &str,
+    args: &[pgrx::datum::DatumWithOid],
+    none: &str,
+) {
     let found = catalog::select(sql, args, |r| {
-        (col::<String>(r, 1).unwrap_or_default(), col::<String>(r, 2).unwrap_or_default(), col::<String>(r, 3).unwrap_or_default())
+        (
+            col::<String>(r, 1).unwrap_or_default(),
+            col::<String>(r, 2).unwrap_or_default(),
+            col::<String>(r, 3).unwrap_or_default(),
+        )
     });
     if found.is_empty() {
-        rows.push(row(check, Status::Pass, String::new(), none.into(), String::new()));
+        rows.push(row(
+            check,
+            Status::Pass,
+            String::new(),
+            none.into(),
+            String::new(),
+        ));
     }
     for (object, detail, fix) in found {
         rows.push(row(check, status, object, detail, fix));
@@ -43,7 +72,11 @@ pub fn exposed_schemas() -> Vec<String> {
         .split(',')
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
-        .map(|s| s.strip_prefix('"').and_then(|x| x.strip_suffix('"')).map_or_else(|| s.to_lowercase(), |x| x.replace("\"\"", "\"")))
+        .map(|s| {
+            s.strip_prefix('"')
+                .and_then(|x| x.strip_suffix('"'))
+                .map_or_else(|| s.to_lowercase(), |x| x.replace("\"\"", "\""))
+        })
         .collect()
 }
 
@@ -77,7 +110,10 @@ fn tables(rows: &mut Vec<SecurityFinding>) {
                AND n.nspname = ANY ($1::text[]) AND {NOT_EXTENSION_MEMBER} ORDER BY 1"
         ),
         &[schemas.clone().into()],
-        &format!("every table in the exposed schemas ({}) has row-level security", schemas.join(", ")),
+        &format!(
+            "every table in the exposed schemas ({}) has row-level security",
+            schemas.join(", ")
+        ),
     );
 }
 
@@ -130,9 +166,11 @@ fn roles(rows: &mut Vec<SecurityFinding>) {
     );
     // Whether pg_hba.conf asks for passwords, and which roles have none, are visible to superusers
     // (pg_hba_file_rules, pg_authid) only.
-    let superuser = catalog::select_one("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user", &[], |r| {
-        col::<bool>(r, 1).unwrap_or(false)
-    });
+    let superuser = catalog::select_one(
+        "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
+        &[],
+        |r| col::<bool>(r, 1).unwrap_or(false),
+    );
     if !superuser {
         rows.push(row(
             "login_roles_without_password",
@@ -175,7 +213,12 @@ fn server_settings(rows: &mut Vec<SecurityFinding>) {
     let (encryption, ssl) = catalog::select_one(
         "SELECT current_setting('password_encryption'), current_setting('ssl')",
         &[],
-        |r| (col::<String>(r, 1).unwrap_or_default(), col::<String>(r, 2).unwrap_or_default()),
+        |r| {
+            (
+                col::<String>(r, 1).unwrap_or_default(),
+                col::<String>(r, 2).unwrap_or_default(),
+            )
+        },
     );
     let scram = encryption == "scram-sha-256";
     rows.push(row(
@@ -224,9 +267,13 @@ fn validate_security_configuration() -> TableIterator<
         name!(remediation, String),
     ),
 > {
-    TableIterator::new(
-        all_findings()
-            .into_iter()
-            .map(|f| (f.check.to_string(), f.status.as_str().to_string(), f.object, f.detail, f.remediation)),
-    )
+    TableIterator::new(all_findings().into_iter().map(|f| {
+        (
+            f.check.to_string(),
+            f.status.as_str().to_string(),
+            f.object,
+            f.detail,
+            f.remediation,
+        )
+    }))
 }

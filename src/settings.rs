@@ -41,22 +41,40 @@ pub static SEQUENCE_WARN_PCT: GucSetting<f64> = GucSetting::<f64>::new(80.0);
 pub static SEQUENCE_FAIL_PCT: GucSetting<f64> = GucSetting::<f64>::new(95.0);
 
 /// Schemas an API layer exposes (PostgREST, Supabase): their tables should have row-level security.
-pub static EXPOSED_SCHEMAS: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(Some(c"public"));
+pub static EXPOSED_SCHEMAS: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(Some(c"public"));
 
 /// The audit table the compliance report counts changes in ('' = none), its time column ('' =
 /// the table's time-typed partition key, else its first time-typed column) and its tenant column
 /// ('' = the report's tenant is only a label).
-pub static AUDIT_TABLE: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(Some(c""));
-pub static AUDIT_TIME_COLUMN: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(Some(c""));
-pub static AUDIT_TENANT_COLUMN: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(Some(c""));
+pub static AUDIT_TABLE: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(Some(c""));
+pub static AUDIT_TIME_COLUMN: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(Some(c""));
+pub static AUDIT_TENANT_COLUMN: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(Some(c""));
 
 /// A setting's text value, '' when unset.
 pub fn text(setting: &GucSetting<Option<std::ffi::CString>>) -> String {
-    setting.get().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
+    setting
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
-fn string(name: &'static CStr, about: &'static CStr, setting: &'static GucSetting<Option<std::ffi::CString>>) {
-    GucRegistry::define_string_guc(name, about, c"", setting, GucContext::Userset, GucFlags::default());
+fn string(
+    name: &'static CStr,
+    about: &'static CStr,
+    setting: &'static GucSetting<Option<std::ffi::CString>>,
+) {
+    GucRegistry::define_string_guc(
+        name,
+        about,
+        c"",
+        setting,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
 }
 
 // ---- metrics -------------------------------------------------------------------------------------
@@ -75,7 +93,8 @@ pub static REFRESH_LOG_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 
 
 /// Databases the worker serves, comma-separated: one worker per database, started with the
 /// server (a longer list needs a restart; renaming an entry takes a reload).
-pub static DATABASE: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(Some(c"postgres"));
+pub static DATABASE: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(Some(c"postgres"));
 pub static WORKER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// How long the worker sleeps when the queue is empty. One second: an enqueue wakes it at once,
 /// so this only bounds how late the periodic jobs and a missed wake can be.
@@ -135,28 +154,108 @@ fn count(name: &'static CStr, about: &'static CStr, setting: &'static GucSetting
 /// Defines the settings. Called from `_PG_init`, preloaded or not: none of these is a
 /// postmaster-only setting, which PostgreSQL refuses to define after startup.
 pub fn init() {
-    ms(c"pg_runbook.lock_timeout", c"lock_timeout for queries pg_runbook runs on its own.", &LOCK_TIMEOUT_MS, HOUR_MS);
+    ms(
+        c"pg_runbook.lock_timeout",
+        c"lock_timeout for queries pg_runbook runs on its own.",
+        &LOCK_TIMEOUT_MS,
+        HOUR_MS,
+    );
 
-    percent(c"pg_runbook.connections_warn_pct", c"Preflight: WARN when client backends reach this percentage of max_connections.", &CONNECTIONS_WARN_PCT);
-    percent(c"pg_runbook.connections_fail_pct", c"Preflight: FAIL when client backends reach this percentage of max_connections.", &CONNECTIONS_FAIL_PCT);
-    ms(c"pg_runbook.long_query_warn", c"Preflight: WARN when a query has been active longer than this.", &LONG_QUERY_WARN_MS, DAY_MS);
-    ms(c"pg_runbook.long_query_fail", c"Preflight: FAIL when a query has been active longer than this.", &LONG_QUERY_FAIL_MS, DAY_MS);
-    ms(c"pg_runbook.lock_wait_fail", c"Preflight: FAIL when a session has waited on a lock longer than this.", &LOCK_WAIT_FAIL_MS, DAY_MS);
-    ms(c"pg_runbook.idle_in_transaction_warn", c"Preflight: WARN when a session has been idle in transaction longer than this.", &IDLE_IN_TRANSACTION_WARN_MS, DAY_MS);
-    percent(c"pg_runbook.cache_hit_warn_pct", c"Preflight: WARN when the database's buffer cache hit ratio is below this percentage.", &CACHE_HIT_WARN_PCT);
-    percent(c"pg_runbook.cache_hit_fail_pct", c"Preflight: FAIL when the database's buffer cache hit ratio is below this percentage.", &CACHE_HIT_FAIL_PCT);
-    ms(c"pg_runbook.replication_lag_warn", c"Preflight: WARN when a standby's replay lag exceeds this.", &REPLICATION_LAG_WARN_MS, DAY_MS);
-    ms(c"pg_runbook.replication_lag_fail", c"Preflight: FAIL when a standby's replay lag exceeds this.", &REPLICATION_LAG_FAIL_MS, DAY_MS);
-    count(c"pg_runbook.xid_age_warn", c"Preflight: WARN when the oldest database's transaction ID age exceeds this.", &XID_AGE_WARN);
-    count(c"pg_runbook.xid_age_fail", c"Preflight: FAIL when the oldest database's transaction ID age exceeds this.", &XID_AGE_FAIL);
-    count(c"pg_runbook.min_server_version", c"Preflight: WARN when the server's major version is below this.", &MIN_SERVER_VERSION);
+    percent(
+        c"pg_runbook.connections_warn_pct",
+        c"Preflight: WARN when client backends reach this percentage of max_connections.",
+        &CONNECTIONS_WARN_PCT,
+    );
+    percent(
+        c"pg_runbook.connections_fail_pct",
+        c"Preflight: FAIL when client backends reach this percentage of max_connections.",
+        &CONNECTIONS_FAIL_PCT,
+    );
+    ms(
+        c"pg_runbook.long_query_warn",
+        c"Preflight: WARN when a query has been active longer than this.",
+        &LONG_QUERY_WARN_MS,
+        DAY_MS,
+    );
+    ms(
+        c"pg_runbook.long_query_fail",
+        c"Preflight: FAIL when a query has been active longer than this.",
+        &LONG_QUERY_FAIL_MS,
+        DAY_MS,
+    );
+    ms(
+        c"pg_runbook.lock_wait_fail",
+        c"Preflight: FAIL when a session has waited on a lock longer than this.",
+        &LOCK_WAIT_FAIL_MS,
+        DAY_MS,
+    );
+    ms(
+        c"pg_runbook.idle_in_transaction_warn",
+        c"Preflight: WARN when a session has been idle in transaction longer than this.",
+        &IDLE_IN_TRANSACTION_WARN_MS,
+        DAY_MS,
+    );
+    percent(
+        c"pg_runbook.cache_hit_warn_pct",
+        c"Preflight: WARN when the database's buffer cache hit ratio is below this percentage.",
+        &CACHE_HIT_WARN_PCT,
+    );
+    percent(
+        c"pg_runbook.cache_hit_fail_pct",
+        c"Preflight: FAIL when the database's buffer cache hit ratio is below this percentage.",
+        &CACHE_HIT_FAIL_PCT,
+    );
+    ms(
+        c"pg_runbook.replication_lag_warn",
+        c"Preflight: WARN when a standby's replay lag exceeds this.",
+        &REPLICATION_LAG_WARN_MS,
+        DAY_MS,
+    );
+    ms(
+        c"pg_runbook.replication_lag_fail",
+        c"Preflight: FAIL when a standby's replay lag exceeds this.",
+        &REPLICATION_LAG_FAIL_MS,
+        DAY_MS,
+    );
+    count(
+        c"pg_runbook.xid_age_warn",
+        c"Preflight: WARN when the oldest database's transaction ID age exceeds this.",
+        &XID_AGE_WARN,
+    );
+    count(
+        c"pg_runbook.xid_age_fail",
+        c"Preflight: FAIL when the oldest database's transaction ID age exceeds this.",
+        &XID_AGE_FAIL,
+    );
+    count(
+        c"pg_runbook.min_server_version",
+        c"Preflight: WARN when the server's major version is below this.",
+        &MIN_SERVER_VERSION,
+    );
 
-    ms(c"pg_runbook.health_cache_ttl", c"How long health_check() serves a cached result; 0 disables the cache.", &HEALTH_CACHE_TTL_MS, HOUR_MS);
+    ms(
+        c"pg_runbook.health_cache_ttl",
+        c"How long health_check() serves a cached result; 0 disables the cache.",
+        &HEALTH_CACHE_TTL_MS,
+        HOUR_MS,
+    );
 
-    percent(c"pg_runbook.sequence_warn_pct", c"Integrity: WARN when a sequence has used this percentage of its range.", &SEQUENCE_WARN_PCT);
-    percent(c"pg_runbook.sequence_fail_pct", c"Integrity: FAIL when a sequence has used this percentage of its range.", &SEQUENCE_FAIL_PCT);
+    percent(
+        c"pg_runbook.sequence_warn_pct",
+        c"Integrity: WARN when a sequence has used this percentage of its range.",
+        &SEQUENCE_WARN_PCT,
+    );
+    percent(
+        c"pg_runbook.sequence_fail_pct",
+        c"Integrity: FAIL when a sequence has used this percentage of its range.",
+        &SEQUENCE_FAIL_PCT,
+    );
     string(c"pg_runbook.exposed_schemas", c"Security: comma-separated schemas exposed to an API, whose tables need row-level security.", &EXPOSED_SCHEMAS);
-    string(c"pg_runbook.audit_table", c"Compliance: the audit table whose changes the compliance report counts ('' for none).", &AUDIT_TABLE);
+    string(
+        c"pg_runbook.audit_table",
+        c"Compliance: the audit table whose changes the compliance report counts ('' for none).",
+        &AUDIT_TABLE,
+    );
     string(c"pg_runbook.audit_time_column", c"Compliance: the audit table's time column ('' to use its time-typed partition key or first time column).", &AUDIT_TIME_COLUMN);
     string(c"pg_runbook.audit_tenant_column", c"Compliance: the audit table's tenant column; with it, a report for a tenant counts only its rows.", &AUDIT_TENANT_COLUMN);
     GucRegistry::define_int_guc(
@@ -184,8 +283,22 @@ pub fn init() {
     reserve_prefix();
 }
 
-fn worker_setting_ms(name: &'static CStr, about: &'static CStr, setting: &'static GucSetting<i32>, min: i32) {
-    GucRegistry::define_int_guc(name, about, c"", setting, min, DAY_MS, GucContext::Sighup, GucFlags::UNIT_MS);
+fn worker_setting_ms(
+    name: &'static CStr,
+    about: &'static CStr,
+    setting: &'static GucSetting<i32>,
+    min: i32,
+) {
+    GucRegistry::define_int_guc(
+        name,
+        about,
+        c"",
+        setting,
+        min,
+        DAY_MS,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
 }
 
 fn worker_settings() {
@@ -197,12 +310,50 @@ fn worker_settings() {
         GucContext::Sighup,
         GucFlags::default(),
     );
-    GucRegistry::define_bool_guc(c"pg_runbook.worker_enabled", c"Whether the pg_runbook worker does any work.", c"", &WORKER_ENABLED, GucContext::Sighup, GucFlags::default());
-    worker_setting_ms(c"pg_runbook.naptime", c"How long the pg_runbook worker sleeps between rounds when not woken.", &NAPTIME_MS, 10);
-    GucRegistry::define_int_guc(c"pg_runbook.drain_batch_size", c"Invalidation events the worker drains per transaction.", c"", &DRAIN_BATCH_SIZE, 1, 100_000, GucContext::Sighup, GucFlags::default());
-    worker_setting_ms(c"pg_runbook.rollup_interval", c"How often the worker runs rollup_metrics().", &ROLLUP_INTERVAL_MS, 100);
-    worker_setting_ms(c"pg_runbook.maintenance_interval", c"How often the worker runs clean_expired_cache() and prune_mv_refresh_log().", &MAINTENANCE_INTERVAL_MS, 100);
-    GucRegistry::define_bool_guc(c"pg_runbook.wake_on_enqueue", c"Whether enqueueing a cache invalidation wakes the worker at commit.", c"", &WAKE_ON_ENQUEUE, GucContext::Userset, GucFlags::default());
+    GucRegistry::define_bool_guc(
+        c"pg_runbook.worker_enabled",
+        c"Whether the pg_runbook worker does any work.",
+        c"",
+        &WORKER_ENABLED,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    worker_setting_ms(
+        c"pg_runbook.naptime",
+        c"How long the pg_runbook worker sleeps between rounds when not woken.",
+        &NAPTIME_MS,
+        10,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_runbook.drain_batch_size",
+        c"Invalidation events the worker drains per transaction.",
+        c"",
+        &DRAIN_BATCH_SIZE,
+        1,
+        100_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    worker_setting_ms(
+        c"pg_runbook.rollup_interval",
+        c"How often the worker runs rollup_metrics().",
+        &ROLLUP_INTERVAL_MS,
+        100,
+    );
+    worker_setting_ms(
+        c"pg_runbook.maintenance_interval",
+        c"How often the worker runs clean_expired_cache() and prune_mv_refresh_log().",
+        &MAINTENANCE_INTERVAL_MS,
+        100,
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_runbook.wake_on_enqueue",
+        c"Whether enqueueing a cache invalidation wakes the worker at commit.",
+        c"",
+        &WAKE_ON_ENQUEUE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
 }
 
 /// After this, a typo such as `SET pg_runbook.lock_timout` is an error instead of a silent

@@ -215,8 +215,7 @@ pub unsafe extern "C-unwind" fn request_rollup_trans_raw(
         } else {
             pg_getarg_datum_raw(fcinfo, 0).cast_mut_ptr::<Rollup>()
         };
-        if !pg_arg_is_null(fcinfo, 1) && !pg_arg_is_null(fcinfo, 2) && !pg_arg_is_null(fcinfo, 3)
-        {
+        if !pg_arg_is_null(fcinfo, 1) && !pg_arg_is_null(fcinfo, 2) && !pg_arg_is_null(fcinfo, 3) {
             let micros = pg_getarg_datum_raw(fcinfo, 1).value() as i64;
             let endpoint = text_bytes(pg_getarg_datum_raw(fcinfo, 2));
             // PostgreSQL has validated text in a UTF-8 database; elsewhere check it.
@@ -227,8 +226,8 @@ pub unsafe extern "C-unwind" fn request_rollup_trans_raw(
                     .unwrap_or_else(|_| error::invalid_argument("endpoint", "not valid UTF-8"))
             };
             let duration = f64::from_bits(pg_getarg_datum_raw(fcinfo, 3).value() as u64);
-            let status = (!pg_arg_is_null(fcinfo, 4))
-                .then(|| pg_getarg_datum_raw(fcinfo, 4).value() as i32);
+            let status =
+                (!pg_arg_is_null(fcinfo, 4)).then(|| pg_getarg_datum_raw(fcinfo, 4).value() as i32);
             let hit = (!pg_arg_is_null(fcinfo, 5))
                 .then(|| pg_getarg_datum_raw(fcinfo, 5).value() & 0xff != 0);
             (*p).add(micros, endpoint, duration, status, hit);

@@ -5,10 +5,10 @@
 
 pub mod indexes;
 pub mod integrity;
+pub mod matviews;
 pub mod partitions;
 pub mod rollup;
 pub mod schema;
 pub mod sketch;
 pub mod slo;
 pub mod status;
-pub mod matviews;

@@ -66,7 +66,13 @@ impl Date {
     pub fn parse(s: &str) -> Option<Date> {
         let mut parts = s.splitn(3, '-');
         let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
-        if y.len() < 4 || m.len() != 2 || d.len() != 2 || ![y, m, d].iter().all(|p| p.bytes().all(|b| b.is_ascii_digit())) {
+        if y.len() < 4
+            || m.len() != 2
+            || d.len() != 2
+            || ![y, m, d]
+                .iter()
+                .all(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        {
             return None;
         }
         Date::new(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)
@@ -78,7 +84,11 @@ impl Date {
         let total = self.year as i64 * 12 + (self.month as i64 - 1) - n as i64;
         let year = total.div_euclid(12) as i32;
         let month = (total.rem_euclid(12) + 1) as u32;
-        Date { year, month, day: self.day.min(days_in_month(year, month)) }
+        Date {
+            year,
+            month,
+            day: self.day.min(days_in_month(year, month)),
+        }
     }
 
     pub fn plus_days(self, n: i64) -> Date {
@@ -107,12 +117,16 @@ impl LocalTime {
             Some((d, r)) => (Date::parse(d)?, Some(r)),
             None => (Date::parse(s)?, None),
         };
-        let Some(rest) = rest else { return Some(LocalTime::midnight(date)) };
+        let Some(rest) = rest else {
+            return Some(LocalTime::midnight(date));
+        };
         let clock_end = rest.find(['+', '-']).unwrap_or(rest.len());
         let (clock, offset) = rest.split_at(clock_end);
         if !offset.is_empty() {
             let o = &offset[1..];
-            let ok = o.split(':').all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()));
+            let ok = o
+                .split(':')
+                .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()));
             if !ok || o.split(':').count() > 3 {
                 return None;
             }
@@ -124,21 +138,34 @@ impl LocalTime {
         }
         let (whole, frac) = sec.split_once('.').unwrap_or((sec, ""));
         let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-        if !digits(h) || !digits(m) || !digits(whole) || whole.len() != 2 || (!frac.is_empty() && !digits(frac)) || frac.len() > 6 {
+        if !digits(h)
+            || !digits(m)
+            || !digits(whole)
+            || whole.len() != 2
+            || (!frac.is_empty() && !digits(frac))
+            || frac.len() > 6
+        {
             return None;
         }
         let (h, m, s): (i64, i64, i64) = (h.parse().ok()?, m.parse().ok()?, whole.parse().ok()?);
         if h > 24 || m > 59 || s > 60 {
             return None;
         }
-        let frac_micros: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().ok()? };
+        let frac_micros: i64 = if frac.is_empty() {
+            0
+        } else {
+            format!("{frac:0<6}").parse().ok()?
+        };
         let micros = ((h * 60 + m) * 60 + s) * 1_000_000 + frac_micros;
         Some(LocalTime { date, micros }.normalized())
     }
 
     fn normalized(self) -> LocalTime {
         let days = self.micros.div_euclid(DAY_MICROS);
-        LocalTime { date: self.date.plus_days(days), micros: self.micros.rem_euclid(DAY_MICROS) }
+        LocalTime {
+            date: self.date.plus_days(days),
+            micros: self.micros.rem_euclid(DAY_MICROS),
+        }
     }
 }
 
@@ -154,7 +181,14 @@ impl std::fmt::Display for LocalTime {
             return write!(f, "{}", self.date);
         }
         let s = self.micros / 1_000_000;
-        write!(f, "{} {:02}:{:02}:{:02}", self.date, s / 3600, s / 60 % 60, s % 60)
+        write!(
+            f,
+            "{} {:02}:{:02}:{:02}",
+            self.date,
+            s / 3600,
+            s / 60 % 60,
+            s % 60
+        )
     }
 }
 
@@ -162,7 +196,11 @@ impl std::fmt::Display for LocalTime {
 /// microseconds (in that order, as PostgreSQL applies an interval). Rows at or after it are kept.
 pub fn cutoff(today: Date, months: i32, days: i32, micros: i64) -> LocalTime {
     let date = today.minus_months(months).plus_days(-i64::from(days));
-    LocalTime { date, micros: -micros }.normalized()
+    LocalTime {
+        date,
+        micros: -micros,
+    }
+    .normalized()
 }
 
 /// One end of a range partition's bound.
@@ -223,7 +261,10 @@ pub fn parse_bound(expr: &str) -> Result<PartitionBound, String> {
     if from.contains(',') || to.contains(',') {
         return Err(format!("multi-column bound: {expr}"));
     }
-    Ok(PartitionBound::Range { from: parse_bound_value(from)?, to: parse_bound_value(to)? })
+    Ok(PartitionBound::Range {
+        from: parse_bound_value(from)?,
+        to: parse_bound_value(to)?,
+    })
 }
 
 /// What retention does with one partition.
@@ -242,12 +283,21 @@ pub enum Verdict {
 pub fn judge_partition(bound_expr: &str, cutoff: LocalTime) -> Verdict {
     match parse_bound(bound_expr) {
         Err(why) => Verdict::Skip(format!("cannot read the bound safely ({why})")),
-        Ok(PartitionBound::Default) => Verdict::Skip("the default partition is never dropped".into()),
-        Ok(PartitionBound::Range { to: BoundValue::MaxValue, .. }) => Verdict::Keep,
-        Ok(PartitionBound::Range { to: BoundValue::MinValue, .. }) => {
-            Verdict::Skip("upper bound MINVALUE: an empty range".into())
+        Ok(PartitionBound::Default) => {
+            Verdict::Skip("the default partition is never dropped".into())
         }
-        Ok(PartitionBound::Range { to: BoundValue::At(upper), .. }) => match upper.cmp(&cutoff) {
+        Ok(PartitionBound::Range {
+            to: BoundValue::MaxValue,
+            ..
+        }) => Verdict::Keep,
+        Ok(PartitionBound::Range {
+            to: BoundValue::MinValue,
+            ..
+        }) => Verdict::Skip("upper bound MINVALUE: an empty range".into()),
+        Ok(PartitionBound::Range {
+            to: BoundValue::At(upper),
+            ..
+        }) => match upper.cmp(&cutoff) {
             Ordering::Less | Ordering::Equal => Verdict::Drop,
             Ordering::Greater => Verdict::Keep,
         },
@@ -291,10 +341,22 @@ mod tests {
 
     #[test]
     fn cutoff_applies_months_then_days_then_time() {
-        assert_eq!(cutoff(d(2026, 5, 20), 24, 0, 0), LocalTime::midnight(d(2024, 5, 20)));
-        assert_eq!(cutoff(d(2026, 5, 20), 0, 90, 0), LocalTime::midnight(d(2026, 2, 19)));
+        assert_eq!(
+            cutoff(d(2026, 5, 20), 24, 0, 0),
+            LocalTime::midnight(d(2024, 5, 20))
+        );
+        assert_eq!(
+            cutoff(d(2026, 5, 20), 0, 90, 0),
+            LocalTime::midnight(d(2026, 2, 19))
+        );
         let c = cutoff(d(2026, 5, 20), 0, 0, 3_600_000_000);
-        assert_eq!(c, LocalTime { date: d(2026, 5, 19), micros: 23 * 3_600_000_000 });
+        assert_eq!(
+            c,
+            LocalTime {
+                date: d(2026, 5, 19),
+                micros: 23 * 3_600_000_000
+            }
+        );
     }
 
     #[test]
@@ -306,17 +368,26 @@ mod tests {
                 to: BoundValue::At(LocalTime::midnight(d(2024, 2, 1))),
             })
         );
-        let tz = parse_bound("FOR VALUES FROM ('2024-01-01 00:00:00+00') TO ('2024-02-01 12:30:00.5-05:30')").unwrap();
+        let tz = parse_bound(
+            "FOR VALUES FROM ('2024-01-01 00:00:00+00') TO ('2024-02-01 12:30:00.5-05:30')",
+        )
+        .unwrap();
         assert_eq!(
             tz,
             PartitionBound::Range {
                 from: BoundValue::At(LocalTime::midnight(d(2024, 1, 1))),
-                to: BoundValue::At(LocalTime { date: d(2024, 2, 1), micros: 45_000_500_000 }),
+                to: BoundValue::At(LocalTime {
+                    date: d(2024, 2, 1),
+                    micros: 45_000_500_000
+                }),
             }
         );
         assert_eq!(
             parse_bound("FOR VALUES FROM (MINVALUE) TO ('infinity')"),
-            Ok(PartitionBound::Range { from: BoundValue::MinValue, to: BoundValue::MaxValue })
+            Ok(PartitionBound::Range {
+                from: BoundValue::MinValue,
+                to: BoundValue::MaxValue
+            })
         );
         assert_eq!(parse_bound("DEFAULT"), Ok(PartitionBound::Default));
     }
@@ -341,23 +412,47 @@ mod tests {
     fn only_partitions_ending_at_or_before_the_cutoff_are_dropped() {
         let c = LocalTime::midnight(d(2024, 5, 20));
         let month = |from: &str, to: &str| format!("FOR VALUES FROM ('{from}') TO ('{to}')");
-        assert_eq!(judge_partition(&month("2024-04-01", "2024-05-01"), c), Verdict::Drop);
-        assert_eq!(judge_partition(&month("2024-04-20", "2024-05-20"), c), Verdict::Drop);
-        // May holds rows from before and after the 20th: it may hold newer rows, so it stays.
-        assert_eq!(judge_partition(&month("2024-05-01", "2024-06-01"), c), Verdict::Keep);
         assert_eq!(
-            judge_partition("FOR VALUES FROM ('2024-05-19 00:00:00+02') TO ('2024-05-20 00:00:00.000001+02')", c),
+            judge_partition(&month("2024-04-01", "2024-05-01"), c),
+            Verdict::Drop
+        );
+        assert_eq!(
+            judge_partition(&month("2024-04-20", "2024-05-20"), c),
+            Verdict::Drop
+        );
+        // May holds rows from before and after the 20th: it may hold newer rows, so it stays.
+        assert_eq!(
+            judge_partition(&month("2024-05-01", "2024-06-01"), c),
             Verdict::Keep
         );
-        assert_eq!(judge_partition("FOR VALUES FROM (MINVALUE) TO ('2020-01-01')", c), Verdict::Drop);
-        assert_eq!(judge_partition("FOR VALUES FROM ('2020-01-01') TO (MAXVALUE)", c), Verdict::Keep);
+        assert_eq!(
+            judge_partition(
+                "FOR VALUES FROM ('2024-05-19 00:00:00+02') TO ('2024-05-20 00:00:00.000001+02')",
+                c
+            ),
+            Verdict::Keep
+        );
+        assert_eq!(
+            judge_partition("FOR VALUES FROM (MINVALUE) TO ('2020-01-01')", c),
+            Verdict::Drop
+        );
+        assert_eq!(
+            judge_partition("FOR VALUES FROM ('2020-01-01') TO (MAXVALUE)", c),
+            Verdict::Keep
+        );
         assert!(matches!(judge_partition("DEFAULT", c), Verdict::Skip(_)));
-        assert!(matches!(judge_partition("FOR VALUES FROM (1) TO (2)", c), Verdict::Skip(_)));
+        assert!(matches!(
+            judge_partition("FOR VALUES FROM (1) TO (2)", c),
+            Verdict::Skip(_)
+        ));
     }
 
     #[test]
     fn a_partition_far_above_its_even_share_is_skewed() {
-        assert_eq!(skewed(&[10.0, 10.0, 10.0, 100.0], 2.0), vec![false, false, false, true]);
+        assert_eq!(
+            skewed(&[10.0, 10.0, 10.0, 100.0], 2.0),
+            vec![false, false, false, true]
+        );
         assert_eq!(skewed(&[10.0, 12.0, 9.0], 2.0), vec![false, false, false]);
         assert_eq!(skewed(&[100.0], 2.0), vec![false]);
         assert_eq!(skewed(&[0.0, 0.0], 2.0), vec![false, false]);

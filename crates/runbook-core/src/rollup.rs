@@ -98,7 +98,11 @@ impl Group {
             return;
         }
         let end = self.offset + self.bins.len() as i32; // exclusive
-        let new_lo = if lo < self.offset { lo - BIN_SLACK } else { self.offset };
+        let new_lo = if lo < self.offset {
+            lo - BIN_SLACK
+        } else {
+            self.offset
+        };
         let new_end = if hi >= end { hi + 1 + BIN_SLACK } else { end };
         let mut bins = vec![0u32; (new_end - new_lo) as usize];
         let at = (self.offset - new_lo) as usize;
@@ -242,7 +246,11 @@ impl Rollup {
     #[inline]
     fn group_of(&mut self, slot: i64, ep: u32) -> usize {
         let cur = self.current[ep as usize];
-        if self.groups.get(cur as usize).is_some_and(|g| g.slot == slot) {
+        if self
+            .groups
+            .get(cur as usize)
+            .is_some_and(|g| g.slot == slot)
+        {
             return cur as usize;
         }
         self.lookup_group(slot, ep)
@@ -352,7 +360,10 @@ impl Rollup {
             let endpoint = if len == u32::MAX as usize {
                 None
             } else {
-                Some(std::str::from_utf8(take(&mut rest, len)?).map_err(|_| DecodeError::Truncated)?)
+                Some(
+                    std::str::from_utf8(take(&mut rest, len)?)
+                        .map_err(|_| DecodeError::Truncated)?,
+                )
             };
             let len = u32_of(&mut rest)?;
             out.push((slot, endpoint, take(&mut rest, len)?));
@@ -512,7 +523,13 @@ mod tests {
     fn final_rows_carry_stored_sketches_in_row_order() {
         let mut r = Rollup::new();
         for i in 0..500i64 {
-            r.add(i * 2_000_000, ["/b", "/a"][(i % 2) as usize], 1.0 + i as f64, Some(200), Some(true));
+            r.add(
+                i * 2_000_000,
+                ["/b", "/a"][(i % 2) as usize],
+                1.0 + i as f64,
+                Some(200),
+                Some(true),
+            );
         }
         let bytes = r.to_row_bytes();
         let rows = Rollup::rows_of(&bytes).unwrap();
@@ -522,7 +539,10 @@ mod tests {
             assert_eq!((*slot, ep.map(str::to_owned)), (*s2, e2.clone()));
             assert_eq!(*sketch, k2.to_bytes().as_slice());
         }
-        assert_eq!(Rollup::rows_of(&bytes[..bytes.len() - 1]).err(), Some(DecodeError::Truncated));
+        assert_eq!(
+            Rollup::rows_of(&bytes[..bytes.len() - 1]).err(),
+            Some(DecodeError::Truncated)
+        );
     }
 
     #[test]
@@ -542,7 +562,10 @@ mod tests {
     fn groups_grow_on_both_sides_and_match_a_plain_sketch() {
         let mut r = Rollup::new();
         let mut plain = Sketch::new();
-        for (k, v) in [50.0, 0.0, 3000.0, 0.2, 75.0, 1e6, 1e-3, 80.0].iter().enumerate() {
+        for (k, v) in [50.0, 0.0, 3000.0, 0.2, 75.0, 1e6, 1e-3, 80.0]
+            .iter()
+            .enumerate()
+        {
             r.add(k as i64, "/a", *v, Some(200), None);
             plain.add_request(*v, Some(200), None);
         }

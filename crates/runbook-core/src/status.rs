@@ -82,9 +82,18 @@ mod tests {
 
     #[test]
     fn strict_bounds_need_more_than_the_threshold() {
-        assert_eq!(judge_high(300_000.0, Some(60_000.0), Some(300_000.0), false), Status::Warn);
-        assert_eq!(judge_high(300_001.0, Some(60_000.0), Some(300_000.0), false), Status::Fail);
-        assert_eq!(judge_high(60_000.0, Some(60_000.0), Some(300_000.0), false), Status::Pass);
+        assert_eq!(
+            judge_high(300_000.0, Some(60_000.0), Some(300_000.0), false),
+            Status::Warn
+        );
+        assert_eq!(
+            judge_high(300_001.0, Some(60_000.0), Some(300_000.0), false),
+            Status::Fail
+        );
+        assert_eq!(
+            judge_high(60_000.0, Some(60_000.0), Some(300_000.0), false),
+            Status::Pass
+        );
     }
 
     #[test]
@@ -103,7 +112,10 @@ mod tests {
     #[test]
     fn worst_of_none_is_pass_and_fail_dominates() {
         assert_eq!(Status::worst([]), Status::Pass);
-        assert_eq!(Status::worst([Status::Warn, Status::Fail, Status::Pass]), Status::Fail);
+        assert_eq!(
+            Status::worst([Status::Warn, Status::Fail, Status::Pass]),
+            Status::Fail
+        );
         assert_eq!(health_word(Status::Warn), "degraded");
     }
 }
