@@ -34,7 +34,8 @@ test-core:
 
 # Layer 1: #[pg_test] functions inside the crate, on pgrx's own throwaway cluster (preloaded).
 test-pgrx: setup
-	rm -rf $(PGDATA_TEST) && mkdir -p $(PGDATA_TEST) && chown postgres: $(PGDATA_TEST)
+	rm -rf $(PGDATA_TEST)
+	bash -c '. scripts/lib.sh && make_reachable $(PGDATA_TEST)'
 	cargo pgrx test pg15 --runas postgres --pgdata $(PGDATA_TEST)/data
 
 # Layer 2: SQL regression tests of every function's user-visible output.
