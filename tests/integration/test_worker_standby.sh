@@ -11,7 +11,7 @@ check "the primary's worker serves the test database" \
 
 SB=$RUN_DIR/integration-standby
 rm -rf "$SB"; make_reachable "$SB"; mkdir -p "$SB/socket"; chown postgres: "$SB/socket"
-as_postgres "$PGBIN/pg_basebackup" -D "$SB/data" -R -X stream -h "$PGHOST" -p "$PGPORT" -U postgres
+as_postgres "$PGBIN/pg_basebackup" -D "$SB/data" -R -X stream -c fast -h "$PGHOST" -p "$PGPORT" -U postgres
 SBPORT=$(free_port)
 cat > "$SB/data/runbook.conf" <<CONF
 port = $SBPORT
