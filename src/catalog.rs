@@ -54,18 +54,9 @@ pub fn quote_literal(text: &str) -> String {
 /// The extension never finds its own tables through the caller's search_path: SQL built in Rust
 /// names them as `{ext_schema}.table`.
 pub fn ext_schema() -> String {
-    let schema: Option<String> = select(
-        "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
-         JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
-         WHERE e.extname = 'pg_runbook'",
-        &[],
-        |row| col::<String>(row, 1),
-    )
-    .into_iter()
-    .flatten()
-    .next();
+    let schema = ext_schema_if_installed();
     match schema {
-        Some(s) => quote_ident(&s),
+        Some(s) => s,
         None => error::not_ready(
             "extension \"pg_runbook\" is not installed in this database",
             "run CREATE EXTENSION pg_runbook",

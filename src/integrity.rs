@@ -6,6 +6,7 @@
 
 use crate::catalog::{self, NOT_EXTENSION_MEMBER, col};
 use crate::error;
+pub use crate::findings::Finding;
 use pgrx::prelude::*;
 use runbook_core::integrity::{judge_sequence, sequence_used_pct};
 use runbook_core::status::Status;
@@ -15,27 +16,10 @@ use runbook_core::status::Status;
 pub const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
 
-/// One finding: check, status, object, detail.
-pub struct Finding {
-    pub check: &'static str,
-    pub status: Status,
-    pub object: String,
-    pub detail: String,
-}
-
-fn finding(check: &'static str, status: Status, object: String, detail: String) -> Finding {
-    Finding {
-        check,
-        status,
-        object,
-        detail,
-    }
-}
-
 /// A PASS row standing for "nothing found", so every check appears in the output.
 fn pass_if_none(check: &'static str, rows: &mut Vec<Finding>, before: usize, detail: &str) {
     if rows.len() == before {
-        rows.push(finding(check, Status::Pass, String::new(), detail.into()));
+        rows.push(Finding::new(check, Status::Pass, "", detail));
     }
 }
 
@@ -117,7 +101,7 @@ fn constraint_findings(bound: i32, rows: &mut Vec<Finding>) {
         } else {
             format!("NOT VALID {what}; no violating rows; {fix}")
         };
-        rows.push(finding(
+        rows.push(Finding::new(
             "not_valid_constraint",
             status,
             object.clone(),
@@ -125,7 +109,7 @@ fn constraint_findings(bound: i32, rows: &mut Vec<Finding>) {
         ));
         if c.kind == "f" {
             let status = if n > 0 { Status::Fail } else { Status::Pass };
-            orphans.push(finding(
+            orphans.push(Finding::new(
                 "orphaned_foreign_keys",
                 status,
                 object,
@@ -160,11 +144,11 @@ fn tables_without_primary_key(rows: &mut Vec<Finding>) {
          ORDER BY 1"
     );
     for table in catalog::select(&sql, &[], |r| col::<String>(r, 1).unwrap_or_default()) {
-        rows.push(finding(
+        rows.push(Finding::new(
             "table_without_primary_key",
             Status::Warn,
             table,
-            "no primary key: logical replication cannot replicate its UPDATEs and DELETEs, and duplicate rows go unnoticed".into(),
+            "no primary key: logical replication cannot replicate its UPDATEs and DELETEs, and duplicate rows go unnoticed",
         ));
     }
     pass_if_none(
@@ -200,7 +184,7 @@ fn sequence_headroom(warn_pct: f64, fail_pct: f64, rows: &mut Vec<Finding>) {
         highest = highest.max(pct);
         let status = judge_sequence(pct, warn_pct, fail_pct);
         if status != Status::Pass {
-            rows.push(finding(
+            rows.push(Finding::new(
                 "sequence_headroom",
                 status,
                 name.clone(),
@@ -283,12 +267,5 @@ fn check_data_integrity(
         );
     }
     let rows = all_findings(limit, warn, fail);
-    TableIterator::new(rows.into_iter().map(|f| {
-        (
-            f.check.to_string(),
-            f.status.as_str().to_string(),
-            f.object,
-            f.detail,
-        )
-    }))
+    TableIterator::new(rows.into_iter().map(Finding::into_row))
 }

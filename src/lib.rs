@@ -10,6 +10,7 @@ mod cache;
 mod catalog;
 mod compliance;
 mod error;
+mod findings;
 mod health;
 mod indexes;
 mod integrity;

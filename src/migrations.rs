@@ -5,6 +5,7 @@
 
 use crate::catalog::{self, col, quote_ident};
 use crate::error;
+use crate::findings::Finding;
 use crate::indexes::user_relation;
 use pgrx::prelude::*;
 use pgrx::{Json, JsonB};
@@ -31,39 +32,6 @@ pgrx::extension_sql_file!(
         rollback_ddl,
     ]
 );
-
-/// One row of verify_migration_success() / verify_migration().
-struct Finding {
-    check: &'static str,
-    status: Status,
-    object: String,
-    detail: String,
-}
-
-impl Finding {
-    fn new(
-        check: &'static str,
-        status: Status,
-        object: impl Into<String>,
-        detail: impl Into<String>,
-    ) -> Self {
-        Finding {
-            check,
-            status,
-            object: object.into(),
-            detail: detail.into(),
-        }
-    }
-
-    fn into_row(self) -> (String, String, String, String) {
-        (
-            self.check.to_string(),
-            self.status.as_str().to_string(),
-            self.object,
-            self.detail,
-        )
-    }
-}
 
 // ---- what any migration may leave behind -------------------------------------------------------
 
