@@ -16,5 +16,5 @@ SELECT * FROM assert_preflight(connections_warn_pct => 0, connections_fail_pct =
 \echo '== health_check(): computed once, then served from shared memory for pg_runbook.health_cache_ttl'
 SELECT h->>'status' AS status, h->>'cached' AS cached, h->>'cache' AS cache, h->>'checked_at' AS checked_at FROM health_check() h;
 SELECT h->>'status' AS status, h->>'cached' AS cached, h->>'cache' AS cache, h->>'checked_at' AS checked_at FROM health_check() h;
-SELECT jsonb_pretty(health_check() -> 'checks' -> 'connections') AS connections_check;
+SELECT jsonb_pretty(health_check() -> 'checks') AS checks, health_check() -> 'problems' AS problems;
 SELECT health_live();

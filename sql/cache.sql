@@ -37,12 +37,10 @@ CREATE TABLE @extschema@.cache_invalidation_queue (
 );
 COMMENT ON TABLE @extschema@.cache_invalidation_queue IS
     'pg_runbook: pending cache invalidations, one of cache_key or tag set; drained by drain_cache_invalidation_queue() and the worker';
--- A drain that claims an event for a tag (or key) also takes the other queued events for the same
--- tag: deleting the tagged entries once does what every one of them asks. These find them.
+-- A drain that claims an event for a tag also takes the other queued events for the same tag:
+-- deleting the tagged entries once does what every one of them asks. This finds them.
 CREATE INDEX cache_invalidation_queue_tag_idx ON @extschema@.cache_invalidation_queue (tag)
     WHERE tag IS NOT NULL AND cache_key IS NULL;
-CREATE INDEX cache_invalidation_queue_key_idx ON @extschema@.cache_invalidation_queue (cache_key)
-    WHERE cache_key IS NOT NULL AND tag IS NULL;
 
 CREATE TABLE @extschema@.cache_invalidation_rejected (
     id          bigint PRIMARY KEY,

@@ -469,29 +469,29 @@ pub struct Batch {
 /// aside, deletes the events and the cache entries they name. Two statements, plans kept.
 pub fn drain_batch(schema: &str, floor: i64, size: i32) -> Batch {
     // One statement: claim a batch of events, and with them the other queued events for the same
-    // tags and keys (up to 10 batches' worth): invalidating a tag once does what all of them ask,
-    // so a write-heavy table's repeated tag events cost one GIN probe, not one per batch. Then
-    // delete the events, move malformed ones aside, delete the entries named by key (one btree
-    // scan over the sorted keys) and by tag (one single-entry GIN probe per distinct tag, in tag
-    // order: a GIN scan with many entries costs entries x matches, and a common order keeps
-    // concurrent drainers from deadlocking on shared entries; a row both reach is deleted once),
-    // and keep the queries of cached_query entries for warming. The next batch's floor is the
-    // highest id of the batch itself, not of the coalesced events.
+    // tags (up to 100 batches' worth): invalidating a tag once does what all of them ask, so a
+    // write-heavy table's repeated tag events cost one GIN probe, not one per batch. (Keys are not
+    // coalesced: a key's event costs one btree probe either way, in the queue or in the cache.)
+    // Claimed rows are deleted by ctid, which they keep while locked, so the delete costs no
+    // index descent; the coalesced set may list claimed rows again, and the TID scan dedups.
+    // Then move malformed events aside, delete the entries named by key (one btree scan over the
+    // sorted keys) and by tag (one single-entry GIN probe per distinct tag, in tag order: a GIN
+    // scan with many entries costs entries x matches, and a common order keeps concurrent
+    // drainers from deadlocking on shared entries; a row both reach is deleted once), and keep
+    // the queries of cached_query entries for warming. The next batch's floor is the highest id
+    // of the batch itself, not of the coalesced events.
     let sql = format!(
         "WITH claimed AS ( \
-           SELECT id, cache_key, tag FROM {schema}.cache_invalidation_queue WHERE id > $1 \
-           ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED), \
-         same AS ( \
-           SELECT q.id FROM {schema}.cache_invalidation_queue q \
-           WHERE ((q.tag = ANY (ARRAY(SELECT DISTINCT tag FROM claimed WHERE cache_key IS NULL AND tag IS NOT NULL)) \
-                   AND q.cache_key IS NULL) \
-               OR (q.cache_key = ANY (ARRAY(SELECT DISTINCT cache_key FROM claimed WHERE tag IS NULL AND cache_key IS NOT NULL)) \
-                   AND q.tag IS NULL)) \
-             AND q.id <> ALL (ARRAY(SELECT id FROM claimed)) \
-           LIMIT $2 * 10 FOR UPDATE SKIP LOCKED), \
+           SELECT ctid AS row_id, id, cache_key, tag FROM {schema}.cache_invalidation_queue \
+           WHERE id > $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+         same_tag AS ( \
+           SELECT q.ctid AS row_id FROM {schema}.cache_invalidation_queue q \
+           WHERE q.tag = ANY (ARRAY(SELECT DISTINCT tag FROM claimed WHERE cache_key IS NULL AND tag IS NOT NULL)) \
+             AND q.cache_key IS NULL \
+           LIMIT $2 * 100 FOR UPDATE SKIP LOCKED), \
          ev AS ( \
            DELETE FROM {schema}.cache_invalidation_queue \
-           WHERE id = ANY (ARRAY(SELECT id FROM claimed UNION ALL SELECT id FROM same)) \
+           WHERE ctid = ANY (ARRAY(SELECT row_id FROM claimed UNION ALL SELECT row_id FROM same_tag)) \
            RETURNING id, cache_key, tag, enqueued_at, reason), \
          rejected AS ( \
            INSERT INTO {schema}.cache_invalidation_rejected (id, cache_key, tag, enqueued_at, reason, problem) \

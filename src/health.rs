@@ -12,6 +12,7 @@ use pgrx::lwlock::PgLwLock;
 use pgrx::pg_shmem_init;
 use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
+use runbook_core::jsonb;
 use runbook_core::status::{Status, health_word};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -108,13 +109,24 @@ fn jsonb_bytes(datum: pg_sys::Datum) -> Vec<u8> {
     }
 }
 
-/// A jsonb datum in the current memory context holding a copy of `bytes`.
+/// A jsonb datum in the current memory context holding `bytes`, a datum written by
+/// `runbook_core::jsonb` with room left for the varlena header, which is set here.
 fn jsonb_from_bytes(bytes: &[u8]) -> pg_sys::Datum {
     unsafe {
         let ptr = pg_sys::palloc(bytes.len()) as *mut u8;
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len());
+        pgrx::set_varsize_4b(ptr as *mut pg_sys::varlena, bytes.len() as i32);
         pg_sys::Datum::from(ptr)
     }
+}
+
+/// The bytes of `n` as a numeric datum, for a jsonb number.
+fn numeric_bytes(n: i64) -> Vec<u8> {
+    let numeric = unsafe {
+        pgrx::direct_function_call_as_datum(pg_sys::int8_numeric, &[Some(n.into())])
+    }
+    .unwrap_or_else(|| crate::error::spi_failure("health_check", "int8_numeric returned NULL"));
+    jsonb_bytes(numeric)
 }
 
 /// Requests the shared cache; only called while the library is being preloaded.
@@ -176,21 +188,26 @@ fn cut(text: &str) -> &str {
     }
 }
 
-/// Runs the operational checks and returns the body of a health result as jsonb bytes.
+/// Runs the operational checks and returns the body of a health result as jsonb bytes:
+/// `status`, `checks` (each check's status word), `problems` (what each check that did not pass
+/// observed, and its detail) and `checked_at`. A probe polling many times a second gets a few
+/// hundred bytes when all is well; preflight_checks() has every observed value.
 fn compute_body(checked_at: i64) -> Vec<u8> {
     let rows = preflight::operational_checks(&Thresholds::from_settings());
     let worst = Status::worst(rows.iter().map(|r| r.status));
     let checks: serde_json::Map<String, serde_json::Value> = rows
         .iter()
+        .map(|r| (r.check.to_string(), r.status.as_str().into()))
+        .collect();
+    let problems: serde_json::Map<String, serde_json::Value> = rows
+        .iter()
+        .filter(|r| r.status != Status::Pass)
         .map(|r| {
-            let mut check =
-                serde_json::json!({ "status": r.status.as_str(), "observed": r.observed });
-            // Details explain a problem; a probe polling many times a second should not carry
-            // them over the wire when there is none.
-            if r.status != Status::Pass && !r.detail.is_empty() {
-                check["detail"] = cut(&r.detail).into();
+            let mut problem = serde_json::json!({ "observed": r.observed });
+            if !r.detail.is_empty() {
+                problem["detail"] = cut(&r.detail).into();
             }
-            (r.check.to_string(), check)
+            (r.check.to_string(), problem)
         })
         .collect();
     let checked_at = unsafe { TimestampWithTimeZone::from_datum(checked_at.into(), false) }
@@ -199,6 +216,7 @@ fn compute_body(checked_at: i64) -> Vec<u8> {
     let body = serde_json::json!({
         "status": health_word(worst),
         "checks": checks,
+        "problems": problems,
         "checked_at": checked_at,
     });
     jsonb_bytes(jsonb_from_text(&body.to_string()))
@@ -228,21 +246,16 @@ fn health_check() -> RawJsonb {
     } else {
         "backend"
     };
-    let age_ms = (now - checked_at) / 1000;
-    let call = jsonb_from_text(&format!(
-        "{{\"cached\":{cached},\"age_ms\":{age_ms},\"cache\":\"{scope}\"}}"
-    ));
-    let whole = unsafe {
-        pgrx::direct_function_call_as_datum(
-            pg_sys::jsonb_concat,
-            &[Some(call), Some(jsonb_from_bytes(&body))],
-        )
-    };
-    RawJsonb(
-        whole.unwrap_or_else(|| {
-            crate::error::spi_failure("health_check", "jsonb_concat returned NULL")
-        }),
-    )
+    // The stored members plus this call's three, written straight into jsonb's binary form: a
+    // cached call parses no text and sorts nothing but seven keys.
+    let age_ms = numeric_bytes((now - checked_at) / 1000);
+    let mut members = jsonb::read_object(&body).unwrap_or_else(|e| {
+        crate::error::spi_failure("health_check", format!("stored result unreadable: {}", e.0))
+    });
+    members.push(("cached", jsonb::Value::Bool(cached)));
+    members.push(("age_ms", jsonb::Value::Numeric(&age_ms)));
+    members.push(("cache", jsonb::Value::Str(scope)));
+    RawJsonb(jsonb_from_bytes(&jsonb::write_object(&members)))
 }
 
 /// Liveness: true whenever the server can run a query. Costs nothing beyond the call itself.
@@ -281,7 +294,38 @@ mod tests {
             .0;
         assert_eq!(result["cached"], serde_json::json!(false));
         assert!(["healthy", "degraded", "unhealthy"].contains(&result["status"].as_str().unwrap()));
-        assert!(result["checks"]["connections"]["status"].is_string());
+        assert!(["PASS", "WARN", "FAIL"].contains(&result["checks"]["connections"].as_str().unwrap()));
+    }
+
+    #[pg_test]
+    fn jsonb_written_from_parts_is_byte_for_byte_what_jsonb_in_makes() {
+        use runbook_core::jsonb::{self, Value};
+        let nested_datum = super::jsonb_bytes(super::jsonb_from_text(r#"{"b": [1, 2], "a": {"x": 1.5}}"#));
+        let nested = &nested_datum[jsonb::VARLENA_HEADER..];
+        let big = super::numeric_bytes(1_234_567_890_123);
+        let negative = super::numeric_bytes(-7);
+        // Twenty filler keys push the entry count past 32, where offsets replace lengths.
+        let fillers: Vec<String> = (0..20).map(|i| format!("filler_{i:02}")).collect();
+        let mut members = vec![
+            ("status", Value::Str("degraded")),
+            ("cached", Value::Bool(true)),
+            ("off", Value::Bool(false)),
+            ("none", Value::Null),
+            ("age_ms", Value::Numeric(&big)),
+            ("n", Value::Numeric(&negative)),
+            ("odd", Value::Str("é, \"quoted\"")),
+            ("checks", Value::Container(nested)),
+        ];
+        members.extend(fillers.iter().map(|k| (k.as_str(), Value::Str("v"))));
+        let text = r#"{"status": "degraded", "cached": true, "off": false, "none": null,
+            "age_ms": 1234567890123, "n": -7, "odd": "é, \"quoted\"",
+            "checks": {"b": [1, 2], "a": {"x": 1.5}}"#
+            .to_string()
+            + &fillers.iter().map(|k| format!(r#", "{k}": "v""#)).collect::<String>()
+            + "}";
+        let expected = super::jsonb_bytes(super::jsonb_from_text(&text));
+        let written = super::jsonb_bytes(super::jsonb_from_bytes(&jsonb::write_object(&members)));
+        assert_eq!(written, expected);
     }
 
     #[pg_test]

@@ -16,12 +16,20 @@ SELECT (h->>'cached')::bool AS cached, h->'checked_at' = (SELECT h->'checked_at'
        (h->>'age_ms')::int >= 0 AS has_age
 FROM health_check() h;
 
--- The status follows the worst check: a failing connections threshold makes it unhealthy.
+-- The status follows the worst check: a failing connections threshold makes it unhealthy, and the
+-- failing check, only it, is explained under problems.
 SET pg_runbook.health_cache_ttl = 0;
 SET pg_runbook.connections_warn_pct = 0;
 SET pg_runbook.connections_fail_pct = 0;
-SELECT h->>'status' AS status, h->'checks'->'connections'->>'status' AS connections,
-       h->'checks'->'connections' ? 'detail' AS failing_check_has_detail,
-       h->'checks'->'replication_lag' ? 'detail' AS passing_check_has_detail
+SELECT h->>'status' AS status, h->'checks'->>'connections' AS connections,
+       h->'problems'->'connections' ? 'observed' AS failing_check_has_observed,
+       h->'problems'->'connections' ? 'detail' AS failing_check_has_detail,
+       h->'problems' ? 'replication_lag' AS passing_check_is_a_problem
+FROM health_check() h;
+
+-- Written from the cached parts in jsonb's binary form, the result reads back exactly as its text.
+SET pg_runbook.health_cache_ttl = '1h';
+SELECT h = h::text::jsonb AS equal_to_its_text, h::text = h::text::jsonb::text AS same_text,
+       jsonb_typeof(h->'age_ms') AS age_ms_type, jsonb_typeof(h->'cached') AS cached_type
 FROM health_check() h;
 RESET ALL;

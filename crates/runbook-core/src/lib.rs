@@ -5,6 +5,7 @@
 
 pub mod indexes;
 pub mod integrity;
+pub mod jsonb;
 pub mod matviews;
 pub mod partitions;
 pub mod rollup;
