@@ -47,8 +47,9 @@ pub fn as_owner<R>(t: &Tables, f: impl FnOnce() -> R) -> R {
 /// their WAL flush: losing one in a crash is harmless, and each would otherwise cost a disk flush
 /// that a bare REFRESH does not pay. Refreshes and failures keep synchronous_commit as configured.
 pub fn without_flush_wait() {
-    catalog::select_one(
+    catalog::run_prepared(
         "SELECT pg_catalog.set_config('synchronous_commit', 'off', true)",
+        &[],
         &[],
         |_| (),
     );
@@ -96,7 +97,7 @@ pub fn insert_log(
     err: Option<&str>,
 ) {
     as_owner(t, || {
-        catalog::execute(
+        catalog::run_prepared(
             &format!(
                 "INSERT INTO {} (run_id, schemaname, matview, mode, status, started_at, finished_at, \
                              duration_ms, rows_after, error) \
@@ -104,6 +105,7 @@ pub fn insert_log(
                      pg_catalog.clock_timestamp(), $6, $7, $8)",
                 t.log
             ),
+            &[INT8, TEXT, TEXT, TEXT, TEXT, FLOAT8, INT8, TEXT],
             &[
                 run_id.into(),
                 v.schema.as_str().into(),
@@ -114,38 +116,69 @@ pub fn insert_log(
                 rows.into(),
                 err.into(),
             ],
+            |_| (),
         );
     })
 }
 
+const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
+const INT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID);
+const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
+const FLOAT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::FLOAT8OID);
+
 /// The view's source relations now, and as recorded at its last successful refresh.
 pub type Sources = BTreeMap<u32, SourceState>;
 
-pub fn source_states(t: &Tables, v: &ViewInfo) -> (Sources, Sources) {
+/// The source relations of each of `views` (keyed by view oid): the tables and views it reads,
+/// through views, and the partitions of partitioned ones. Read once per run, with the views.
+pub fn sources_of_views(views: &[pg_sys::Oid]) -> BTreeMap<u32, Vec<i64>> {
+    let sql = format!(
+        "{REFERENCES}, rels AS ( \
+           SELECT mv, rel FROM refs \
+           UNION SELECT refs.mv, p.relid FROM refs \
+             JOIN pg_catalog.pg_class c ON c.oid = refs.rel AND c.relkind = 'p', \
+             LATERAL pg_catalog.pg_partition_tree(c.oid) p) \
+         SELECT rels.mv::int8, c.oid::int8 \
+         FROM rels JOIN pg_catalog.pg_class c ON c.oid = rels.rel AND c.relkind IN ('r', 'm', 'p', 'f')"
+    );
+    let ids: Vec<i64> = views.iter().map(|o| o.to_u32() as i64).collect();
+    let mut sources = BTreeMap::<u32, Vec<i64>>::new();
+    for (view, source) in catalog::select(&sql, &[ids.into()], |r| {
+        (col::<i64>(r, 1).unwrap_or(0), col::<i64>(r, 2).unwrap_or(0))
+    }) {
+        sources.entry(view as u32).or_default().push(source);
+    }
+    sources
+}
+
+/// The state of `v`'s sources now (write counters and file nodes), and as recorded at its last
+/// successful refresh. One prepared statement per view.
+pub fn source_states(t: &Tables, v: &ViewInfo, sources: &[i64]) -> (Sources, Sources) {
     as_owner(t, || {
         let sql = format!(
-            "{REFERENCES}, rels AS ( \
-           SELECT rel FROM refs \
-           UNION SELECT p.relid FROM refs JOIN pg_catalog.pg_class c ON c.oid = refs.rel AND c.relkind = 'p', \
-                 LATERAL pg_catalog.pg_partition_tree(c.oid) p) \
-         SELECT true, c.oid::int8, pg_catalog.pg_stat_get_tuples_inserted(c.oid) \
+            "SELECT true, c.oid::int8, pg_catalog.pg_stat_get_tuples_inserted(c.oid) \
                 + pg_catalog.pg_stat_get_tuples_updated(c.oid) + pg_catalog.pg_stat_get_tuples_deleted(c.oid), \
                 c.relfilenode::int8 \
-         FROM rels JOIN pg_catalog.pg_class c ON c.oid = rels.rel AND c.relkind IN ('r', 'm', 'p', 'f') \
+         FROM pg_catalog.pg_class c WHERE c.oid = ANY ($1::pg_catalog.oid[]) \
          UNION ALL \
-         SELECT false, source::int8, writes, filenode::int8 FROM {} WHERE matview = $1[1]",
+         SELECT false, source::int8, writes, filenode::int8 FROM {} WHERE matview = $2::pg_catalog.oid",
             t.sources
         );
-        let rows = catalog::select(&sql, &[vec![v.oid.to_u32() as i64].into()], |r| {
-            (
-                col::<bool>(r, 1).unwrap_or(false),
-                col::<i64>(r, 2).unwrap_or(0) as u32,
-                SourceState {
-                    writes: col::<i64>(r, 3).unwrap_or(0),
-                    filenode: col::<i64>(r, 4).unwrap_or(0) as u32,
-                },
-            )
-        });
+        let rows = catalog::run_prepared(
+            &sql,
+            &[INT8_ARRAY, INT8],
+            &[sources.to_vec().into(), (v.oid.to_u32() as i64).into()],
+            |r| {
+                (
+                    col::<bool>(r, 1).unwrap_or(false),
+                    col::<i64>(r, 2).unwrap_or(0) as u32,
+                    SourceState {
+                        writes: col::<i64>(r, 3).unwrap_or(0),
+                        filenode: col::<i64>(r, 4).unwrap_or(0) as u32,
+                    },
+                )
+            },
+        );
         let mut now = Sources::new();
         let mut before = Sources::new();
         for (is_now, oid, state) in rows {
@@ -164,17 +197,19 @@ pub fn record_sources(t: &Tables, v: &ViewInfo, sources: &Sources) {
         let oids: Vec<i64> = sources.keys().map(|&o| o as i64).collect();
         let writes: Vec<i64> = sources.values().map(|s| s.writes).collect();
         let files: Vec<i64> = sources.values().map(|s| s.filenode as i64).collect();
-        catalog::execute(
+        catalog::run_prepared(
             &format!(
-                "WITH gone AS (DELETE FROM {t} WHERE matview = $1 AND source::int8 <> ALL ($2)) \
+                "WITH gone AS (DELETE FROM {t} WHERE matview = $1::pg_catalog.oid AND source::int8 <> ALL ($2)) \
              INSERT INTO {t} (matview, source, writes, filenode, recorded_at) \
-             SELECT $1, s::pg_catalog.oid, w, f::pg_catalog.oid, pg_catalog.clock_timestamp() \
-             FROM unnest($2::int8[], $3::int8[], $4::int8[]) AS x(s, w, f) \
+             SELECT $1::pg_catalog.oid, s::pg_catalog.oid, w, f::pg_catalog.oid, pg_catalog.clock_timestamp() \
+             FROM unnest($2, $3, $4) AS x(s, w, f) \
              ON CONFLICT (matview, source) DO UPDATE \
                SET writes = excluded.writes, filenode = excluded.filenode, recorded_at = excluded.recorded_at",
                 t = t.sources
             ),
-            &[v.oid.into(), oids.into(), writes.into(), files.into()],
+            &[INT8, INT8_ARRAY, INT8_ARRAY, INT8_ARRAY],
+            &[(v.oid.to_u32() as i64).into(), oids.into(), writes.into(), files.into()],
+            |_| (),
         );
     })
 }

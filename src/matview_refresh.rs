@@ -16,7 +16,7 @@ use crate::catalog::{self, col};
 use crate::error;
 use crate::matview_log::{
     Tables, as_owner, begin, commit, insert_log, log_row, record_sources, source_states,
-    without_flush_wait,
+    sources_of_views, without_flush_wait,
 };
 use crate::matviews::{self, ViewInfo};
 use pgrx::bgworkers::{
@@ -376,12 +376,14 @@ fn refresh_all(header: &Header, slots: &mut [Slot]) {
         .map(|oid| found.iter().find(|v| v.oid == *oid).cloned())
         .collect();
     let present: Vec<ViewInfo> = views.iter().flatten().cloned().collect();
-    let edges: Vec<(usize, usize)> = matviews::dependency_edges(&present)
-        .into_iter()
-        .filter_map(|(a, b)| {
-            let pos = |oid| oids.iter().position(|o| *o == oid);
-            Some((pos(present[a].oid)?, pos(present[b].oid)?))
-        })
+    let sources = sources_of_views(&present.iter().map(|v| v.oid).collect::<Vec<_>>());
+    // A view's sources that are views of this run are its dependencies (slot index pairs).
+    let slot_of = |oid: i64| oids.iter().position(|o| o.to_u32() as i64 == oid);
+    let edges: Vec<(usize, usize)> = sources
+        .iter()
+        .flat_map(|(view, rels)| rels.iter().map(move |rel| (*view as i64, *rel)))
+        .filter_map(|(view, rel)| Some((slot_of(view)?, slot_of(rel)?)))
+        .filter(|(a, b)| a != b)
         .collect();
     commit();
 
@@ -420,7 +422,13 @@ fn refresh_all(header: &Header, slots: &mut [Slot]) {
                 );
                 (Outcome::Skipped, concurrent, 0.0, Some(reason))
             }
-            (Some(v), None) => refresh_one(&tables, run_id, v, &o),
+            (Some(v), None) => refresh_one(
+                &tables,
+                run_id,
+                v,
+                sources.get(&v.oid.to_u32()).map_or(&[][..], |s| s.as_slice()),
+                &o,
+            ),
         };
         tracker.record(i, outcome);
         previous_refreshed = outcome == Outcome::Success || outcome == Outcome::Failed;
@@ -453,6 +461,45 @@ fn refresh_all(header: &Header, slots: &mut [Slot]) {
     commit();
 }
 
+/// Runs a REFRESH statement the way SPI runs a utility statement, but keeps the row count the
+/// executor reports for it (the rows the view holds afterwards, what pg_stat_statements records),
+/// which SPI drops for REFRESH: mv_refresh_log.rows_after then costs no second scan of the view.
+fn refresh_counting_rows(sql: &str) -> i64 {
+    let text = CString::new(sql)
+        .unwrap_or_else(|_| error::spi_failure("refreshing", "a NUL byte in the statement"));
+    unsafe {
+        let parsed = pg_sys::raw_parser(text.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
+        if parsed.is_null() || (*parsed).length != 1 {
+            error::spi_failure("refreshing", "the statement did not parse as one REFRESH");
+        }
+        let raw = (*(*parsed).elements).ptr_value as *mut pg_sys::RawStmt;
+        let stmt = pg_sys::palloc0(std::mem::size_of::<pg_sys::PlannedStmt>())
+            as *mut pg_sys::PlannedStmt;
+        (*stmt).type_ = pg_sys::NodeTag::T_PlannedStmt;
+        (*stmt).commandType = pg_sys::CmdType::CMD_UTILITY;
+        (*stmt).canSetTag = true;
+        (*stmt).utilityStmt = (*raw).stmt;
+        (*stmt).stmt_location = (*raw).stmt_location;
+        (*stmt).stmt_len = (*raw).stmt_len;
+        let mut qc = pg_sys::QueryCompletion::default();
+        pg_sys::CommandCounterIncrement();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        pg_sys::ProcessUtility(
+            stmt,
+            text.as_ptr(),
+            false,
+            pg_sys::ProcessUtilityContext::PROCESS_UTILITY_QUERY,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            pg_sys::None_Receiver,
+            &mut qc,
+        );
+        pg_sys::PopActiveSnapshot();
+        pg_sys::CommandCounterIncrement();
+        qc.nprocessed as i64
+    }
+}
+
 fn stagger(ms: i64) {
     report_activity(Some(&format!(
         "stagger: waiting {} before the next refresh",
@@ -472,6 +519,7 @@ fn refresh_one(
     t: &Tables,
     run_id: i64,
     v: &ViewInfo,
+    sources: &[i64],
     o: &Options,
 ) -> (Outcome, bool, f64, Option<String>) {
     let started = Instant::now();
@@ -479,14 +527,16 @@ fn refresh_one(
         std::cell::Cell::new(o.concurrently && v.populated && v.unique_index.is_some());
     let attempt = PgTryBuilder::new(AssertUnwindSafe(|| {
         begin();
-        catalog::select_one(
+        catalog::run_prepared(
             "SELECT pg_catalog.set_config('lock_timeout', $1, true), pg_catalog.set_config('statement_timeout', $2, true)",
+            &[PgOid::BuiltIn(PgBuiltInOids::TEXTOID), PgOid::BuiltIn(PgBuiltInOids::TEXTOID)],
             &[format!("{}ms", o.lock_timeout_ms).into(), format!("{}ms", o.statement_timeout_ms).into()],
             |_| (),
         );
-        // The view as the worker read it when the run started (a view dropped since then makes
-        // the REFRESH fail, and that is logged); not re-read per view, to keep overhead small.
-        let (sources, before) = source_states(t, v);
+        // The view and its sources as the worker read them when the run started (a view dropped
+        // since then makes the REFRESH fail, and that is logged); not re-read per view, to keep
+        // overhead small.
+        let (sources, before) = source_states(t, v, sources);
         if o.only_if_changed && v.populated && sources_unchanged(&before, &sources) {
             without_flush_wait();
             insert_log(t, run_id, v, concurrent.get(), Outcome::Unchanged, 0.0, None, None);
@@ -502,11 +552,10 @@ fn refresh_one(
         if o.statement_timeout_ms > 0 {
             unsafe { enable_timeout_after(STATEMENT_TIMEOUT, o.statement_timeout_ms as c_int) };
         }
-        Spi::run(&sql).unwrap_or_else(|e| error::spi_failure("refreshing", e));
+        let rows = refresh_counting_rows(&sql);
         unsafe { disable_timeout(STATEMENT_TIMEOUT, false) };
-        let rows = catalog::select_one(&format!("SELECT count(*) FROM {}", v.display()), &[], |r| col::<i64>(r, 1));
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        insert_log(t, run_id, v, concurrent.get(), Outcome::Success, ms, rows, None);
+        insert_log(t, run_id, v, concurrent.get(), Outcome::Success, ms, Some(rows), None);
         record_sources(t, v, &sources);
         commit();
         Ok(Outcome::Success)
