@@ -5,7 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 B="invalidation latency"
 N=$(size 200 5)
-N_NAPTIME=$(size 20 2)   # each round trip waits out a whole naptime: fewer of them
+N_NAPTIME=$(size 10 2)   # each round trip waits out a whole naptime: fewer of them
 worker bench on
 q bench "DROP TABLE IF EXISTS bench_watched; CREATE TABLE bench_watched (id int PRIMARY KEY, v int);
   INSERT INTO bench_watched VALUES (1, 0);

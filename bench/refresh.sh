@@ -23,4 +23,4 @@ for _ in $(seq "$RUNS"); do
 done
 target "$B" "pg_runbook: refresh_materialized_views_staggered()" "baseline: 20 bare REFRESH ... CONCURRENTLY statements" ge 0.909 speedup
 note "$B" "20 views over a $ROWS-row table, each with a unique index (so both sides refresh CONCURRENTLY). Overhead < 10% means a speedup of at least 0.909."
-note "$B" "What limits it: each run starts a dynamic background worker (about 40 ms) so every view commits on its own, and counts each view's rows after its refresh for mv_refresh_log.rows_after (PostgreSQL 15 does not report a REFRESH's row count to SPI)."
+note "$B" "Where the time goes (the worker's own timing, 3 runs, 2026-11-23): the worker starts in about 4 ms and its setup (the run's row; the views, their sources and dependency edges, read once) takes 8-12 ms; per view, about 0.6 ms of bookkeeping through prepared plans (timeouts, source write counters, the log row) around a 47 ms REFRESH, and a 1 ms commit as each bare statement has. rows_after is the REFRESH's own row count, so no view is scanned twice."

@@ -48,6 +48,9 @@ lines = ["# Benchmarks", "",
          f"Written by `make bench` on {datetime.date.today().isoformat()}: {machine()}.",
          "Every row of a table was measured in the same run, on the same data; values are the median, "
          "minimum and maximum over the runs. Ratios compare medians.", ""]
+if "elapsed" in meta:
+    secs = int(meta["elapsed"])
+    lines[-1:-1] = [f"The whole run, the release build included, took {secs // 60} min {secs % 60} s."]
 if os.environ.get("QUICK") == "1":
     lines += ["**QUICK=1 smoke run: tiny sizes, one run. These figures mean nothing.**", ""]
 for bench, variants in measures.items():

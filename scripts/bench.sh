@@ -37,6 +37,8 @@ for f in "$REPO"/bench/*.sh; do
   bash "$f" > "$results/$name.tsv.part"
   mv "$results/$name.tsv.part" "$results/$name.tsv"
 done
+# The whole run's time, release build included (a full run only: BENCH=x runs one benchmark).
+[ -z "${BENCH:-}" ] && printf 'meta\telapsed\t%s\n' "$SECONDS" > "$results/elapsed.tsv"
 cat "$results"/*.tsv > "$results/all"
 python3 "$REPO/bench/report.py" "$results/all" "$report"
 say "wrote $report"
