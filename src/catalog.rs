@@ -197,15 +197,18 @@ pub fn run_prepared<T>(
 }
 
 /// Runs `f` in a subtransaction: an ERROR inside is rolled back and returned as its message
-/// (what PL/pgSQL's EXCEPTION blocks do). `f` must return owned values and hold no SPI client.
+/// (what PL/pgSQL's EXCEPTION blocks do). As there, a cancel or statement timeout (57014) and an
+/// assertion failure (P0004) are not swallowed: after the rollback they go on to the caller.
+/// `f` must return owned values and hold no SPI client.
 pub fn in_subtransaction<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
+    use pgrx::pg_sys::panic::CaughtError;
     unsafe {
         let memory_context = pg_sys::CurrentMemoryContext;
         let resource_owner = pg_sys::CurrentResourceOwner;
         pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        let outcome = PgTryBuilder::new(move || Ok(f()))
-            .catch_others(|e| Err(caught_message(&e)))
-            .catch_rust_panic(|e| Err(caught_message(&e)))
+        let outcome: Result<R, CaughtError> = PgTryBuilder::new(move || Ok(f()))
+            .catch_others(Err)
+            .catch_rust_panic(Err)
             .execute();
         match outcome {
             Ok(_) => pg_sys::ReleaseCurrentSubTransaction(),
@@ -213,7 +216,24 @@ pub fn in_subtransaction<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> R
         }
         pg_sys::MemoryContextSwitchTo(memory_context);
         pg_sys::CurrentResourceOwner = resource_owner;
-        outcome
+        outcome.map_err(|e| {
+            if passes_through(&e) {
+                e.rethrow()
+            }
+            caught_message(&e)
+        })
+    }
+}
+
+/// Errors no subtransaction keeps to itself, as in PL/pgSQL's WHEN OTHERS.
+fn passes_through(e: &pgrx::pg_sys::panic::CaughtError) -> bool {
+    use pgrx::pg_sys::panic::CaughtError;
+    use pgrx::PgSqlErrorCode::{ERRCODE_ASSERT_FAILURE, ERRCODE_QUERY_CANCELED};
+    match e {
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
+            matches!(r.sql_error_code(), ERRCODE_QUERY_CANCELED | ERRCODE_ASSERT_FAILURE)
+        }
+        CaughtError::RustPanic { .. } => false,
     }
 }
 

@@ -27,20 +27,25 @@ struct NotValid {
     kind: String,
     table: String,
     name: String,
-    /// The query counting violating rows, `LIMIT $1`.
+    /// The query counting violating rows, `LIMIT $1`; for a CHECK constraint, the query that
+    /// writes that query (pg_get_expr locks the table, so it runs where a lock timeout is caught).
     count_sql: String,
 }
 
 fn not_valid_constraints() -> Vec<NotValid> {
     // The FK's join and NULL tests are built here with format('%I'), so every column name is
-    // quoted; a CHECK's expression comes from pg_get_expr. Constraints cloned onto partitions
+    // quoted; a CHECK's expression comes from pg_get_expr, later, per constraint (it locks the
+    // table; '%' in names is doubled for that second format). Constraints cloned onto partitions
     // (conparentid <> 0) are checked through their parent's.
     let sql = format!(
         "SELECT con.contype::text, quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
                 quote_ident(con.conname), \
                 CASE con.contype \
-                WHEN 'c' THEN format('SELECT count(*) FROM (SELECT 1 FROM %s.%s WHERE (%s) IS FALSE LIMIT $1) s', \
-                                     quote_ident(n.nspname), quote_ident(c.relname), pg_catalog.pg_get_expr(con.conbin, con.conrelid)) \
+                WHEN 'c' THEN format('SELECT format(%L, pg_catalog.pg_get_expr(conbin, conrelid)) \
+                                      FROM pg_catalog.pg_constraint WHERE oid = %s', \
+                                     format('SELECT count(*) FROM (SELECT 1 FROM %s.%s WHERE (%%s) IS FALSE LIMIT $1) s', \
+                                            replace(quote_ident(n.nspname), '%', '%%'), \
+                                            replace(quote_ident(c.relname), '%', '%%')), con.oid) \
                 ELSE format('SELECT count(*) FROM (SELECT 1 FROM %s.%s c WHERE %s AND NOT EXISTS \
                              (SELECT 1 FROM %s.%s p WHERE %s) LIMIT $1) s', \
                             quote_ident(n.nspname), quote_ident(c.relname), \
@@ -82,15 +87,37 @@ fn counted(n: i64, bound: i32) -> String {
 fn constraint_findings(bound: i32, rows: &mut Vec<Finding>) {
     let (before_nv, mut orphans) = (rows.len(), Vec::new());
     for c in not_valid_constraints() {
-        let n = catalog::select_one(&c.count_sql, &[bound.into()], |r| {
-            col::<i64>(r, 1).unwrap_or(0)
-        });
         let object = format!("{} on {}", c.name, c.table);
         let fix = format!("ALTER TABLE {} VALIDATE CONSTRAINT {}", c.table, c.name);
         let what = if c.kind == "f" {
             "foreign key"
         } else {
             "check constraint"
+        };
+        // Each count reads a user table and may meet a migration's lock: in a subtransaction,
+        // a lock timeout there costs this constraint's count, not the whole check.
+        let (count_sql, bound_arg, is_check) = (c.count_sql.clone(), bound, c.kind == "c");
+        let counted_rows = catalog::in_subtransaction(move || {
+            let count_sql = if is_check {
+                catalog::select_one(&count_sql, &[], |r| col::<String>(r, 1).unwrap_or_default())
+            } else {
+                count_sql
+            };
+            catalog::select_one(&count_sql, &[bound_arg.into()], |r| {
+                col::<i64>(r, 1).unwrap_or(0)
+            })
+        });
+        let n = match counted_rows {
+            Ok(n) => n,
+            Err(message) => {
+                rows.push(Finding::new(
+                    "not_valid_constraint",
+                    Status::Warn,
+                    object,
+                    format!("NOT VALID {what}; its violating rows could not be counted: {message}"),
+                ));
+                continue;
+            }
         };
         let status = if n > 0 { Status::Fail } else { Status::Warn };
         let detail = if n > 0 {
@@ -222,7 +249,7 @@ pub fn all_findings(violation_limit: i32, warn_pct: f64, fail_pct: f64) -> Vec<F
 }
 
 /// Integrity checks: one row per finding (and a PASS row for a check that found nothing).
-#[pg_extern(volatile, parallel_safe, requires = [preflight::runbook_setting])]
+#[pg_extern(volatile, parallel_restricted, requires = [preflight::runbook_setting])]
 fn check_data_integrity(
     violation_limit: default!(Option<i32>, "1000"),
     sequence_warn_pct: default!(

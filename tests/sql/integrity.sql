@@ -23,6 +23,13 @@ WHERE object LIKE '%int\_test.%' ORDER BY "check", object;
 SELECT "check", status, detail FROM check_data_integrity(violation_limit => 3)
 WHERE object LIKE '%int\_test.%' AND "check" IN ('not_valid_constraint', 'orphaned_foreign_keys') ORDER BY 1, 3;
 
+-- A table whose name holds format()'s '%s' is still counted correctly.
+CREATE TABLE int_test."odd%s name" (id int PRIMARY KEY, v int);
+INSERT INTO int_test."odd%s name" VALUES (1, -1), (2, 5);
+ALTER TABLE int_test."odd%s name" ADD CONSTRAINT odd_v_positive CHECK (v > 0) NOT VALID;
+SELECT status, detail FROM check_data_integrity() WHERE object LIKE 'odd\_v\_positive%';
+DROP TABLE int_test."odd%s name";
+
 -- Sequence thresholds come from the settings and can be overridden per call.
 SET pg_runbook.sequence_warn_pct = 50;
 SELECT object, status FROM check_data_integrity() WHERE "check" = 'sequence_headroom' AND object LIKE 'int\_test.%' ORDER BY 1;
