@@ -466,7 +466,7 @@ pub struct Batch {
 }
 
 /// Claims up to `size` events with id > `floor` (FOR UPDATE SKIP LOCKED), moves malformed ones
-/// aside, deletes the events and the cache entries they name. Two statements, plans kept.
+/// aside, deletes the events and the cache entries they name. One statement, its plan kept.
 pub fn drain_batch(schema: &str, floor: i64, size: i32) -> Batch {
     // One statement: claim a batch of events, and with them the other queued events for the same
     // tags (up to 100 batches' worth): invalidating a tag once does what all of them ask, so a
@@ -476,8 +476,8 @@ pub fn drain_batch(schema: &str, floor: i64, size: i32) -> Batch {
     // index descent; the coalesced set may list claimed rows again, and the TID scan dedups.
     // Then move malformed events aside, delete the entries named by key (one btree scan over the
     // sorted keys) and by tag (one single-entry GIN probe per distinct tag, in tag order: a GIN
-    // scan with many entries costs entries x matches, and a common order keeps concurrent
-    // drainers from deadlocking on shared entries; a row both reach is deleted once), and keep
+    // scan with many entries costs entries x matches, and a common order makes deadlocks between
+    // concurrent drainers on shared entries rarer; a row both reach is deleted once), and keep
     // the queries of cached_query entries for warming. The next batch's floor is the highest id
     // of the batch itself, not of the coalesced events.
     let sql = format!(
