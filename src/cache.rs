@@ -540,11 +540,6 @@ pub fn drain_batch(schema: &str, floor: i64, size: i32) -> Batch {
     .into_iter()
     .next()
     .unwrap_or((0, floor, 0));
-    if rejected > 0 {
-        pgrx::warning!(
-            "pg_runbook: moved {rejected} malformed cache invalidation event(s) to cache_invalidation_rejected"
-        );
-    }
     worker::note_drained(events as u64);
     Batch {
         events,
@@ -564,6 +559,13 @@ pub fn drain(schema: &str, batch_size: i32, max_seconds: i32) -> i64 {
     let mut total = 0i64;
     loop {
         let b = catalog::with_lock_timeout(|| drain_batch(schema, floor, batch_size));
+        // The worker records rejections in worker_status instead.
+        if b.rejected > 0 {
+            pgrx::warning!(
+                "pg_runbook: moved {} malformed cache invalidation event(s) to cache_invalidation_rejected",
+                b.rejected
+            );
+        }
         total += b.events;
         if b.events < batch_size as i64 {
             if floor == 0 {

@@ -6,7 +6,8 @@
 
 use crate::catalog::{self, NOT_EXTENSION_MEMBER, col};
 use crate::error;
-pub use crate::findings::Finding;
+use crate::preflight;
+pub use crate::findings::{Finding, pass_if_none};
 use pgrx::prelude::*;
 use runbook_core::integrity::{judge_sequence, sequence_used_pct};
 use runbook_core::status::Status;
@@ -15,13 +16,6 @@ use runbook_core::status::Status;
 /// system's own.
 pub const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
-
-/// A PASS row standing for "nothing found", so every check appears in the output.
-fn pass_if_none(check: &'static str, rows: &mut Vec<Finding>, before: usize, detail: &str) {
-    if rows.len() == before {
-        rows.push(Finding::new(check, Status::Pass, "", detail));
-    }
-}
 
 struct NotValid {
     kind: String,
@@ -276,16 +270,9 @@ fn check_data_integrity(
             format!("{limit} is not a positive row count"),
         );
     }
-    let pct = |arg: &str, v: Option<f64>| {
-        let v = error::required(arg, v);
-        if !(0.0..=100.0).contains(&v) {
-            error::invalid_argument(arg, format!("{v} is not a percentage between 0 and 100"));
-        }
-        v
-    };
     let (warn, fail) = (
-        pct("sequence_warn_pct", sequence_warn_pct),
-        pct("sequence_fail_pct", sequence_fail_pct),
+        preflight::percent("sequence_warn_pct", sequence_warn_pct),
+        preflight::percent("sequence_fail_pct", sequence_fail_pct),
     );
     if warn > fail {
         error::invalid_argument(

@@ -21,41 +21,40 @@ fn check_request(
     status_code: Option<i32>,
     n: Option<i64>,
 ) -> bool {
-    let (arg, at) = match n {
-        Some(n) => ("requests", format!("element {n}: ")),
-        None => ("", String::new()),
-    };
+    // The element prefix is only built for an error: this runs once per ingested row.
+    let arg = if n.is_some() { "requests" } else { "" };
+    let at = || n.map_or(String::new(), |n| format!("element {n}: "));
     let name = |field: &'static str| if arg.is_empty() { field } else { arg };
     match endpoint {
-        None => error::invalid_argument(name("endpoint"), format!("{at}endpoint must not be NULL")),
+        None => error::invalid_argument(name("endpoint"), format!("{}endpoint must not be NULL", at())),
         Some("") => {
-            error::invalid_argument(name("endpoint"), format!("{at}endpoint must not be empty"))
+            error::invalid_argument(name("endpoint"), format!("{}endpoint must not be empty", at()))
         }
         Some(_) => {}
     }
     match duration_ms {
         None => error::invalid_argument(
             name("duration_ms"),
-            format!("{at}duration_ms must not be NULL"),
+            format!("{}duration_ms must not be NULL", at()),
         ),
         Some(d) if !d.is_finite() => error::invalid_argument(
             name("duration_ms"),
-            format!("{at}duration_ms {d} is not finite"),
+            format!("{}duration_ms {d} is not finite", at()),
         ),
         Some(d) if d < 0.0 => error::invalid_argument(
             name("duration_ms"),
-            format!("{at}duration_ms {d} is negative"),
+            format!("{}duration_ms {d} is negative", at()),
         ),
         Some(_) => {}
     }
     match status_code {
         None => error::invalid_argument(
             name("status_code"),
-            format!("{at}status_code must not be NULL"),
+            format!("{}status_code must not be NULL", at()),
         ),
         Some(s) if !(100..=599).contains(&s) => error::invalid_argument(
             name("status_code"),
-            format!("{at}status_code {s} is outside 100..599"),
+            format!("{}status_code {s} is outside 100..599", at()),
         ),
         Some(_) => {}
     }

@@ -5,7 +5,7 @@
 
 use crate::catalog::{self, col, quote_ident};
 use crate::error;
-use crate::findings::Finding;
+use crate::findings::{Finding, pass_if_none};
 use crate::indexes::user_relation;
 use pgrx::prelude::*;
 use pgrx::{Json, JsonB};
@@ -60,6 +60,7 @@ fn leftover_checks() -> Vec<Finding> {
     );
     let mut rows = Vec::new();
     let (building, failed): (Vec<_>, Vec<_>) = indexes.into_iter().partition(|i| i.3.is_some());
+    let before = rows.len();
     for (name, valid, ready, _, _) in &failed {
         let state = match (valid, ready) {
             (false, false) => "not ready and not valid",
@@ -73,14 +74,8 @@ fn leftover_checks() -> Vec<Finding> {
             format!("{state}: a concurrent build failed or was cancelled; DROP INDEX CONCURRENTLY it and build it again"),
         ));
     }
-    if failed.is_empty() {
-        rows.push(Finding::new(
-            "invalid_index",
-            Status::Pass,
-            "",
-            "no invalid or not-ready index",
-        ));
-    }
+    pass_if_none("invalid_index", &mut rows, before, "no invalid or not-ready index");
+    let before = rows.len();
     for (name, _, _, pid, phase) in &building {
         rows.push(Finding::new(
             "index_build",
@@ -93,14 +88,7 @@ fn leftover_checks() -> Vec<Finding> {
             ),
         ));
     }
-    if building.is_empty() {
-        rows.push(Finding::new(
-            "index_build",
-            Status::Pass,
-            "",
-            "no index build in progress",
-        ));
-    }
+    pass_if_none("index_build", &mut rows, before, "no index build in progress");
     let not_valid = catalog::select(
         &format!(
             "SELECT pg_catalog.quote_ident(con.conname) || ' on ' || pg_catalog.quote_ident(n.nspname) || '.' \
@@ -121,6 +109,7 @@ fn leftover_checks() -> Vec<Finding> {
             )
         },
     );
+    let before = rows.len();
     for (name, validate) in &not_valid {
         rows.push(Finding::new(
             "not_valid_constraint",
@@ -129,14 +118,7 @@ fn leftover_checks() -> Vec<Finding> {
             format!("NOT VALID: run {validate}"),
         ));
     }
-    if not_valid.is_empty() {
-        rows.push(Finding::new(
-            "not_valid_constraint",
-            Status::Pass,
-            "",
-            "every constraint is validated",
-        ));
-    }
+    pass_if_none("not_valid_constraint", &mut rows, before, "every constraint is validated");
     rows
 }
 

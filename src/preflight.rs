@@ -519,7 +519,8 @@ fn non_negative(arg: &str, value: Option<f64>) -> f64 {
     v
 }
 
-fn percent(arg: &str, value: Option<f64>) -> f64 {
+/// A percentage argument: required, 0 to 100, else 22023 naming it.
+pub(crate) fn percent(arg: &str, value: Option<f64>) -> f64 {
     let v = non_negative(arg, value);
     if v > 100.0 {
         error::invalid_argument(arg, format!("{v} is not a percentage between 0 and 100"));

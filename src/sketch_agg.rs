@@ -122,7 +122,7 @@ fn sketch_deserialize(
 /// Final function of both aggregates: the sketch's stored bytes (NULL over no rows).
 #[pg_extern(immutable, parallel_safe)]
 fn sketch_final(state: Option<Internal>) -> Option<Vec<u8>> {
-    state_ptr::<Sketch>(&state).map(|p| unsafe { (*p).to_bytes() })
+    sketch_serialize(state)
 }
 
 // ---- reading stored sketches ---------------------------------------------------------------
@@ -156,38 +156,37 @@ fn sketch_merge(a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
 /// Requests counted in a sketch.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_count(sketch: &[u8]) -> i64 {
-    view(sketch).count as i64
+    view(sketch).counters.count as i64
 }
 
 /// Requests with status >= 500 counted in a sketch.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_errors(sketch: &[u8]) -> i64 {
-    view(sketch).errors as i64
+    view(sketch).counters.errors as i64
 }
 
 /// Requests with cache_hit true counted in a sketch.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_cache_hits(sketch: &[u8]) -> i64 {
-    view(sketch).cache_hits as i64
+    view(sketch).counters.cache_hits as i64
 }
 
 /// Requests with a known cache_hit (true or false) counted in a sketch.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_cache_lookups(sketch: &[u8]) -> i64 {
-    view(sketch).cache_lookups as i64
+    view(sketch).counters.cache_lookups as i64
 }
 
 /// The largest duration in a sketch (exact).
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_max(sketch: &[u8]) -> Option<f64> {
-    let s = view(sketch);
-    (s.count > 0).then_some(s.max)
+    view(sketch).counters.largest()
 }
 
 /// The mean duration in a sketch (exact).
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_mean(sketch: &[u8]) -> Option<f64> {
-    view(sketch).mean()
+    view(sketch).counters.mean()
 }
 
 // ---- the whole rollup in one aggregate ------------------------------------------------------
@@ -339,17 +338,18 @@ fn stats_of(bytes: &[u8]) -> Stats {
         v.quantile(x)
             .unwrap_or_else(|e| error::invalid_argument("sketch", e))
     };
+    let c = v.counters;
     (
-        v.count as i64,
-        v.errors as i64,
-        (v.count > 0).then(|| v.errors as f64 / v.count as f64),
+        c.count as i64,
+        c.errors as i64,
+        c.error_rate(),
         q(0.5),
         q(0.95),
         q(0.99),
-        (v.count > 0).then_some(v.max),
-        v.mean(),
-        v.cache_hits as i64,
-        (v.cache_lookups > 0).then(|| v.cache_hits as f64 * 100.0 / v.cache_lookups as f64),
+        c.largest(),
+        c.mean(),
+        c.cache_hits as i64,
+        c.cache_hit_rate_percent(),
     )
 }
 

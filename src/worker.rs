@@ -149,11 +149,7 @@ fn timestamp(micros: i64) -> Option<TimestampWithTimeZone> {
 
 /// The databases in pg_runbook.database, in order.
 fn database_list() -> Vec<String> {
-    let value = settings::DATABASE
-        .get()
-        .map(|c| c.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    value
+    settings::text(&settings::DATABASE)
         .split(',')
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())

@@ -72,7 +72,8 @@ ROLLBACK;
 -- the same tag with it, and one invalidation serves them all; events for other tags wait their turn
 BEGIN;
 TRUNCATE cache_invalidation_queue;
-SELECT cache_put('burst_entry', '1', '1 hour', '{burst}') IS NOT NULL AS stored;
+SELECT cache_put('burst_entry', '1', '1 hour', '{burst}');
+SELECT count(*) AS burst_entries_before FROM query_cache WHERE cache_key = 'burst_entry';
 SELECT count(invalidate_cache_tag('burst')) AS burst_events FROM generate_series(1, 3);
 SELECT invalidate_cache_tag('other') > 0 AS other_enqueued;
 SELECT drain_cache_invalidation_queue(1, 0) AS processed_in_one_batch;

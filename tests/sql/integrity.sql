@@ -30,7 +30,11 @@ ALTER TABLE int_test."odd%s name" ADD CONSTRAINT odd_v_positive CHECK (v > 0) NO
 SELECT status, detail FROM check_data_integrity() WHERE object LIKE 'odd\_v\_positive%';
 DROP TABLE int_test."odd%s name";
 
--- Sequence thresholds come from the settings and can be overridden per call.
+-- Sequence thresholds come from the settings and can be overridden per call: a sequence 60% used
+-- passes at the default warn threshold (80) and warns at 50.
+CREATE SEQUENCE int_test.half_used MAXVALUE 100;
+SELECT setval('int_test.half_used', 60);
+SELECT count(*) AS half_used_flagged_by_default FROM check_data_integrity() WHERE object = 'int_test.half_used';
 SET pg_runbook.sequence_warn_pct = 50;
 SELECT object, status FROM check_data_integrity() WHERE "check" = 'sequence_headroom' AND object LIKE 'int\_test.%' ORDER BY 1;
 SELECT object, status FROM check_data_integrity(sequence_fail_pct => 80) WHERE "check" = 'sequence_headroom' AND object LIKE 'int\_test.%' ORDER BY 1;

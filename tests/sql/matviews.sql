@@ -63,8 +63,13 @@ SELECT prune_mv_refresh_log();
 RESET pg_runbook.refresh_log_retention;
 SELECT prune_mv_refresh_log();
 SELECT prune_mv_refresh_log();
+-- 0 keeps every row, however old.
+INSERT INTO mv_refresh_log (run_id, schemaname, matview, mode, status, started_at, finished_at, duration_ms)
+VALUES (0, 'mvtest', 'old_kept', 'plain', 'success', now() - interval '40 days', now() - interval '40 days', 1);
 SET pg_runbook.refresh_log_retention = 0;
 SELECT prune_mv_refresh_log();
+SELECT count(*) AS old_row_kept FROM mv_refresh_log WHERE matview = 'old_kept';
+DELETE FROM mv_refresh_log WHERE matview = 'old_kept';
 RESET pg_runbook.refresh_log_retention;
 SHOW pg_runbook.refresh_log_retention;
 

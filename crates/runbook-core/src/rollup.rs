@@ -7,7 +7,7 @@
 //! the 40,000 groups of a week stay compact; the final value carries every row's sketch already
 //! in stored form, so expanding it into rows decodes nothing.
 
-use crate::sketch::{DecodeError, Sketch};
+use crate::sketch::{Counters, DecodeError, Sketch};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -60,14 +60,7 @@ struct Group {
     offset: i32,
     bins: Vec<u32>,
     spilled: Vec<(i32, u64)>,
-    zeros: u64,
-    count: u64,
-    sum: f64,
-    min: f64,
-    max: f64,
-    errors: u64,
-    cache_hits: u64,
-    cache_lookups: u64,
+    counters: Counters,
 }
 
 impl Group {
@@ -78,14 +71,7 @@ impl Group {
             offset: 0,
             bins: Vec::new(),
             spilled: Vec::new(),
-            zeros: 0,
-            count: 0,
-            sum: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            errors: 0,
-            cache_hits: 0,
-            cache_lookups: 0,
+            counters: Counters::EMPTY,
         }
     }
 
@@ -130,19 +116,12 @@ impl Group {
 
     #[inline]
     fn add(&mut self, value: f64, status_code: Option<i32>, cache_hit: Option<bool>) {
-        match Sketch::bin_of(value) {
-            Some(i) => self.add_to_bin(i, 1),
-            None => self.zeros += 1,
+        let bin = Sketch::bin_of(value);
+        if let Some(i) = bin {
+            self.add_to_bin(i, 1);
         }
-        self.count += 1;
-        self.sum += value;
-        self.min = self.min.min(value);
-        self.max = self.max.max(value);
-        self.errors += status_code.is_some_and(|s| s >= 500) as u64;
-        if let Some(hit) = cache_hit {
-            self.cache_lookups += 1;
-            self.cache_hits += hit as u64;
-        }
+        self.counters.add(value, bin.is_none());
+        self.counters.add_outcome(status_code, cache_hit);
     }
 
     fn occupied(&self) -> Option<(usize, usize)> {
@@ -166,44 +145,15 @@ impl Group {
             }
         }
         self.spilled.extend_from_slice(&other.spilled);
-        self.zeros += other.zeros;
-        self.count += other.count;
-        self.sum += other.sum;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
-        self.errors += other.errors;
-        self.cache_hits += other.cache_hits;
-        self.cache_lookups += other.cache_lookups;
+        self.counters.merge(&other.counters);
     }
 
     /// Adds this group into a sketch (the all-endpoints row of its slot).
     fn to_sketch(&self) -> Sketch {
-        let mut s = match self.occupied() {
-            Some((first, last)) => Sketch::from_parts(
-                self.offset + first as i32,
-                self.bins[first..=last].iter().map(|&n| n as u64).collect(),
-                self.zeros,
-                self.count,
-                self.sum,
-                self.min,
-                self.max,
-                self.errors,
-                self.cache_hits,
-                self.cache_lookups,
-            ),
-            None => Sketch::from_parts(
-                0,
-                Vec::new(),
-                self.zeros,
-                self.count,
-                self.sum,
-                self.min,
-                self.max,
-                self.errors,
-                self.cache_hits,
-                self.cache_lookups,
-            ),
-        };
+        let mut s = Sketch::from_parts(0, Vec::new(), self.counters);
+        if let Some((first, last)) = self.occupied() {
+            s.merge_counts(self.offset + first as i32, &self.bins[first..=last]);
+        }
         for &(i, n) in &self.spilled {
             s.merge_counts(i, &[n]);
         }
@@ -423,14 +373,7 @@ impl Group {
                 n -= part as u64;
             }
         }
-        g.zeros = s.zeros();
-        g.count = s.count;
-        g.sum = s.sum;
-        g.min = s.min;
-        g.max = s.max;
-        g.errors = s.errors;
-        g.cache_hits = s.cache_hits;
-        g.cache_lookups = s.cache_lookups;
+        g.counters = s.counters;
         g
     }
 }
@@ -469,7 +412,7 @@ mod tests {
         let rows = r.rows();
         let shape: Vec<(i64, Option<&str>, u64)> = rows
             .iter()
-            .map(|(s, e, k)| (*s, e.as_deref(), k.count))
+            .map(|(s, e, k)| (*s, e.as_deref(), k.counters.count))
             .collect();
         assert_eq!(
             shape,
@@ -481,7 +424,7 @@ mod tests {
                 (1, None, 1)
             ]
         );
-        assert_eq!(rows[2].2.errors, 1);
+        assert_eq!(rows[2].2.counters.errors, 1);
     }
 
     #[test]
@@ -510,7 +453,7 @@ mod tests {
             .rows()
             .iter()
             .filter(|r| r.1.is_none())
-            .map(|r| r.2.count)
+            .map(|r| r.2.counters.count)
             .sum();
         assert_eq!(total, 1000);
         assert_eq!(

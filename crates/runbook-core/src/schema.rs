@@ -356,7 +356,11 @@ mod tests {
         let a = constraint("check_positive", 'c', "CHECK (x > 0)");
         let mut b = a.clone();
         b.table = "Other".into();
-        assert_eq!(diff(&[a.clone(), b.clone()], &[a, b]).len(), 0);
+        // Dropping the one on "Other" is one change, on that table, not a change to `a`.
+        let d = diff(&[a.clone(), b], &[a]);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].change, ChangeKind::Dropped);
+        assert_eq!(d[0].object().table, "Other");
     }
 
     #[test]

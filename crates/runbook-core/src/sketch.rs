@@ -13,13 +13,13 @@ pub const FORMAT_VERSION: u8 = 1;
 /// Values at or below this (milliseconds) are counted as zero.
 const MIN_VALUE: f64 = 1e-6;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sketch {
-    /// Index of `bins[0]`.
-    offset: i32,
-    bins: Vec<u64>,
-    zeros: u64,
+/// The request counters kept beside the histogram; the rollup's groups, sketches and stored
+/// sketches read in place all carry them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Counters {
     pub count: u64,
+    /// Values counted as zero (at or below `MIN_VALUE`), outside the bins.
+    pub zeros: u64,
     pub sum: f64,
     pub min: f64,
     pub max: f64,
@@ -28,6 +28,102 @@ pub struct Sketch {
     /// Requests with cache_hit true, and with cache_hit known (not NULL).
     pub cache_hits: u64,
     pub cache_lookups: u64,
+}
+
+impl Counters {
+    pub const EMPTY: Counters = Counters {
+        count: 0,
+        zeros: 0,
+        sum: 0.0,
+        min: f64::INFINITY,
+        max: f64::NEG_INFINITY,
+        errors: 0,
+        cache_hits: 0,
+        cache_lookups: 0,
+    };
+
+    /// Counts one value; `zero` says it fell at or below `MIN_VALUE` (no bin).
+    #[inline]
+    pub fn add(&mut self, value: f64, zero: bool) {
+        self.zeros += zero as u64;
+        self.count += 1;
+        self.sum += value;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+    }
+
+    /// Counts a request's status code and cache outcome (its duration goes through `add`).
+    #[inline]
+    pub fn add_outcome(&mut self, status_code: Option<i32>, cache_hit: Option<bool>) {
+        self.errors += status_code.is_some_and(|s| s >= 500) as u64;
+        if let Some(hit) = cache_hit {
+            self.cache_lookups += 1;
+            self.cache_hits += hit as u64;
+        }
+    }
+
+    pub fn merge(&mut self, other: &Counters) {
+        self.count += other.count;
+        self.zeros += other.zeros;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.errors += other.errors;
+        self.cache_hits += other.cache_hits;
+        self.cache_lookups += other.cache_lookups;
+    }
+
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+
+    /// The largest value counted, `None` when nothing was.
+    pub fn largest(&self) -> Option<f64> {
+        (self.count > 0).then_some(self.max)
+    }
+
+    pub fn error_rate(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.errors as f64 / self.count as f64)
+    }
+
+    pub fn cache_hit_rate_percent(&self) -> Option<f64> {
+        (self.cache_lookups > 0).then(|| self.cache_hits as f64 * 100.0 / self.cache_lookups as f64)
+    }
+
+    /// The `q`-quantile over these counters and the bin counts from bin `offset`, with the rank
+    /// rule of `percentile_disc`: the value at position ceil(q * count) in ascending order. `None`
+    /// for an empty sketch or q outside 0..1.
+    fn quantile<E>(
+        &self,
+        q: f64,
+        offset: i32,
+        bins: impl Iterator<Item = Result<u64, E>>,
+    ) -> Result<Option<f64>, E> {
+        if self.count == 0 || !(0.0..=1.0).contains(&q) {
+            return Ok(None);
+        }
+        let rank = ((q * self.count as f64).ceil() as u64).max(1); // 1-based
+        if rank <= self.zeros {
+            return Ok(Some(self.min.max(0.0)));
+        }
+        let mut seen = self.zeros;
+        for (i, n) in bins.enumerate() {
+            seen += n?;
+            if seen >= rank {
+                let v = Sketch::value_of(offset + i as i32);
+                return Ok(Some(v.clamp(self.min, self.max)));
+            }
+        }
+        Ok(Some(self.max))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sketch {
+    /// Index of `bins[0]`.
+    offset: i32,
+    bins: Vec<u64>,
+    pub counters: Counters,
 }
 
 impl Default for Sketch {
@@ -62,14 +158,7 @@ impl Sketch {
         Sketch {
             offset: 0,
             bins: Vec::new(),
-            zeros: 0,
-            count: 0,
-            sum: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            errors: 0,
-            cache_hits: 0,
-            cache_lookups: 0,
+            counters: Counters::EMPTY,
         }
     }
 
@@ -86,40 +175,17 @@ impl Sketch {
 
     /// A sketch from counters and a run of bin counts starting at bin `offset` (the rollup's
     /// accumulator hands its groups over this way).
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_parts(
-        offset: i32,
-        bins: Vec<u64>,
-        zeros: u64,
-        count: u64,
-        sum: f64,
-        min: f64,
-        max: f64,
-        errors: u64,
-        cache_hits: u64,
-        cache_lookups: u64,
-    ) -> Sketch {
+    pub fn from_parts(offset: i32, bins: Vec<u64>, counters: Counters) -> Sketch {
         Sketch {
             offset,
             bins,
-            zeros,
-            count,
-            sum,
-            min,
-            max,
-            errors,
-            cache_hits,
-            cache_lookups,
+            counters,
         }
     }
 
     /// The bin counts: the index of the first, and the run.
     pub fn bins(&self) -> (i32, &[u64]) {
         (self.offset, &self.bins)
-    }
-
-    pub fn zeros(&self) -> u64 {
-        self.zeros
     }
 
     /// Makes room for bins `lo..=hi` at once (merges would otherwise grow one bin at a time).
@@ -161,43 +227,14 @@ impl Sketch {
         2.0 * gamma.powi(index) / (gamma + 1.0)
     }
 
-    #[inline]
-    fn add_to_bin(&mut self, index: i32, n: u64) {
-        if self.bins.is_empty() {
-            self.offset = index;
-            self.bins.push(n);
-            return;
-        }
-        if index < self.offset {
-            let grow = (self.offset - index) as usize;
-            let mut bins = vec![0u64; grow + self.bins.len()];
-            bins[grow..].copy_from_slice(&self.bins);
-            self.bins = bins;
-            self.offset = index;
-        }
-        let at = (index - self.offset) as usize;
-        if at >= self.bins.len() {
-            self.bins.resize(at + 1, 0);
-        }
-        self.bins[at] += n;
-    }
-
     /// Counts one request. Durations must be finite and non-negative (the ingest functions check).
     #[inline]
     pub fn add(&mut self, value: f64) {
-        if value <= MIN_VALUE {
-            self.zeros += 1;
-        } else {
-            self.add_to_bin(Self::index_of(value), 1);
+        let bin = Self::bin_of(value);
+        if let Some(i) = bin {
+            self.merge_counts(i, &[1u64]);
         }
-        self.count += 1;
-        self.sum += value;
-        if value < self.min {
-            self.min = value;
-        }
-        if value > self.max {
-            self.max = value;
-        }
+        self.counters.add(value, bin.is_none());
     }
 
     /// Counts one request with its status code and cache outcome.
@@ -209,61 +246,20 @@ impl Sketch {
         cache_hit: Option<bool>,
     ) {
         self.add(duration_ms);
-        if status_code.is_some_and(|s| s >= 500) {
-            self.errors += 1;
-        }
-        if let Some(hit) = cache_hit {
-            self.cache_lookups += 1;
-            if hit {
-                self.cache_hits += 1;
-            }
-        }
+        self.counters.add_outcome(status_code, cache_hit);
     }
 
     /// Adds another sketch's counts to this one.
     pub fn merge(&mut self, other: &Sketch) {
         self.merge_counts(other.offset, &other.bins);
-        self.zeros += other.zeros;
-        self.count += other.count;
-        self.sum += other.sum;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
-        self.errors += other.errors;
-        self.cache_hits += other.cache_hits;
-        self.cache_lookups += other.cache_lookups;
+        self.counters.merge(&other.counters);
     }
 
     /// The `q`-quantile (0..1) with the rank rule of `percentile_disc`: the value at position
     /// ceil(q * count) in ascending order. `None` for an empty sketch or q outside 0..1.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        if self.count == 0 || !(0.0..=1.0).contains(&q) {
-            return None;
-        }
-        let rank = ((q * self.count as f64).ceil() as u64).max(1); // 1-based
-        if rank <= self.zeros {
-            return Some(self.min.max(0.0));
-        }
-        let mut seen = self.zeros;
-        for (i, &n) in self.bins.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                let v = Self::value_of(self.offset + i as i32);
-                return Some(v.clamp(self.min, self.max));
-            }
-        }
-        Some(self.max)
-    }
-
-    pub fn mean(&self) -> Option<f64> {
-        (self.count > 0).then(|| self.sum / self.count as f64)
-    }
-
-    pub fn error_rate(&self) -> Option<f64> {
-        (self.count > 0).then(|| self.errors as f64 / self.count as f64)
-    }
-
-    pub fn cache_hit_rate_percent(&self) -> Option<f64> {
-        (self.cache_lookups > 0).then(|| self.cache_hits as f64 * 100.0 / self.cache_lookups as f64)
+        let bins = self.bins.iter().map(|&n| Ok::<u64, DecodeError>(n));
+        self.counters.quantile(q, self.offset, bins).unwrap_or(None)
     }
 
     /// Compact bytes: version byte, then varints and the f64 sum/min/max; bins as a run from
@@ -271,14 +267,15 @@ impl Sketch {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(48 + self.bins.len());
         out.push(FORMAT_VERSION);
-        put_varint(&mut out, self.count);
-        put_varint(&mut out, self.zeros);
-        put_varint(&mut out, self.errors);
-        put_varint(&mut out, self.cache_hits);
-        put_varint(&mut out, self.cache_lookups);
-        out.extend_from_slice(&self.sum.to_le_bytes());
-        out.extend_from_slice(&self.min.to_le_bytes());
-        out.extend_from_slice(&self.max.to_le_bytes());
+        let c = &self.counters;
+        put_varint(&mut out, c.count);
+        put_varint(&mut out, c.zeros);
+        put_varint(&mut out, c.errors);
+        put_varint(&mut out, c.cache_hits);
+        put_varint(&mut out, c.cache_lookups);
+        out.extend_from_slice(&c.sum.to_le_bytes());
+        out.extend_from_slice(&c.min.to_le_bytes());
+        out.extend_from_slice(&c.max.to_le_bytes());
         // Trim empty bins at both ends.
         let first = self.bins.iter().position(|&n| n > 0);
         match first {
@@ -304,14 +301,7 @@ impl Sketch {
 /// figure (a count, a quantile) allocates nothing and decodes no more than it needs.
 #[derive(Debug, Clone, Copy)]
 pub struct SketchView<'a> {
-    pub count: u64,
-    pub zeros: u64,
-    pub errors: u64,
-    pub cache_hits: u64,
-    pub cache_lookups: u64,
-    pub sum: f64,
-    pub min: f64,
-    pub max: f64,
+    pub counters: Counters,
     nbins: usize,
     offset: i32,
     bins: &'a [u8],
@@ -340,14 +330,16 @@ impl<'a> SketchView<'a> {
             }
         }
         Ok(SketchView {
-            count,
-            zeros,
-            errors,
-            cache_hits,
-            cache_lookups,
-            sum,
-            min,
-            max,
+            counters: Counters {
+                count,
+                zeros,
+                sum,
+                min,
+                max,
+                errors,
+                cache_hits,
+                cache_lookups,
+            },
             nbins,
             offset,
             bins: rest,
@@ -362,45 +354,12 @@ impl<'a> SketchView<'a> {
 
     /// The same as `Sketch::quantile`.
     pub fn quantile(&self, q: f64) -> Result<Option<f64>, DecodeError> {
-        if self.count == 0 || !(0.0..=1.0).contains(&q) {
-            return Ok(None);
-        }
-        let rank = ((q * self.count as f64).ceil() as u64).max(1);
-        if rank <= self.zeros {
-            return Ok(Some(self.min.max(0.0)));
-        }
-        let mut seen = self.zeros;
-        for (i, n) in self.bins().enumerate() {
-            seen += n?;
-            if seen >= rank {
-                let v = Sketch::value_of(self.offset + i as i32);
-                return Ok(Some(v.clamp(self.min, self.max)));
-            }
-        }
-        Ok(Some(self.max))
-    }
-
-    pub fn mean(&self) -> Option<f64> {
-        (self.count > 0).then(|| self.sum / self.count as f64)
+        self.counters.quantile(q, self.offset, self.bins())
     }
 
     pub fn to_sketch(&self) -> Result<Sketch, DecodeError> {
-        let mut bins = Vec::with_capacity(self.nbins);
-        for n in self.bins() {
-            bins.push(n?);
-        }
-        Ok(Sketch::from_parts(
-            self.offset,
-            bins,
-            self.zeros,
-            self.count,
-            self.sum,
-            self.min,
-            self.max,
-            self.errors,
-            self.cache_hits,
-            self.cache_lookups,
-        ))
+        let bins = self.bins().collect::<Result<Vec<u64>, _>>()?;
+        Ok(Sketch::from_parts(self.offset, bins, self.counters))
     }
 }
 
@@ -508,7 +467,7 @@ mod tests {
         }
         let mut merged = Sketch::new();
         parts.iter().for_each(|p| merged.merge(p));
-        assert_eq!(merged.count, all.count);
+        assert_eq!(merged.counters.count, all.counters.count);
         for q in [0.5, 0.95, 0.99] {
             assert_eq!(merged.quantile(q), all.quantile(q));
         }
@@ -528,10 +487,8 @@ mod tests {
         assert_eq!(bytes[0], FORMAT_VERSION);
         let back = Sketch::from_bytes(&bytes).unwrap();
         assert_eq!(back.quantile(0.5), s.quantile(0.5));
-        assert_eq!(
-            (back.count, back.errors, back.cache_hits, back.cache_lookups),
-            (6, 3, 2, 6)
-        );
+        let c = back.counters;
+        assert_eq!((c.count, c.errors, c.cache_hits, c.cache_lookups), (6, 3, 2, 6));
         assert_eq!(back.to_bytes(), bytes);
     }
 
