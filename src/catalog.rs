@@ -227,11 +227,14 @@ pub fn in_subtransaction<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> R
 
 /// Errors no subtransaction keeps to itself, as in PL/pgSQL's WHEN OTHERS.
 fn passes_through(e: &pgrx::pg_sys::panic::CaughtError) -> bool {
-    use pgrx::pg_sys::panic::CaughtError;
     use pgrx::PgSqlErrorCode::{ERRCODE_ASSERT_FAILURE, ERRCODE_QUERY_CANCELED};
+    use pgrx::pg_sys::panic::CaughtError;
     match e {
         CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
-            matches!(r.sql_error_code(), ERRCODE_QUERY_CANCELED | ERRCODE_ASSERT_FAILURE)
+            matches!(
+                r.sql_error_code(),
+                ERRCODE_QUERY_CANCELED | ERRCODE_ASSERT_FAILURE
+            )
         }
         CaughtError::RustPanic { .. } => false,
     }

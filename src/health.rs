@@ -122,10 +122,11 @@ fn jsonb_from_bytes(bytes: &[u8]) -> pg_sys::Datum {
 
 /// The bytes of `n` as a numeric datum, for a jsonb number.
 fn numeric_bytes(n: i64) -> Vec<u8> {
-    let numeric = unsafe {
-        pgrx::direct_function_call_as_datum(pg_sys::int8_numeric, &[Some(n.into())])
-    }
-    .unwrap_or_else(|| crate::error::spi_failure("health_check", "int8_numeric returned NULL"));
+    let numeric =
+        unsafe { pgrx::direct_function_call_as_datum(pg_sys::int8_numeric, &[Some(n.into())]) }
+            .unwrap_or_else(|| {
+                crate::error::spi_failure("health_check", "int8_numeric returned NULL")
+            });
     jsonb_bytes(numeric)
 }
 
@@ -294,13 +295,16 @@ mod tests {
             .0;
         assert_eq!(result["cached"], serde_json::json!(false));
         assert!(["healthy", "degraded", "unhealthy"].contains(&result["status"].as_str().unwrap()));
-        assert!(["PASS", "WARN", "FAIL"].contains(&result["checks"]["connections"].as_str().unwrap()));
+        assert!(
+            ["PASS", "WARN", "FAIL"].contains(&result["checks"]["connections"].as_str().unwrap())
+        );
     }
 
     #[pg_test]
     fn jsonb_written_from_parts_is_byte_for_byte_what_jsonb_in_makes() {
         use runbook_core::jsonb::{self, Value};
-        let nested_datum = super::jsonb_bytes(super::jsonb_from_text(r#"{"b": [1, 2], "a": {"x": 1.5}}"#));
+        let nested_datum =
+            super::jsonb_bytes(super::jsonb_from_text(r#"{"b": [1, 2], "a": {"x": 1.5}}"#));
         let nested = &nested_datum[jsonb::VARLENA_HEADER..];
         let big = super::numeric_bytes(1_234_567_890_123);
         let negative = super::numeric_bytes(-7);
@@ -321,7 +325,10 @@ mod tests {
             "age_ms": 1234567890123, "n": -7, "odd": "é, \"quoted\"",
             "checks": {"b": [1, 2], "a": {"x": 1.5}}"#
             .to_string()
-            + &fillers.iter().map(|k| format!(r#", "{k}": "v""#)).collect::<String>()
+            + &fillers
+                .iter()
+                .map(|k| format!(r#", "{k}": "v""#))
+                .collect::<String>()
             + "}";
         let expected = super::jsonb_bytes(super::jsonb_from_text(&text));
         let written = super::jsonb_bytes(super::jsonb_from_bytes(&jsonb::write_object(&members)));

@@ -6,8 +6,8 @@
 
 use crate::catalog::{self, NOT_EXTENSION_MEMBER, col};
 use crate::error;
-use crate::preflight;
 pub use crate::findings::{Finding, pass_if_none};
+use crate::preflight;
 use pgrx::prelude::*;
 use runbook_core::integrity::{judge_sequence, sequence_used_pct};
 use runbook_core::status::Status;

@@ -208,7 +208,12 @@ pub fn record_sources(t: &Tables, v: &ViewInfo, sources: &Sources) {
                 t = t.sources
             ),
             &[INT8, INT8_ARRAY, INT8_ARRAY, INT8_ARRAY],
-            &[(v.oid.to_u32() as i64).into(), oids.into(), writes.into(), files.into()],
+            &[
+                (v.oid.to_u32() as i64).into(),
+                oids.into(),
+                writes.into(),
+                files.into(),
+            ],
             |_| (),
         );
     })

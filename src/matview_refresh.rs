@@ -426,7 +426,9 @@ fn refresh_all(header: &Header, slots: &mut [Slot]) {
                 &tables,
                 run_id,
                 v,
-                sources.get(&v.oid.to_u32()).map_or(&[][..], |s| s.as_slice()),
+                sources
+                    .get(&v.oid.to_u32())
+                    .map_or(&[][..], |s| s.as_slice()),
                 &o,
             ),
         };
@@ -473,8 +475,8 @@ fn refresh_counting_rows(sql: &str) -> i64 {
             error::spi_failure("refreshing", "the statement did not parse as one REFRESH");
         }
         let raw = (*(*parsed).elements).ptr_value as *mut pg_sys::RawStmt;
-        let stmt = pg_sys::palloc0(std::mem::size_of::<pg_sys::PlannedStmt>())
-            as *mut pg_sys::PlannedStmt;
+        let stmt =
+            pg_sys::palloc0(std::mem::size_of::<pg_sys::PlannedStmt>()) as *mut pg_sys::PlannedStmt;
         (*stmt).type_ = pg_sys::NodeTag::T_PlannedStmt;
         (*stmt).commandType = pg_sys::CmdType::CMD_UTILITY;
         (*stmt).canSetTag = true;

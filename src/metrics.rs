@@ -26,10 +26,14 @@ fn check_request(
     let at = || n.map_or(String::new(), |n| format!("element {n}: "));
     let name = |field: &'static str| if arg.is_empty() { field } else { arg };
     match endpoint {
-        None => error::invalid_argument(name("endpoint"), format!("{}endpoint must not be NULL", at())),
-        Some("") => {
-            error::invalid_argument(name("endpoint"), format!("{}endpoint must not be empty", at()))
-        }
+        None => error::invalid_argument(
+            name("endpoint"),
+            format!("{}endpoint must not be NULL", at()),
+        ),
+        Some("") => error::invalid_argument(
+            name("endpoint"),
+            format!("{}endpoint must not be empty", at()),
+        ),
         Some(_) => {}
     }
     match duration_ms {

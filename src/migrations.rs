@@ -74,7 +74,12 @@ fn leftover_checks() -> Vec<Finding> {
             format!("{state}: a concurrent build failed or was cancelled; DROP INDEX CONCURRENTLY it and build it again"),
         ));
     }
-    pass_if_none("invalid_index", &mut rows, before, "no invalid or not-ready index");
+    pass_if_none(
+        "invalid_index",
+        &mut rows,
+        before,
+        "no invalid or not-ready index",
+    );
     let before = rows.len();
     for (name, _, _, pid, phase) in &building {
         rows.push(Finding::new(
@@ -88,7 +93,12 @@ fn leftover_checks() -> Vec<Finding> {
             ),
         ));
     }
-    pass_if_none("index_build", &mut rows, before, "no index build in progress");
+    pass_if_none(
+        "index_build",
+        &mut rows,
+        before,
+        "no index build in progress",
+    );
     let not_valid = catalog::select(
         &format!(
             "SELECT pg_catalog.quote_ident(con.conname) || ' on ' || pg_catalog.quote_ident(n.nspname) || '.' \
@@ -118,7 +128,12 @@ fn leftover_checks() -> Vec<Finding> {
             format!("NOT VALID: run {validate}"),
         ));
     }
-    pass_if_none("not_valid_constraint", &mut rows, before, "every constraint is validated");
+    pass_if_none(
+        "not_valid_constraint",
+        &mut rows,
+        before,
+        "every constraint is validated",
+    );
     rows
 }
 

@@ -222,14 +222,18 @@ mod tests {
         let numeric = [24u8, 0, 0, 0, 0, 128, 42, 0];
         // One odd-length key and string push the numeric off alignment unless padded.
         let datum = write_object(&[("k", Value::Str("abc")), ("n", Value::Numeric(&numeric))]);
-        let at = datum.windows(numeric.len()).position(|w| w == numeric).unwrap();
+        let at = datum
+            .windows(numeric.len())
+            .position(|w| w == numeric)
+            .unwrap();
         assert_eq!(at % 4, 0);
     }
 
     #[test]
     fn every_thirty_second_entry_holds_an_end_offset() {
         let keys: Vec<String> = (0..20).map(|i| format!("key{i:02}")).collect();
-        let members: Vec<(&str, Value)> = keys.iter().map(|k| (k.as_str(), Value::Str("v"))).collect();
+        let members: Vec<(&str, Value)> =
+            keys.iter().map(|k| (k.as_str(), Value::Str("v"))).collect();
         let datum = write_object(&members);
         let entry = |i: usize| read_u32(&datum, VARLENA_HEADER + 4 + 4 * i).unwrap();
         // Entry 0 and entry 32 (the 13th value) carry offsets; the others carry lengths.

@@ -488,7 +488,10 @@ mod tests {
         let back = Sketch::from_bytes(&bytes).unwrap();
         assert_eq!(back.quantile(0.5), s.quantile(0.5));
         let c = back.counters;
-        assert_eq!((c.count, c.errors, c.cache_hits, c.cache_lookups), (6, 3, 2, 6));
+        assert_eq!(
+            (c.count, c.errors, c.cache_hits, c.cache_lookups),
+            (6, 3, 2, 6)
+        );
         assert_eq!(back.to_bytes(), bytes);
     }
 
