@@ -21,6 +21,7 @@ mod metrics;
 mod migrations;
 mod partitions;
 mod preflight;
+mod privileges;
 mod security;
 mod settings;
 mod sketch_agg;
