@@ -35,6 +35,14 @@ $revoke$;
 
 
 -- ==== migration lint (issue 19) ====
+GRANT EXECUTE ON FUNCTION @extschema@.lint_migration(text) TO runbook_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.assert_migration_lint(text) TO runbook_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.check_migration_preconditions(text, bigint, interval) TO runbook_reader;
+GRANT EXECUTE ON PROCEDURE @extschema@.run_ddl(text, interval, integer, interval) TO runbook_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.run_ddl_statement_check(text, interval, integer, interval) TO runbook_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.run_ddl_blockers(text) TO runbook_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.run_ddl_log_attempt(text, integer, text, double precision, integer[], text, text) TO runbook_operator;
+GRANT SELECT ON @extschema@.ddl_attempt_log TO runbook_operator;
 -- ==== end migration lint ====
 
 

@@ -14,6 +14,7 @@ mod findings;
 mod health;
 mod indexes;
 mod integrity;
+mod lint;
 mod matview_log;
 mod matview_refresh;
 mod matviews;

@@ -109,6 +109,20 @@ pub static MAINTENANCE_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(300
 /// Whether an enqueue wakes the worker at commit (off: the worker sees events after a naptime).
 pub static WAKE_ON_ENQUEUE: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+// ---- migration lint and run_ddl (issue 19) -----------------------------------------------------
+
+/// lint_migration: a statement whose cost grows with its table is WARN from this many estimated
+/// rows and FAIL from `LINT_FAIL_ROWS`. 10,000 rows rewrite in milliseconds; at 500,000 a rewrite
+/// or validation under ACCESS EXCLUSIVE stops the table for about a second or more on this
+/// machine class, long enough for a connection pool to fill up behind it.
+pub static LINT_WARN_ROWS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+pub static LINT_FAIL_ROWS: GucSetting<i32> = GucSetting::<i32>::new(500_000);
+/// lint_migration's lock-hold estimate: MB a scan reads per second (a rewrite counts as three).
+pub static LINT_SCAN_RATE_MB: GucSetting<i32> = GucSetting::<i32>::new(200);
+/// How long ddl_attempt_log keeps rows; run_ddl prunes older ones each time it writes. 0 keeps
+/// them for ever.
+pub static DDL_LOG_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
+
 const HOUR_MS: i32 = 3_600_000;
 const DAY_MS: i32 = 24 * HOUR_MS;
 
@@ -273,6 +287,37 @@ pub fn init() {
         c"How long mv_refresh_log keeps rows; 0 keeps them for ever.",
         c"",
         &REFRESH_LOG_RETENTION_S,
+        0,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_S,
+    );
+
+    count(
+        c"pg_runbook.lint_warn_rows",
+        c"Migration lint: WARN when a statement rewrites or scans a table of at least this many estimated rows.",
+        &LINT_WARN_ROWS,
+    );
+    count(
+        c"pg_runbook.lint_fail_rows",
+        c"Migration lint: FAIL when a statement rewrites or scans a table of at least this many estimated rows.",
+        &LINT_FAIL_ROWS,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_runbook.lint_scan_rate",
+        c"Migration lint: MB per second a table scan reads, for the lock-hold estimate.",
+        c"",
+        &LINT_SCAN_RATE_MB,
+        1,
+        1_000_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_runbook.ddl_log_retention",
+        c"How long ddl_attempt_log keeps rows; run_ddl prunes older ones. 0 keeps them for ever.",
+        c"",
+        &DDL_LOG_RETENTION_S,
         0,
         i32::MAX,
         GucContext::Userset,

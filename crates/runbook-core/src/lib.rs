@@ -6,6 +6,7 @@
 pub mod indexes;
 pub mod integrity;
 pub mod jsonb;
+pub mod lint;
 pub mod matviews;
 pub mod partitions;
 pub mod rollup;
