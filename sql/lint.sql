@@ -43,6 +43,7 @@ BEGIN
     LOOP
         attempt := attempt OPERATOR(pg_catalog.+) 1;
         failed_state := NULL;
+        failed_message := NULL;
         pids := NULL;
         blockers := NULL;
         PERFORM pg_catalog.set_config('lock_timeout',
@@ -76,7 +77,7 @@ BEGIN
                       HINT = 'end or wait out the blocking sessions (pg_terminate_backend), then run it again';
         END IF;
         PERFORM pg_catalog.pg_sleep(pg_catalog.date_part('epoch', backoff)
-            OPERATOR(pg_catalog.*) pg_catalog.power(2, pg_catalog.least(attempt OPERATOR(pg_catalog.-) 1, 4)));
+            OPERATOR(pg_catalog.*) pg_catalog.power(2, LEAST(attempt OPERATOR(pg_catalog.-) 1, 4)));
     END LOOP;
 END
 $run_ddl$;

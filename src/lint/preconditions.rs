@@ -275,31 +275,47 @@ fn counts(stmt: &Statement, created: &mut Vec<String>) -> Vec<Result<Count, (Str
 }
 
 /// `SELECT count(*)` of at most `limit` rows of `query`, as the caller, with the statement
-/// timeout armed for `timeout_ms`; a timeout is an answer (None), a user's cancel is not.
-fn bounded_count(query: &str, limit: i64, timeout_ms: i32) -> Result<Option<i64>, String> {
+/// timeout armed for `timeout_ms` (or until the caller's own statement_timeout, if sooner). Our
+/// timeout is turned into an ordinary ERROR inside the subtransaction, so the subtransaction's
+/// rollback cleans up after it and the count becomes a WARN; the caller's own timeout and a
+/// cancel go on to the caller.
+fn bounded_count(query: &str, limit: i64, timeout_ms: i32) -> Result<i64, String> {
     let sql = format!("SELECT pg_catalog.count(*) FROM ({query} LIMIT {limit}) s");
-    let (was_active, deadline) = unsafe {
+    // SAFETY: reads the state of PostgreSQL's timeout module.
+    let (was_active, deadline, now) = unsafe {
         (
             get_timeout_active(STATEMENT_TIMEOUT),
             get_timeout_finish_time(STATEMENT_TIMEOUT),
+            pg_sys::GetCurrentTimestamp(),
         )
     };
+    let remaining_ms = if was_active {
+        ((deadline - now) / 1000).max(1)
+    } else {
+        i64::MAX
+    };
+    let ours = (timeout_ms as i64) < remaining_ms;
+    let delay = (timeout_ms as i64).min(remaining_ms) as c_int;
     let outcome = catalog::in_subtransaction(move || {
         PgTryBuilder::new(|| {
-            unsafe { enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms) };
-            let n = catalog::select_one(&sql, &[], |r| col::<i64>(r, 1).unwrap_or(0));
-            Some(n)
+            // SAFETY: arms the statement timeout; disarmed or restored below.
+            unsafe { enable_timeout_after(STATEMENT_TIMEOUT, delay) };
+            catalog::select_one(&sql, &[], |r| col::<i64>(r, 1).unwrap_or(0))
         })
-        .catch_when(PgSqlErrorCode::ERRCODE_QUERY_CANCELED, |e| {
+        .catch_when(PgSqlErrorCode::ERRCODE_QUERY_CANCELED, move |e| {
             use pgrx::pg_sys::panic::CaughtError;
-            let ours = matches!(&e, CaughtError::PostgresError(r) if r.message().contains("statement timeout"));
-            if !ours || was_active && unsafe { pg_sys::GetCurrentTimestamp() } >= deadline {
+            let timeout = matches!(&e, CaughtError::PostgresError(r) if r.message().contains("statement timeout"));
+            if !(timeout && ours) {
                 e.rethrow()
             }
-            None
+            error::not_ready(
+                format!("timed out after {timeout_ms} ms"),
+                "raise the timeout argument, or count outside the deploy window",
+            )
         })
         .execute()
     });
+    // SAFETY: disarms our timeout and re-arms the caller's deadline, as it was.
     unsafe {
         disable_timeout(STATEMENT_TIMEOUT, false);
         if was_active {
@@ -371,20 +387,15 @@ fn check_migration_preconditions(
     TableIterator::new(rows)
 }
 
-fn judge(n: i32, line: &str, c: &Count, limit: i64, counted: Result<Option<i64>, String>) -> Row {
+fn judge(n: i32, line: &str, c: &Count, limit: i64, counted: Result<i64, String>) -> Row {
     let (status, rows, detail) = match counted {
         Err(message) => (
             Status::Warn,
             None,
             format!("could not be counted: {message}"),
         ),
-        Ok(None) => (
-            Status::Warn,
-            None,
-            "not counted within the timeout".to_string(),
-        ),
-        Ok(Some(0)) => (Status::Pass, Some(0), format!("no {}", c.what)),
-        Ok(Some(k)) => {
+        Ok(0) => (Status::Pass, Some(0), format!("no {}", c.what)),
+        Ok(k) => {
             let at_least = if k >= limit { "at least " } else { "" };
             let when = if c.deferred {
                 "its later VALIDATE CONSTRAINT will fail"

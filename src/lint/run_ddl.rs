@@ -74,6 +74,16 @@ fn run_ddl_statement_check(
     retries: Option<i32>,
     backoff: Option<Interval>,
 ) -> bool {
+    // SAFETY: reads the transaction state.
+    if unsafe { pg_sys::IsTransactionBlock() } {
+        pgrx::pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
+            "run_ddl cannot run inside a transaction block",
+            "run_ddl_statement_check",
+        )
+        .set_hint("it commits between attempts: CALL it on its own, outside BEGIN ... COMMIT")
+        .report(PgLogLevel::ERROR);
+    }
     one_ddl_statement(sql);
     let timeout = error::required("lock_timeout", lock_timeout);
     if catalog::interval_ms(&timeout) <= 0.0 {
@@ -227,7 +237,7 @@ fn run_ddl_log_attempt(
             catalog::execute(
                 &format!(
                     "DELETE FROM {table} WHERE attempted_at OPERATOR(pg_catalog.<) \
-                     pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1)"
+                     (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))"
                 ),
                 &[(retention as f64).into()],
             );
