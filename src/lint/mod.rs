@@ -66,7 +66,9 @@ pub fn parse(sql: &str, arg: &str) -> Result<Vec<Statement>, String> {
         };
         out.push(Statement {
             number: i as i32 + 1,
-            text: sql.get(start..end).unwrap_or("").trim().to_string(),
+            text: lc::strip_leading_comments(sql.get(start..end).unwrap_or(""))
+                .trim_end()
+                .to_string(),
             node,
         });
     }

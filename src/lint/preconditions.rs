@@ -65,7 +65,7 @@ fn duplicates(table: &str, cols: &[String], primary: bool, deferred: bool) -> Ve
             columns_sql(cols)
         ),
         deferred,
-        what: "duplicated key values",
+        what: "duplicated key value(s)",
     }];
     if primary {
         out.push(nulls(table, cols, "primary key"));
@@ -85,9 +85,9 @@ fn nulls(table: &str, cols: &[String], why: &str) -> Count {
         query: format!("SELECT 1 FROM {table} t WHERE {any_null}"),
         deferred: false,
         what: if why == "primary key" {
-            "rows with a NULL key column"
+            "row(s) with a NULL key column"
         } else {
-            "NULLs"
+            "NULL(s)"
         },
     }
 }
@@ -137,7 +137,7 @@ fn orphans(table: &str, c: *mut pg_sys::Constraint) -> Option<Count> {
             not_null_sql("t", &fk)
         ),
         deferred,
-        what: "rows whose key has no match in the referenced table",
+        what: "row(s) whose key has no match in the referenced table",
     })
 }
 
@@ -188,7 +188,7 @@ fn violations(table: &str, oid: pg_sys::Oid, c: *mut pg_sys::Constraint) -> Resu
         object: format!("{table} CHECK ({expr})"),
         query: format!("SELECT 1 FROM {table} t WHERE ({expr}) IS FALSE"),
         deferred,
-        what: "rows violating the CHECK",
+        what: "row(s) violating the CHECK",
     })
 }
 

@@ -194,8 +194,10 @@ impl Session {
             return h;
         }
         let (status, why) = lc::judge_size(&t.state, &self.limits);
+        // The queue forms behind the waiting lock whatever the table's size: any table already
+        // in use is at least a WARN.
         h.status = match t.state {
-            TableState::Existing { bytes, .. } if bytes > 0 => status.max(Status::Warn),
+            TableState::Existing { .. } => status.max(Status::Warn),
             _ => status,
         };
         h.detail = format!(

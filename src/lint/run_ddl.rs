@@ -74,16 +74,6 @@ fn run_ddl_statement_check(
     retries: Option<i32>,
     backoff: Option<Interval>,
 ) -> bool {
-    // SAFETY: reads the transaction state.
-    if unsafe { pg_sys::IsTransactionBlock() } {
-        pgrx::pg_sys::panic::ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
-            "run_ddl cannot run inside a transaction block",
-            "run_ddl_statement_check",
-        )
-        .set_hint("it commits between attempts: CALL it on its own, outside BEGIN ... COMMIT")
-        .report(PgLogLevel::ERROR);
-    }
     one_ddl_statement(sql);
     let timeout = error::required("lock_timeout", lock_timeout);
     if catalog::interval_ms(&timeout) <= 0.0 {
@@ -94,6 +84,16 @@ fn run_ddl_statement_check(
     }
     if catalog::interval_ms(&error::required("backoff", backoff)) < 0.0 {
         error::invalid_argument("backoff", "must not be negative");
+    }
+    // SAFETY: reads the transaction state.
+    if unsafe { pg_sys::IsTransactionBlock() } {
+        pgrx::pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
+            "run_ddl cannot run inside a transaction block",
+            "run_ddl_statement_check",
+        )
+        .set_hint("it commits between attempts: CALL it on its own, outside BEGIN ... COMMIT")
+        .report(PgLogLevel::ERROR);
     }
     true
 }

@@ -254,13 +254,27 @@ fn keyword_end(sql: &str, keyword: &str) -> Option<usize> {
     None
 }
 
+/// The statement without the comments and white space before it: the raw parser counts a
+/// statement from the end of the previous one, so its text starts with the comments between them.
+pub fn strip_leading_comments(sql: &str) -> &str {
+    let mut rest = sql.trim_start();
+    loop {
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map(|(_, r)| r).unwrap_or("").trim_start();
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map(|(_, r)| r).unwrap_or("").trim_start();
+        } else {
+            return rest;
+        }
+    }
+}
+
 /// The statement without its trailing semicolon and white space.
 pub fn trim_statement(sql: &str) -> &str {
     sql.trim().trim_end_matches(';').trim_end()
 }
 
-/// The first non-blank line of a statement (comments included: they often name the step),
-/// shortened to 80 characters.
+/// The first non-blank line of a statement, shortened to 80 characters.
 pub fn first_line(sql: &str) -> String {
     let line = sql
         .lines()
@@ -426,6 +440,15 @@ mod tests {
             "-- index\nDROP INDEX CONCURRENTLY i"
         );
         assert_eq!(insert_after_keyword("VACUUM t", "INDEX", "X"), None);
+    }
+
+    #[test]
+    fn comments_before_a_statement_are_not_part_of_it() {
+        assert_eq!(
+            strip_leading_comments("\n-- step 1\n/* why */ CREATE INDEX i ON t (a) -- trailing"),
+            "CREATE INDEX i ON t (a) -- trailing"
+        );
+        assert_eq!(strip_leading_comments("-- only a comment"), "");
     }
 
     #[test]

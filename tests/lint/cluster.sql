@@ -1,0 +1,4 @@
+-- bad
+CLUSTER "App"."Orders" USING "Orders_pkey";
+-- good
+ANALYZE "App"."Orders";

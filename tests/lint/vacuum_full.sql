@@ -1,0 +1,4 @@
+-- bad
+VACUUM FULL "App"."Orders";
+-- good
+VACUUM (ANALYZE) "App"."Orders";
