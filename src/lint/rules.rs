@@ -25,6 +25,8 @@ pub struct Session {
     not_null_checks: Vec<(String, String, bool, String)>,
     /// Enum values added in the open transaction block.
     enum_values: Vec<String>,
+    /// Tables already looked up: a migration names the same few tables again and again.
+    described: std::collections::HashMap<pg_sys::Oid, Target>,
 }
 
 fn hit(rule: &'static str, status: Status, lock: LockMode, target: &Target, work: Work) -> Hit {
@@ -54,11 +56,12 @@ impl Session {
             not_valid_in_transaction: Vec::new(),
             not_null_checks: Vec::new(),
             enum_values: Vec::new(),
+            described: std::collections::HashMap::new(),
         }
     }
 
     /// The table a RangeVar names: created earlier in the migration, in the catalog, or neither.
-    fn target(&self, rv: *const pg_sys::RangeVar) -> Target {
+    fn target(&mut self, rv: *const pg_sys::RangeVar) -> Target {
         // SAFETY: a RangeVar from the parse tree.
         let (schema, rel) = unsafe { (text_of((*rv).schemaname), text_of((*rv).relname)) };
         let created = self
@@ -74,7 +77,7 @@ impl Session {
             };
         }
         match relation_oid(rv) {
-            Some(oid) => describe(oid),
+            Some(oid) => self.described.entry(oid).or_insert_with(|| describe(oid)).clone(),
             None => Target {
                 oid: None,
                 name: written_name(rv),
@@ -809,7 +812,7 @@ impl Session {
         h
     }
 
-    fn attach(&self, parent: &Target, cmd: *mut pg_sys::PartitionCmd) -> Hit {
+    fn attach(&mut self, parent: &Target, cmd: *mut pg_sys::PartitionCmd) -> Hit {
         let part = self.target(unsafe { (*cmd).name });
         let mut h = self.sized(
             hit("attach_partition", Status::Pass, LockMode::AccessExclusive, &part, Work::Scan),
@@ -853,7 +856,7 @@ impl Session {
     }
 
     /// VACUUM FULL and CLUSTER rewrite each table they name under ACCESS EXCLUSIVE.
-    fn rewrite_all(&self, stmt: &Statement, hits: &mut Vec<Hit>) {
+    fn rewrite_all(&mut self, stmt: &Statement, hits: &mut Vec<Hit>) {
         let (rule, rels): (&'static str, Vec<*mut pg_sys::RangeVar>) = unsafe {
             if (*stmt.node).type_ == pg_sys::NodeTag::T_ClusterStmt {
                 let c = stmt.node.cast::<pg_sys::ClusterStmt>();
@@ -909,7 +912,7 @@ impl Session {
         }
     }
 
-    fn reindex(&self, stmt: &Statement) -> Hit {
+    fn reindex(&mut self, stmt: &Statement) -> Hit {
         let r = stmt.node.cast::<pg_sys::ReindexStmt>();
         let (kind, rv, params) = unsafe { ((*r).kind, (*r).relation, (*r).params) };
         let concurrent = has_option(params, "concurrently");
@@ -957,7 +960,7 @@ impl Session {
         h
     }
 
-    fn lock(&self, stmt: &Statement, hits: &mut Vec<Hit>, exclusive: &mut Vec<Target>) {
+    fn lock(&mut self, stmt: &Statement, hits: &mut Vec<Hit>, exclusive: &mut Vec<Target>) {
         let l = stmt.node.cast::<pg_sys::LockStmt>();
         let (rels, mode) = unsafe { ((*l).relations, (*l).mode) };
         let mode = LockMode::ALL[(mode.clamp(1, 8) - 1) as usize];
