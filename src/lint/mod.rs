@@ -9,6 +9,7 @@
 //! the caller's search_path (it is the caller's migration). The extension's own catalog queries are
 //! pg_catalog-qualified.
 
+mod bounds;
 mod preconditions;
 mod rules;
 mod run_ddl;

@@ -1,6 +1,7 @@
 //! check_migration_preconditions: before a migration runs, counts the rows that would make its
 //! statements fail: duplicates for a new unique index or constraint, NULLs for SET NOT NULL,
-//! orphans for a new foreign key, rows violating a new CHECK.
+//! orphans for a new foreign key, rows violating a new CHECK, rows outside the bounds of a partition
+//! being attached (bounds.rs).
 //!
 //! The counts read the caller's tables AS THE CALLER (no elevation), each under a row limit and a
 //! time limit. The SQL is built from catalog names and column names out of the parse tree, every
@@ -192,6 +193,29 @@ fn violations(table: &str, oid: pg_sys::Oid, c: *mut pg_sys::Constraint) -> Resu
     })
 }
 
+/// Rows of a table being attached as a partition that its bounds would not accept.
+fn out_of_bounds(
+    parent: pg_sys::Oid,
+    cmd: *mut pg_sys::PartitionCmd,
+) -> Result<Count, (String, String)> {
+    // SAFETY: the PartitionCmd of an ATTACH PARTITION.
+    let (rv, bound) = unsafe { ((*cmd).name, (*cmd).bound) };
+    let Some(part) = relation_oid(rv).map(describe) else {
+        return Err((
+            super::written_name(rv),
+            "the partition is not in the catalog".into(),
+        ));
+    };
+    let inside = super::bounds::inside(parent, bound).map_err(|e| (part.name.clone(), e))?;
+    Ok(Count {
+        check: "partition_out_of_bounds",
+        object: format!("{} ({inside})", part.name),
+        query: format!("SELECT 1 FROM {} t WHERE ({inside}) IS NOT TRUE", part.name),
+        deferred: false,
+        what: "row(s) outside the partition's bounds",
+    })
+}
+
 /// The counts one statement needs, or a reason it cannot be counted.
 fn counts(stmt: &Statement, created: &mut Vec<String>) -> Vec<Result<Count, (String, String)>> {
     let mut out = Vec::new();
@@ -264,6 +288,9 @@ fn counts(stmt: &Statement, created: &mut Vec<String>) -> Vec<Result<Count, (Str
                                 _ => {}
                             }
                         }
+                        pg_sys::AlterTableType::AT_AttachPartition => {
+                            out.push(out_of_bounds(oid, (*cmd).def.cast()))
+                        }
                         _ => {}
                     }
                 }
@@ -328,7 +355,7 @@ fn bounded_count(query: &str, limit: i64, timeout_ms: i32) -> Result<i64, String
 /// Before a migration runs: for each statement that can fail on the data already in a table,
 /// the number of rows that would make it fail (a unique index or constraint: groups of duplicated
 /// keys; SET NOT NULL and a primary key: NULLs; a foreign key: rows without a match; a CHECK: rows
-/// violating it). Each count stops at `max_rows` and gives up after `timeout` (a WARN row), so it
+/// violating it; ATTACH PARTITION: rows outside the bounds). Each count stops at `max_rows` and gives up after `timeout` (a WARN row), so it
 /// never becomes the long query itself. The counts run as the caller, on the caller's tables;
 /// a CHECK expression is evaluated (as PostgreSQL deparses it), so its functions run as the
 /// caller. Callable by runbook_reader.

@@ -77,7 +77,11 @@ impl Session {
             };
         }
         match relation_oid(rv) {
-            Some(oid) => self.described.entry(oid).or_insert_with(|| describe(oid)).clone(),
+            Some(oid) => self
+                .described
+                .entry(oid)
+                .or_insert_with(|| describe(oid))
+                .clone(),
             None => Target {
                 oid: None,
                 name: written_name(rv),

@@ -118,6 +118,10 @@ SELECT regress.error_of($$SELECT * FROM lint_migration(NULL)$$);
 INSERT INTO "App".customers VALUES (1001, 'c1'), (1002, NULL);
 UPDATE "App"."Orders" SET "userId" = NULL WHERE id <= 3;
 UPDATE "App"."Orders" SET "userId" = 5000 WHERE id BETWEEN 4 AND 5;
+INSERT INTO "App".events_2026_03 VALUES (0, '2026-04-02'), (-1, '2026-02-28 23:59:59');
+CREATE TABLE "App".regions (code text, n int) PARTITION BY LIST (code);
+CREATE TABLE "App"."Regions EU" (code text, n int);
+INSERT INTO "App"."Regions EU" VALUES ('de', 1), ('fr', 2), ('us', 3), (NULL, 4);
 SELECT * FROM check_migration_preconditions($$
   CREATE UNIQUE INDEX CONCURRENTLY customers_email_key ON "App".customers (email);
   ALTER TABLE "App"."Orders" ALTER COLUMN "userId" SET NOT NULL;
@@ -126,6 +130,10 @@ SELECT * FROM check_migration_preconditions($$
   ALTER TABLE "App"."Orders" ADD CONSTRAINT ref_set CHECK (ref IS NOT NULL);
   ALTER TABLE "App".customers ADD PRIMARY KEY (email);
   ALTER TABLE "App".customers ADD CONSTRAINT nope CHECK (no_such_column > 0);
+  ALTER TABLE "App".events ATTACH PARTITION "App".events_2026_03 FOR VALUES FROM ('2026-03-01') TO ('2026-04-01');
+  ALTER TABLE "App".regions ATTACH PARTITION "App"."Regions EU" FOR VALUES IN ('de', 'fr');
+  ALTER TABLE "App".regions ATTACH PARTITION "App"."Regions EU" FOR VALUES IN ('de', 'fr', 'us', NULL);
+  ALTER TABLE "App".events ATTACH PARTITION "App".events_2026_03 DEFAULT;
   CREATE TABLE "App".later (id int);
   CREATE UNIQUE INDEX ON "App".later (id)$$, max_rows => 50);
 SELECT regress.error_of($$SELECT * FROM check_migration_preconditions('SELEC 1')$$);
