@@ -287,6 +287,7 @@ fn lint(sql: Option<&str>) -> Vec<LintRow> {
 /// `pg_runbook.lint_warn_rows`, FAIL from `pg_runbook.lint_fail_rows`. Nothing is executed; a
 /// statement the parser refuses is one `syntax_error` row with PostgreSQL's message. Table names
 /// resolve through the caller's search_path. Callable by runbook_reader.
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile)]
 fn lint_migration(
     sql: Option<&str>,
@@ -312,6 +313,7 @@ fn lint_migration(
 
 /// lint_migration(), raising P0004 naming every FAIL: a migration file run with
 /// `psql -v ON_ERROR_STOP=1` stops before its first statement. Callable by runbook_reader.
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile)]
 fn assert_migration_lint(
     sql: Option<&str>,

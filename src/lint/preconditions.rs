@@ -359,6 +359,7 @@ fn bounded_count(query: &str, limit: i64, timeout_ms: i32) -> Result<i64, String
 /// never becomes the long query itself. The counts run as the caller, on the caller's tables;
 /// a CHECK expression is evaluated (as PostgreSQL deparses it), so its functions run as the
 /// caller. Callable by runbook_reader.
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile)]
 fn check_migration_preconditions(
     sql: Option<&str>,
