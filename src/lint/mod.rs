@@ -83,6 +83,8 @@ pub struct Target {
     /// Schema-qualified and quoted as needed, as the catalog spells it; as written when the table
     /// is not in the catalog.
     pub name: String,
+    /// The table's own name, unquoted (constraint names are made from it).
+    pub relname: String,
     pub state: TableState,
     pub partitioned: bool,
 }
@@ -137,12 +139,13 @@ pub fn relation_oid(rv: *const pg_sys::RangeVar) -> Option<pg_sys::Oid> {
 /// estimated rows (a partitioned table: the sums over its leaf partitions; rows unknown when a
 /// non-empty leaf was never analyzed).
 pub fn describe(oid: pg_sys::Oid) -> Target {
-    let (name, partitioned, bytes, rows) = catalog::select_one(
+    let (name, relname, partitioned, bytes, rows) = catalog::select_one(
         "WITH leaves AS ( \
            SELECT l.oid, l.reltuples FROM pg_catalog.pg_class l \
            WHERE (l.oid OPERATOR(pg_catalog.=) $1 AND l.relkind OPERATOR(pg_catalog.<>) 'p') \
               OR l.oid OPERATOR(pg_catalog.=) ANY (SELECT t.relid FROM pg_catalog.pg_partition_tree($1) t WHERE t.isleaf)) \
-         SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), c.relkind OPERATOR(pg_catalog.=) 'p', \
+         SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), c.relname::pg_catalog.text, \
+                c.relkind OPERATOR(pg_catalog.=) 'p', \
                 COALESCE((SELECT pg_catalog.sum(pg_catalog.pg_table_size(l.oid))::bigint FROM leaves l), 0), \
                 (SELECT CASE WHEN pg_catalog.bool_or(l.reltuples OPERATOR(pg_catalog.<) 0 \
                                   AND pg_catalog.pg_table_size(l.oid) OPERATOR(pg_catalog.>) 0) THEN NULL \
@@ -153,15 +156,17 @@ pub fn describe(oid: pg_sys::Oid) -> Target {
         |r| {
             (
                 col::<String>(r, 1).unwrap_or_default(),
-                col::<bool>(r, 2).unwrap_or(false),
-                col::<i64>(r, 3).unwrap_or(0),
-                col::<i64>(r, 4),
+                col::<String>(r, 2).unwrap_or_default(),
+                col::<bool>(r, 3).unwrap_or(false),
+                col::<i64>(r, 4).unwrap_or(0),
+                col::<i64>(r, 5),
             )
         },
     );
     Target {
         oid: Some(oid),
         name,
+        relname,
         state: TableState::Existing { bytes, rows },
         partitioned,
     }

@@ -74,6 +74,7 @@ impl Session {
             return Target {
                 oid: None,
                 name: written_name(rv),
+                relname: rel,
                 state: TableState::New,
                 partitioned: false,
             };
@@ -87,6 +88,7 @@ impl Session {
             None => Target {
                 oid: None,
                 name: written_name(rv),
+                relname: rel,
                 state: TableState::Missing,
                 partitioned: false,
             },

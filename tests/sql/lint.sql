@@ -95,6 +95,9 @@ RESET pg_runbook.lint_fail_rows;
 SET search_path = "App", public;
 SELECT statement, rule, status, lock_on FROM lint_migration('SET lock_timeout = 0; ALTER TABLE "Orders" ADD COLUMN x int');
 RESET search_path;
+-- An unnamed constraint's safe form uses the name PostgreSQL will give it.
+SELECT safe_form FROM lint_migration('ALTER TABLE "App"."Orders" ADD FOREIGN KEY ("userId") REFERENCES "App".customers')
+WHERE rule = 'foreign_key_not_valid';
 -- A table neither in the catalog nor created earlier; a table the migration creates.
 SELECT statement, rule, status, lock_on, detail FROM lint_migration($$
   CREATE INDEX ON no_such_table (id);

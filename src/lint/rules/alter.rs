@@ -290,7 +290,7 @@ impl Session {
             "SET NOT NULL reads the whole table under ACCESS EXCLUSIVE",
         );
         if is_existing(t) {
-            let table = t.name.rsplit('.').next().unwrap_or("").trim_matches('"');
+            let table = &t.relname;
             let con = quote_ident(&format!("{table}_{column}_not_null"));
             let c = quote_ident(column);
             h.safe_form = Some(format!(
@@ -332,13 +332,7 @@ impl Session {
                         Vec::new()
                     }
                 };
-                let table = t
-                    .name
-                    .rsplit('.')
-                    .next()
-                    .unwrap_or("")
-                    .trim_matches('"')
-                    .to_string();
+                let table = t.relname.clone();
                 let name = if name.is_empty() {
                     lc::default_constraint_name(&table, &columns, suffix)
                 } else {
@@ -397,13 +391,7 @@ impl Session {
                     && !t.partitioned
                     && !columns.is_empty()
                 {
-                    let table = t
-                        .name
-                        .rsplit('.')
-                        .next()
-                        .unwrap_or("")
-                        .trim_matches('"')
-                        .to_string();
+                    let table = t.relname.clone();
                     let suffix = if kind == CONSTR_PRIMARY {
                         "pkey"
                     } else {
@@ -423,7 +411,6 @@ impl Session {
                     } else {
                         "UNIQUE"
                     };
-                    let schema = t.name.rsplit_once('.').map(|(s, _)| s).unwrap_or("");
                     let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
                     h.safe_form = Some(format!(
                         "CREATE UNIQUE INDEX CONCURRENTLY {name_q} ON {table_q} ({cols}); ALTER TABLE {table_q} ADD CONSTRAINT {name_q} {word} USING INDEX {name_q};",
@@ -431,7 +418,6 @@ impl Session {
                         table_q = t.name,
                         cols = cols.join(", ")
                     ));
-                    let _ = schema;
                 }
                 hits.push(h);
                 lock
