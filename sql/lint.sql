@@ -84,9 +84,9 @@ $run_ddl$;
 
 COMMENT ON PROCEDURE @extschema@.run_ddl(text, interval, integer, interval) IS
   'Runs one DDL statement as the caller under a short lock_timeout, retrying with backoff (commits between attempts, so CALL it outside a transaction block); logs each attempt to ddl_attempt_log; raises 55P03 naming the blockers after the last try. Callable by runbook_operator.';
-COMMENT ON FUNCTION @extschema@.lint_migration(text) IS
-  'Judges each statement of a migration (not executed): lock and on what, rewrite or scan, table size and estimated rows, lock-hold estimate, safe form; PASS/WARN/FAIL by pg_runbook.lint_warn_rows / lint_fail_rows. Callable by runbook_reader.';
-COMMENT ON FUNCTION @extschema@.assert_migration_lint(text) IS
+COMMENT ON FUNCTION @extschema@.lint_migration(text, bigint, bigint) IS
+  'Judges each statement of a migration (not executed): lock and on what, rewrite or scan, table size and estimated rows, lock-hold estimate, safe form; PASS/WARN/FAIL from warn_rows / fail_rows estimated rows (defaults: pg_runbook.lint_warn_rows / lint_fail_rows). Callable by runbook_reader.';
+COMMENT ON FUNCTION @extschema@.assert_migration_lint(text, bigint, bigint) IS
   'lint_migration(), raising P0004 naming every FAIL. Callable by runbook_reader.';
 COMMENT ON FUNCTION @extschema@.check_migration_preconditions(text, bigint, interval) IS
   'Counts, as the caller, the rows that would make a migration''s statements fail (duplicates, NULLs, orphans, CHECK violations), each count bounded by max_rows and timeout. Callable by runbook_reader.';

@@ -36,7 +36,9 @@ GRANT runbook_operator TO runbook_admin;
 -- ==== migration lint (issue 19) ====
 -- The functions (as pgrx generates them for a fresh install), then sql/lint.sql, then the grants.
 CREATE FUNCTION @extschema@.lint_migration(
-	"sql" TEXT /* Option < & str > */
+	"sql" TEXT, /* Option < & str > */
+	"warn_rows" bigint DEFAULT NULL, /* Option < i64 > */
+	"fail_rows" bigint DEFAULT NULL /* Option < i64 > */
 ) RETURNS TABLE (
 	"statement" INT,  /* Option < i32 > */
 	"first_line" TEXT,  /* Option < String > */
@@ -56,7 +58,9 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'lint_migration_wrapper';
 
 CREATE FUNCTION @extschema@.assert_migration_lint(
-	"sql" TEXT /* Option < & str > */
+	"sql" TEXT, /* Option < & str > */
+	"warn_rows" bigint DEFAULT NULL, /* Option < i64 > */
+	"fail_rows" bigint DEFAULT NULL /* Option < i64 > */
 ) RETURNS TABLE (
 	"statement" INT,  /* Option < i32 > */
 	"first_line" TEXT,  /* Option < String > */
@@ -207,9 +211,9 @@ $run_ddl$;
 
 COMMENT ON PROCEDURE @extschema@.run_ddl(text, interval, integer, interval) IS
   'Runs one DDL statement as the caller under a short lock_timeout, retrying with backoff (commits between attempts, so CALL it outside a transaction block); logs each attempt to ddl_attempt_log; raises 55P03 naming the blockers after the last try. Callable by runbook_operator.';
-COMMENT ON FUNCTION @extschema@.lint_migration(text) IS
-  'Judges each statement of a migration (not executed): lock and on what, rewrite or scan, table size and estimated rows, lock-hold estimate, safe form; PASS/WARN/FAIL by pg_runbook.lint_warn_rows / lint_fail_rows. Callable by runbook_reader.';
-COMMENT ON FUNCTION @extschema@.assert_migration_lint(text) IS
+COMMENT ON FUNCTION @extschema@.lint_migration(text, bigint, bigint) IS
+  'Judges each statement of a migration (not executed): lock and on what, rewrite or scan, table size and estimated rows, lock-hold estimate, safe form; PASS/WARN/FAIL from warn_rows / fail_rows estimated rows (defaults: pg_runbook.lint_warn_rows / lint_fail_rows). Callable by runbook_reader.';
+COMMENT ON FUNCTION @extschema@.assert_migration_lint(text, bigint, bigint) IS
   'lint_migration(), raising P0004 naming every FAIL. Callable by runbook_reader.';
 COMMENT ON FUNCTION @extschema@.check_migration_preconditions(text, bigint, interval) IS
   'Counts, as the caller, the rows that would make a migration''s statements fail (duplicates, NULLs, orphans, CHECK violations), each count bounded by max_rows and timeout. Callable by runbook_reader.';
@@ -220,13 +224,13 @@ COMMENT ON FUNCTION @extschema@.run_ddl_blockers(text) IS
 COMMENT ON FUNCTION @extschema@.run_ddl_log_attempt(text, integer, text, double precision, integer[], text, text) IS
   'Writes one run_ddl attempt to ddl_attempt_log (as the extension owner) and prunes rows older than pg_runbook.ddl_log_retention. Callable by runbook_operator.';
 
-REVOKE EXECUTE ON FUNCTION @extschema@.lint_migration(text), @extschema@.assert_migration_lint(text),
+REVOKE EXECUTE ON FUNCTION @extschema@.lint_migration(text, bigint, bigint), @extschema@.assert_migration_lint(text, bigint, bigint),
     @extschema@.check_migration_preconditions(text, bigint, interval),
     @extschema@.run_ddl_statement_check(text, interval, integer, interval), @extschema@.run_ddl_blockers(text),
     @extschema@.run_ddl_log_attempt(text, integer, text, double precision, integer[], text, text) FROM PUBLIC;
 REVOKE EXECUTE ON PROCEDURE @extschema@.run_ddl(text, interval, integer, interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.lint_migration(text) TO runbook_reader;
-GRANT EXECUTE ON FUNCTION @extschema@.assert_migration_lint(text) TO runbook_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.lint_migration(text, bigint, bigint) TO runbook_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.assert_migration_lint(text, bigint, bigint) TO runbook_reader;
 GRANT EXECUTE ON FUNCTION @extschema@.check_migration_preconditions(text, bigint, interval) TO runbook_reader;
 GRANT EXECUTE ON PROCEDURE @extschema@.run_ddl(text, interval, integer, interval) TO runbook_operator;
 GRANT EXECUTE ON FUNCTION @extschema@.run_ddl_statement_check(text, interval, integer, interval) TO runbook_operator;

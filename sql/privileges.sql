@@ -35,8 +35,8 @@ $revoke$;
 
 
 -- ==== migration lint (issue 19) ====
-GRANT EXECUTE ON FUNCTION @extschema@.lint_migration(text) TO runbook_reader;
-GRANT EXECUTE ON FUNCTION @extschema@.assert_migration_lint(text) TO runbook_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.lint_migration(text, bigint, bigint) TO runbook_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.assert_migration_lint(text, bigint, bigint) TO runbook_reader;
 GRANT EXECUTE ON FUNCTION @extschema@.check_migration_preconditions(text, bigint, interval) TO runbook_reader;
 GRANT EXECUTE ON PROCEDURE @extschema@.run_ddl(text, interval, integer, interval) TO runbook_operator;
 GRANT EXECUTE ON FUNCTION @extschema@.run_ddl_statement_check(text, interval, integer, interval) TO runbook_operator;

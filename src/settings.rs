@@ -320,7 +320,9 @@ pub fn init() {
         &DDL_LOG_RETENTION_S,
         0,
         i32::MAX,
-        GucContext::Userset,
+        // Suset: run_ddl prunes as the extension's owner, so a caller who could shorten the
+        // retention could erase other roles' attempts.
+        GucContext::Suset,
         GucFlags::UNIT_S,
     );
 

@@ -221,10 +221,16 @@ type LintRow = (
     String,
 );
 
-fn limits() -> lc::Limits {
+/// The thresholds: the arguments when given, else the settings.
+fn limits(warn_rows: Option<i64>, fail_rows: Option<i64>) -> lc::Limits {
+    let arg = |name: &str, v: Option<i64>, setting: i32| match v {
+        Some(n) if n < 0 => error::invalid_argument(name, format!("{n} is negative")),
+        Some(n) => n,
+        None => setting as i64,
+    };
     lc::Limits {
-        warn_rows: settings::LINT_WARN_ROWS.get() as i64,
-        fail_rows: settings::LINT_FAIL_ROWS.get() as i64,
+        warn_rows: arg("warn_rows", warn_rows, settings::LINT_WARN_ROWS.get()),
+        fail_rows: arg("fail_rows", fail_rows, settings::LINT_FAIL_ROWS.get()),
         scan_mb_per_s: settings::LINT_SCAN_RATE_MB.get() as f64,
     }
 }
@@ -255,9 +261,8 @@ fn row(stmt: Option<&Statement>, hit: Hit, limits: &lc::Limits) -> LintRow {
     )
 }
 
-fn lint(sql: Option<&str>) -> Vec<LintRow> {
+fn lint(sql: Option<&str>, limits: lc::Limits) -> Vec<LintRow> {
     let sql = error::required("sql", sql);
-    let limits = limits();
     catalog::with_catalog_settings(|| match parse(sql, "sql") {
         Err(message) => vec![row(
             None,
@@ -288,14 +293,16 @@ fn lint(sql: Option<&str>) -> Vec<LintRow> {
 /// Judges each statement of a migration (the text of a migration file) before it runs: the lock
 /// it takes and on what, whether it rewrites or scans the table, the table's size and estimated
 /// rows from the catalog, how long the lock is held (estimated from `pg_runbook.lint_scan_rate`),
-/// and the safe form to use instead. PASS on a new or empty table, WARN from
-/// `pg_runbook.lint_warn_rows`, FAIL from `pg_runbook.lint_fail_rows`. Nothing is executed; a
+/// and the safe form to use instead. PASS on a new or empty table, WARN from `warn_rows`
+/// (default `pg_runbook.lint_warn_rows`), FAIL from `fail_rows` (`pg_runbook.lint_fail_rows`). Nothing is executed; a
 /// statement the parser refuses is one `syntax_error` row with PostgreSQL's message. Table names
 /// resolve through the caller's search_path. Callable by runbook_reader.
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile)]
 fn lint_migration(
     sql: Option<&str>,
+    warn_rows: default!(Option<i64>, "NULL"),
+    fail_rows: default!(Option<i64>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -313,7 +320,7 @@ fn lint_migration(
         name!(detail, String),
     ),
 > {
-    TableIterator::new(lint(sql))
+    TableIterator::new(lint(sql, limits(warn_rows, fail_rows)))
 }
 
 /// lint_migration(), raising P0004 naming every FAIL: a migration file run with
@@ -322,6 +329,8 @@ fn lint_migration(
 #[pg_extern(volatile)]
 fn assert_migration_lint(
     sql: Option<&str>,
+    warn_rows: default!(Option<i64>, "NULL"),
+    fail_rows: default!(Option<i64>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -339,7 +348,7 @@ fn assert_migration_lint(
         name!(detail, String),
     ),
 > {
-    let rows = lint(sql);
+    let rows = lint(sql, limits(warn_rows, fail_rows));
     let failing: Vec<&LintRow> = rows.iter().filter(|r| r.3 == "FAIL").collect();
     if !failing.is_empty() {
         let at = |r: &LintRow| {

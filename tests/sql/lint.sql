@@ -90,6 +90,9 @@ SELECT * FROM lint_migration('CREATE INDEX ON "App"."Orders" (ref)');
 SET pg_runbook.lint_fail_rows = 2000000;
 SELECT status, detail FROM lint_migration('CREATE INDEX ON "App"."Orders" (ref)');
 RESET pg_runbook.lint_fail_rows;
+-- The same thresholds as arguments, for one call; a negative one is refused.
+SELECT status FROM lint_migration('CREATE INDEX ON "App"."Orders" (ref)', warn_rows => 2000000, fail_rows => 3000000);
+SELECT regress.error_of($$SELECT * FROM lint_migration('VACUUM', fail_rows => -1)$$);
 
 -- Names resolve through the caller's search_path, and print as the catalog spells them.
 SET search_path = "App", public;
