@@ -50,6 +50,11 @@ check "the refused attempt is logged as an error, under the caller's name" \
 out=$(psql -X -q -U it_deployer -d "$DB" -c "INSERT INTO ddl_attempt_log (statement, attempt, outcome) VALUES ('x', 1, 'done')" 2>&1) || true
 check_match "the log cannot be written directly by an operator" "$out" "permission denied"
 
+out=$(psql -X -q -U it_deployer -d "$DB" -c "SET pg_runbook.ddl_log_retention = '1s'" 2>&1) || true
+check_match "an operator cannot shorten the retention to erase the log" "$out" "permission denied to set parameter"
+check "an operator may lint (runbook_reader's right)" \
+  "$(psql -X -q -A -t -U it_deployer -d "$DB" -c "SELECT rule FROM lint_migration('VACUUM FULL \"Shop\".\"Orders\"')")" "vacuum_full"
+
 echo "retention: rows older than pg_runbook.ddl_log_retention are pruned by the next attempt"
 q "$DB" "UPDATE ddl_attempt_log SET attempted_at = now() - interval '2 days'" >/dev/null
 psql -X -q -d "$DB" -c "SET pg_runbook.ddl_log_retention = '1d'" -c "CALL run_ddl('ALTER TABLE \"Shop\".\"Orders\" ADD COLUMN y int')" >/dev/null
