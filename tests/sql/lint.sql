@@ -101,6 +101,16 @@ RESET search_path;
 -- An unnamed constraint's safe form uses the name PostgreSQL will give it.
 SELECT safe_form FROM lint_migration('ALTER TABLE "App"."Orders" ADD FOREIGN KEY ("userId") REFERENCES "App".customers')
 WHERE rule = 'foreign_key_not_valid';
+-- A partitioned table: its size and rows are its partitions' (30,000 rows in events_2026_01);
+-- CONCURRENTLY is not possible on it, so no safe form. An exclusion constraint has no
+-- USING INDEX form either.
+INSERT INTO "App".events_2026_01 SELECT g, '2026-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, 30000) g;
+ANALYZE "App".events_2026_01;
+SELECT rule, status, lock_on, estimated_rows, safe_form IS NULL AS no_safe_form, detail
+FROM lint_migration($$SET lock_timeout = '1s';
+  CREATE INDEX ON "App".events (at);
+  ALTER TABLE "App".customers ADD CONSTRAINT no_overlap EXCLUDE USING btree (email WITH =)$$)
+WHERE rule <> 'missing_lock_timeout';
 -- A table neither in the catalog nor created earlier; a table the migration creates.
 SELECT statement, rule, status, lock_on, detail FROM lint_migration($$
   CREATE INDEX ON no_such_table (id);

@@ -193,12 +193,12 @@ pub fn judge_size(state: &TableState, limits: &Limits) -> (Status, String) {
             };
             let bound = match status {
                 Status::Fail => {
-                    format!("at least pg_runbook.lint_fail_rows ({})", limits.fail_rows)
+                    format!("at least fail_rows ({})", limits.fail_rows)
                 }
                 Status::Warn => {
-                    format!("at least pg_runbook.lint_warn_rows ({})", limits.warn_rows)
+                    format!("at least warn_rows ({})", limits.warn_rows)
                 }
-                Status::Pass => format!("below pg_runbook.lint_warn_rows ({})", limits.warn_rows),
+                Status::Pass => format!("below warn_rows ({})", limits.warn_rows),
             };
             (status, format!("about {rows} rows, {bound}"))
         }
@@ -405,7 +405,7 @@ mod tests {
         };
         let (status, why) = judge_size(&large, &LIMITS);
         assert_eq!(status, Status::Fail);
-        assert!(why.contains("lint_fail_rows (500000)"), "{why}");
+        assert!(why.contains("at least fail_rows (500000)"), "{why}");
     }
 
     #[test]
