@@ -98,13 +98,15 @@ pub fn text_of(p: *const c_char) -> String {
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
-/// The strings of a List of String nodes (a qualified name, a column list).
+/// The strings of a List of String nodes (a qualified name, a column list). Any other node (the
+/// `*` of `t.*` is an A_Star) is left out rather than read as a String.
 pub fn string_list(list: *mut pg_sys::List) -> Vec<String> {
-    // SAFETY: callers pass lists the grammar builds of String nodes.
-    let items = unsafe { pgrx::PgList::<pg_sys::String>::from_pg(list) };
+    let items = unsafe { pgrx::PgList::<pg_sys::Node>::from_pg(list) };
     items
         .iter_ptr()
-        .map(|s| text_of(unsafe { (*s).sval }))
+        // SAFETY: each element is a node; only String nodes are read as such.
+        .filter(|n| unsafe { (**n).type_ } == pg_sys::NodeTag::T_String)
+        .map(|n| text_of(unsafe { (*n.cast::<pg_sys::String>()).sval }))
         .collect()
 }
 

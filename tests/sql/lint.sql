@@ -128,6 +128,14 @@ SELECT rule, status, detail FROM lint_migration($$
   ALTER TABLE "App"."Orders" ADD COLUMN y int DEFAULT no_such_function();
   ALTER TABLE "App"."Orders" ALTER COLUMN note TYPE no_such_type$$) WHERE rule <> 'missing_lock_timeout';
 
+-- Odd but valid trees: a whole-row NOT NULL check, a lock_timeout of 0 (wait for ever), RESET.
+SELECT statement, rule, status FROM lint_migration($$
+  ALTER TABLE "App".customers ADD CONSTRAINT whole CHECK (customers.* IS NOT NULL) NOT VALID;
+  SET lock_timeout = 0;
+  ALTER TABLE "App".customers ADD COLUMN z int;
+  SET lock_timeout = '1s';
+  RESET lock_timeout;
+  ALTER TABLE "App".customers ADD COLUMN z2 int$$) WHERE rule = 'missing_lock_timeout';
 -- A statement the parser refuses: PostgreSQL's own message.
 SELECT statement, rule, status, detail FROM lint_migration('ALTER TABLE "App"."Orders" ADD COLUMN;');
 

@@ -512,8 +512,11 @@ unsafe fn not_null_column(expr: *mut pg_sys::Node) -> Option<String> {
         {
             return None;
         }
-        let fields = string_list((*arg.cast::<pg_sys::ColumnRef>()).fields);
-        (fields.len() == 1).then(|| fields[0].clone())
+        let raw = (*arg.cast::<pg_sys::ColumnRef>()).fields;
+        let fields = string_list(raw);
+        // One plain name: `t.*` (an A_Star) or a qualified column is not this pattern.
+        let one = fields.len() == 1 && pgrx::PgList::<pg_sys::Node>::from_pg(raw).len() == 1;
+        one.then(|| fields[0].clone())
     }
 }
 
