@@ -148,8 +148,9 @@ impl Session {
             pg_sys::NodeTag::T_LockStmt => self.lock(stmt, &mut hits, &mut exclusive),
             pg_sys::NodeTag::T_AlterEnumStmt => {
                 let e = stmt.node.cast::<pg_sys::AlterEnumStmt>();
-                let value = unsafe { text_of((*e).newVal) };
-                if self.in_transaction && !value.is_empty() {
+                // RENAME VALUE sets oldVal too; only ADD VALUE makes a value unusable until COMMIT.
+                let (value, renamed) = unsafe { (text_of((*e).newVal), !(*e).oldVal.is_null()) };
+                if self.in_transaction && !value.is_empty() && !renamed {
                     self.enum_values.push(value);
                 }
             }
