@@ -357,8 +357,13 @@ impl Session {
                 let mut h = self.sized(
                     hit(rule, Status::Pass, lock, t, Work::Scan),
                     &format!(
-                        "the constraint is checked against every row under {}",
-                        lock.as_str()
+                        "the constraint is checked against every row under {}{}",
+                        lock.as_str(),
+                        if kind == CONSTR_FOREIGN {
+                            " (taken on the referenced table too)"
+                        } else {
+                            ""
+                        }
                     ),
                 );
                 if single && is_existing(t) {
