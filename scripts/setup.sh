@@ -5,7 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 
 PACKAGES=(postgresql-15 postgresql-contrib postgresql-server-dev-15 postgresql-15-cron
-          libclang-dev clang sudo python3)
+          libclang-dev clang sudo python3 sqlsmith)
 [ "${WITH_BENCH_PACKAGES:-0}" = 1 ] && PACKAGES+=(postgresql-15-tdigest postgresql-15-pgq3)
 
 missing=()
@@ -17,6 +17,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
   apt-get install -y -q "${missing[@]}" >/dev/null
+fi
+
+# pgspot (PyPI) lints the install script in `make test-security`.
+if ! python3 -c "import pgspot" 2>/dev/null; then
+  say "installing pgspot"
+  python3 -m pip install --quiet pgspot==0.9.4 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages pgspot==0.9.4
 fi
 
 # Debian's server package starts a cluster on 5432; the project's clusters never use it.

@@ -8,7 +8,9 @@ CREATE TABLE @extschema@.query_cache (
     created_at  timestamptz NOT NULL DEFAULT now(),
     expires_at  timestamptz,
     hits        bigint NOT NULL DEFAULT 0,
-    last_hit_at timestamptz
+    last_hit_at timestamptz,
+    owner_role  oid NOT NULL,
+    query_search_path text
 );
 CREATE INDEX query_cache_tags_idx ON @extschema@.query_cache USING gin (tags);
 CREATE INDEX query_cache_expires_at_idx ON @extschema@.query_cache (expires_at);
@@ -23,7 +25,9 @@ CREATE TABLE @extschema@.query_cache_stale (
     tags           text[] NOT NULL DEFAULT '{}',
     ttl            interval,
     hits           bigint NOT NULL DEFAULT 0,
-    invalidated_at timestamptz NOT NULL DEFAULT now()
+    invalidated_at timestamptz NOT NULL DEFAULT now(),
+    owner_role     oid NOT NULL,
+    query_search_path text
 );
 COMMENT ON TABLE @extschema@.query_cache_stale IS
     'pg_runbook: queries of invalidated cache entries, kept for warm_cache_top_queries()';
@@ -54,8 +58,10 @@ CREATE TABLE @extschema@.cache_invalidation_rejected (
 COMMENT ON TABLE @extschema@.cache_invalidation_rejected IS
     'pg_runbook: malformed invalidation events (neither or both of cache_key and tag), moved aside by the drain';
 
+-- SECURITY DEFINER: the writing role needs no right on the queue. The body runs no text from
+-- the caller (the tags are the trigger's arguments, fixed by whoever created the trigger).
 CREATE FUNCTION @extschema@.cache_invalidate_trigger() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO @extschema@.cache_invalidation_queue (tag, reason)
     SELECT t, lower(TG_OP) || ' on ' || quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME)
