@@ -150,7 +150,7 @@ CREATE TABLE @extschema@.alert_state (
 COMMENT ON TABLE @extschema@.alert_state IS
   'The level last announced by notify_alert_changes() for each SLO rule (OK, WARN, PAGE, CRITICAL) and rollback trigger (OK, FIRED). Rows of deleted rules are removed by the next call. Do not edit.';
 
-CREATE FUNCTION @extschema@.notify_alert_changes("window" interval DEFAULT '15 minutes') RETURNS integer
+CREATE FUNCTION @extschema@.notify_alert_changes() RETURNS integer
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -158,20 +158,16 @@ DECLARE
     r record;
     sent integer := 0;
 BEGIN
-    -- $1 is "window", a reserved word in SQL.
-    IF $1 IS NULL THEN
-        RAISE EXCEPTION 'window must not be NULL' USING ERRCODE = '22004';
-    END IF;
     -- Two concurrent calls would both see the old level and announce the change twice.
     LOCK TABLE @extschema@.alert_state IN SHARE ROW EXCLUSIVE MODE;
     FOR r IN
         WITH now_ AS (
             SELECT 'slo'::text AS kind, c.slo AS name, c.level, c.observed, c.threshold, c.detail
-            FROM @extschema@.check_slo_compliance($1) c
+            FROM @extschema@.check_slo_compliance() c
             UNION ALL
             SELECT 'rollback', b."trigger", CASE WHEN b.fired THEN 'FIRED' ELSE 'OK' END,
                    b.observed, b.threshold, b.detail
-            FROM @extschema@.should_rollback($1) b
+            FROM @extschema@.should_rollback() b
         )
         SELECT n.*, COALESCE(s.level, 'OK') AS previous
         FROM now_ n
@@ -198,5 +194,5 @@ BEGIN
     RETURN sent;
 END
 $fn$;
-COMMENT ON FUNCTION @extschema@.notify_alert_changes(interval) IS
-  'Compares each SLO rule''s level (check_slo_compliance) and each rollback trigger''s state (should_rollback, OK/FIRED) over the window with the last one announced (alert_state) and sends NOTIFY pg_runbook_alerts with a JSON payload {database, kind, name, level, previous, observed, threshold, detail, at} once per change; returns how many it sent. A rule never announced counts as OK. The background worker calls it after each rollup. Callable by runbook_operator.';
+COMMENT ON FUNCTION @extschema@.notify_alert_changes() IS
+  'Compares each SLO rule''s level (check_slo_compliance) and each rollback trigger''s state (should_rollback, OK/FIRED) over their default 15-minute window with the last one announced (alert_state) and sends NOTIFY pg_runbook_alerts with a JSON payload {database, kind, name, level, previous, observed, threshold, detail, at} once per change; returns how many it sent. A rule never announced counts as OK. The background worker calls it after each rollup. Callable by runbook_operator.';

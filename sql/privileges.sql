@@ -48,7 +48,7 @@ $revoke$;
 -- The monitoring objects (sql/monitoring.sql).
 GRANT EXECUTE ON FUNCTION @extschema@.prometheus_alert_rules() TO runbook_reader;
 GRANT SELECT ON @extschema@.performance_analytics_live TO runbook_reader;
-GRANT EXECUTE ON FUNCTION @extschema@.notify_alert_changes(interval) TO runbook_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.notify_alert_changes() TO runbook_operator;
 GRANT SELECT ON @extschema@.alert_state TO runbook_reader;
 -- What monitoring/queries.yaml and the Grafana dashboards read, so that an exporter login role
 -- that is a member of runbook_reader can scrape (the security section grants these to readers
@@ -62,6 +62,7 @@ GRANT EXECUTE ON ROUTINE @extschema@.cache_stats(), @extschema@.worker_status(),
   TO runbook_reader;
 GRANT SELECT ON @extschema@.performance_analytics_5min, @extschema@.api_metrics_5m,
     @extschema@.slo_definitions, @extschema@.rollback_triggers, @extschema@.metrics_rollup_state,
-    @extschema@.mv_refresh_log, @extschema@.query_cache, @extschema@.cache_invalidation_queue
+    @extschema@.mv_refresh_log, @extschema@.metrics_rollup_log, @extschema@.query_cache,
+    @extschema@.cache_invalidation_queue
   TO runbook_reader;
 -- ==== end monitoring ====
