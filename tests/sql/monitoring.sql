@@ -1,5 +1,5 @@
 -- Monitoring: the Prometheus rules built from the SLO tables, the live view of the rollups with the
--- current bucket, and notify_alert_changes(). Everything in one transaction, rolled back.
+-- current bucket, and notify_alert_changes(). Each part in a transaction that is rolled back.
 \set VERBOSITY terse
 BEGIN;
 
@@ -26,7 +26,12 @@ SELECT bucket = :'t0' AS is_t0, bucket = date_bin('5 minutes', now(), '2000-01-0
        requests, errors, err_rate, max_ms, cache_hit_rate_percent, rolled_up
 FROM performance_analytics_live WHERE endpoint = '/regress/monitoring' ORDER BY bucket;
 
+ROLLBACK;
+
 -- ---- notify_alert_changes() ----------------------------------------------------------------------
+-- (A new transaction: rollup_metrics() does not fold rows a transaction inserted after an earlier
+-- call of its own.)
+BEGIN;
 -- Two complete buckets with 20% errors: error_rate_page, error_rate_critical and the rollback
 -- trigger error_rate change; a second call finds nothing new.
 SELECT record_requests(jsonb_agg(jsonb_build_object('endpoint', '/regress/notify', 'duration_ms', 20,
