@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every PostgreSQL panel of the four Grafana dashboards (monitoring/grafana/*.json) runs, with
-# Grafana's macros expanded for the last 6 hours, as runbook_reader against a database with real
+# Grafana's macros expanded for the last 6 hours, as a runbook_reader member against a database with real
 # traffic, rollups, refreshes (one failing) and cache entries, and returns rows: no panel ships
 # broken. performance_analytics_live shows the current, not yet rolled-up bucket from raw rows.
 . "$(dirname "$0")/lib.sh"
@@ -42,13 +42,20 @@ check "a refresh failed for real (division by zero)" \
 q "$DB" "SELECT cache_put('user:' || g, '{\"a\":1}', '1 hour', '{users}') FROM generate_series(1, 3) g;
          SELECT cache_get('user:1'); SELECT notify_alert_changes();" >/dev/null
 
-to=$(date -u +%Y-%m-%dT%H:%M:%SZ); from=$(date -u -d '-6 hours' +%Y-%m-%dT%H:%M:%SZ)
+# The data source role docs/monitoring.md describes: runbook_reader, and pg_monitor so that the
+# preflight and health panels can see every session and setting.
+q "$DB" "DO \$\$ BEGIN
+           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'runbook_grafana') THEN CREATE ROLE runbook_grafana LOGIN; END IF;
+         END \$\$;
+         GRANT runbook_reader, pg_monitor TO runbook_grafana;" >/dev/null
+# Grafana's "now" is when the panel runs; a minute ahead keeps rows of this very second in range.
+to=$(date -u -d '+1 minute' +%Y-%m-%dT%H:%M:%SZ); from=$(date -u -d '-6 hours' +%Y-%m-%dT%H:%M:%SZ)
 panels=0
 while IFS= read -r line; do
   panels=$((panels + 1))
   title=$(python3 -c 'import json,sys; q=json.loads(sys.argv[1]); print(q["dashboard"] + ": " + q["panel"])' "$line")
   sql=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["sql"])' "$line")
-  if out=$(psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$DB" -c "SET ROLE runbook_reader" -c "$sql" 2>&1); then
+  if out=$(psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$DB" -c "SET ROLE runbook_grafana" -c "$sql" 2>&1); then
     check "panel returns rows: $title" "$([ -n "$out" ] && echo rows || echo empty)" "rows"
   else
     check "panel SQL runs: $title" "$out" "(no error)"

@@ -18,8 +18,9 @@ q "$DB" "DO \$\$ BEGIN
            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'runbook_exporter') THEN CREATE ROLE runbook_exporter LOGIN; END IF;
          END \$\$;
          GRANT runbook_reader, pg_monitor TO runbook_exporter;
-         CREATE MATERIALIZED VIEW public.daily_totals AS SELECT 1 AS one;
-         SELECT count(*) FROM refresh_materialized_views();" >/dev/null
+         CREATE MATERIALIZED VIEW public.daily_totals AS SELECT 1 AS one;" >/dev/null
+# (Committed first: the refresh runs in a background worker.)
+q "$DB" "SELECT count(*) FROM refresh_materialized_views()" >/dev/null
 # One complete bucket (the previous one) with 20% errors: over error_rate_critical (5%, 1 bucket),
 # but error_rate_page needs 2 consecutive buckets.
 q "$DB" "SELECT record_requests(jsonb_agg(jsonb_build_object(
