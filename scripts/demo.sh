@@ -34,7 +34,7 @@ $(say "Prometheus and Grafana (docs/monitoring.md)")
                     prometheus-postgres-exporter --extend.query-path=$REPO/monitoring/queries.yaml --web.listen-address=127.0.0.1:9187
   alert rules:    psql -At -h $PGHOST -p $PGPORT -U postgres $DB -c 'SELECT prometheus_alert_rules()' > pg_runbook_rules.yml
   prometheus.yml: rule_files: [pg_runbook_rules.yml]; scrape_configs: [{job_name: pg_runbook, static_configs: [{targets: ['127.0.0.1:9187']}]}]
-  Grafana:        PostgreSQL data source host 127.0.0.1:$PGPORT, database $DB (a runbook_reader member),
+  Grafana:        PostgreSQL data source host 127.0.0.1:$PGPORT, database $DB, user runbook_exporter (runbook_reader, pg_monitor),
                   a Prometheus data source, then import $REPO/monitoring/grafana/*.json
   alerts by NOTIFY: psql -h $PGHOST -p $PGPORT -U postgres $DB -c 'LISTEN pg_runbook_alerts' -c 'SELECT pg_sleep(300)'
 EOT

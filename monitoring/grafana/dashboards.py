@@ -24,9 +24,10 @@ PG = {"type": "grafana-postgresql-datasource", "uid": "${DS_POSTGRES}"}
 PROM = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 
 
-def sql_panel(title, sql, kind="timeseries", fmt=None):
-    return {"title": title, "kind": kind, "sql": " ".join(sql.split()),
-            "format": fmt or ("time_series" if kind == "timeseries" else "table")}
+def sql_panel(title, *sqls, kind="timeseries"):
+    """A panel of one or more PostgreSQL queries (targets A, B, ...) drawn together."""
+    return {"title": title, "kind": kind, "sql": [" ".join(q.split()) for q in sqls],
+            "format": "time_series" if kind == "timeseries" else "table"}
 
 
 def prom_panel(title, *exprs, kind="timeseries"):
@@ -62,8 +63,7 @@ DASHBOARDS = {
     "database-metrics": ("pg_runbook: database metrics", [
         sql_panel("Latency percentiles per 5-minute bucket (ms), SLO thresholds drawn",
                   "SELECT $__time(bucket), p50_ms, p95_ms, p99_ms FROM performance_analytics_live "
-                  "WHERE endpoint IS NULL AND $__timeFilter(bucket) ORDER BY 1"),
-        sql_panel("P95/P99 SLO thresholds (ms)",
+                  "WHERE endpoint IS NULL AND $__timeFilter(bucket) ORDER BY 1",
                   thresholds(("p95_ms", "p99_ms"))),
         sql_panel("Requests and errors per bucket",
                   "SELECT $__time(bucket), requests, errors FROM performance_analytics_live "
@@ -83,8 +83,7 @@ DASHBOARDS = {
         sql_panel("Cache hit rate per bucket (%), rollback threshold drawn",
                   "SELECT $__timeGroupAlias(bucket, '5m'), avg(cache_hit_rate_percent) AS hit_rate_percent "
                   "FROM performance_analytics_live WHERE endpoint IS NULL AND $__timeFilter(bucket) "
-                  "GROUP BY 1 ORDER BY 1"),
-        sql_panel("Cache hit rate rollback threshold (%)",
+                  "GROUP BY 1 ORDER BY 1",
                   thresholds(("cache_hit_rate_percent",), ("rollback_triggers",))),
         sql_panel("Query cache now", "SELECT entries, expired_entries, hits, misses, hit_rate_pct, queue_depth "
                   "FROM cache_stats()", kind="stat"),
@@ -96,8 +95,8 @@ DASHBOARDS = {
     "error-tracking": ("pg_runbook: error tracking", [
         sql_panel("Error rate per bucket (%), SLO and rollback thresholds drawn",
                   "SELECT $__time(bucket), err_rate * 100 AS error_rate_percent FROM performance_analytics_live "
-                  "WHERE endpoint IS NULL AND $__timeFilter(bucket) ORDER BY 1"),
-        sql_panel("Error-rate thresholds (%)", thresholds(("err_rate",), ("slo_definitions", "rollback_triggers"), " * 100")),
+                  "WHERE endpoint IS NULL AND $__timeFilter(bucket) ORDER BY 1",
+                  thresholds(("err_rate",), ("slo_definitions", "rollback_triggers"), " * 100")),
         sql_panel("Errors by endpoint", "SELECT endpoint, sum(requests) AS requests, sum(errors) AS errors, "
                   "round((100 * sum(errors)::float8 / NULLIF(sum(requests), 0))::numeric, 2) AS error_rate_percent "
                   "FROM performance_analytics_live WHERE endpoint IS NOT NULL AND $__timeFilter(bucket) "
@@ -123,8 +122,9 @@ def grafana_json(uid, title, panels):
                  "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)}}
         if "sql" in p:
             panel["datasource"] = PG
-            panel["targets"] = [{"refId": "A", "datasource": PG, "editorMode": "code", "rawQuery": True,
-                                 "format": p["format"], "rawSql": p["sql"]}]
+            panel["targets"] = [{"refId": chr(65 + j), "datasource": PG, "editorMode": "code",
+                                 "rawQuery": True, "format": p["format"], "rawSql": q}
+                                for j, q in enumerate(p["sql"])]
         else:
             panel["datasource"] = PROM
             panel["targets"] = [{"refId": chr(65 + j), "datasource": PROM, "expr": e}
@@ -179,12 +179,30 @@ def panel_queries(t_from, t_to):
         for panel in board["panels"]:
             for target in panel["targets"]:
                 if "rawSql" in target:
-                    yield {"dashboard": uid, "panel": panel["title"], "format": target["format"],
-                           "sql": expand(target["rawSql"], t_from, t_to)}
+                    yield {"dashboard": uid, "panel": panel["title"], "ref": target["refId"],
+                           "format": target["format"], "sql": expand(target["rawSql"], t_from, t_to)}
 
 
 def parse_time(text):
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def series_of(psql, sql):
+    """Runs a time-series query through psql; {series name: [(time, value)]}, long or wide form."""
+    rows = subprocess.run(psql + ["-X", "-A", "-F", "\t", "-c", sql], check=True,
+                          capture_output=True, text=True).stdout.splitlines()
+    header, data = rows[0].split("\t"), [r.split("\t") for r in rows[1:-1]]
+    series = {}
+    for r in data:
+        t = datetime.fromtimestamp(float(r[0]), timezone.utc) if re.fullmatch(r"[0-9.]+", r[0]) \
+            else parse_time(r[0])
+        if "metric" in header:  # long form: time, value, metric
+            series.setdefault(r[header.index("metric")], []).append(
+                (t, float(r[header.index("value")] or "nan")))
+        else:
+            for i, name in enumerate(header[1:], 1):
+                series.setdefault(name, []).append((t, float(r[i] or "nan")))
+    return series
 
 
 def render(outdir, psql):
@@ -197,27 +215,16 @@ def render(outdir, psql):
     panels = {}
     for q in panel_queries(start, now):
         if q["format"] == "time_series":
-            panels.setdefault(q["dashboard"], []).append(q)
-    for uid, qs in panels.items():
-        fig, axes = plt.subplots(len(qs), 1, figsize=(10, 3 * len(qs)), squeeze=False)
-        for ax, q in zip(axes[:, 0], qs):
-            rows = subprocess.run(psql + ["-X", "-A", "-F", "\t", "-c", q["sql"]], check=True,
-                                  capture_output=True, text=True).stdout.splitlines()
-            header, data = rows[0].split("\t"), [r.split("\t") for r in rows[1:-1]]
-            series = {}
-            if "metric" in header:  # long form: time, value, metric
-                for r in data:
-                    series.setdefault(r[header.index("metric")], []).append(
-                        (parse_time(r[0]), float(r[header.index("value")] or "nan")))
-            else:
-                for r in data:
-                    t = parse_time(r[0]) if not r[0].replace(".", "").isdigit() else \
-                        datetime.fromtimestamp(float(r[0]), timezone.utc)
-                    for i, name in enumerate(header[1:], 1):
-                        series.setdefault(name, []).append((t, float(r[i] or "nan")))
-            for name, points in series.items():
-                ax.plot([p[0] for p in points], [p[1] for p in points], label=name, marker=".")
-            ax.set_title(q["panel"], fontsize=9)
+            panels.setdefault(q["dashboard"], {}).setdefault(q["panel"], []).append(q)
+    for uid, by_title in panels.items():
+        fig, axes = plt.subplots(len(by_title), 1, figsize=(10, 3 * len(by_title)), squeeze=False)
+        for ax, (title, qs) in zip(axes[:, 0], by_title.items()):
+            for q in qs:
+                for name, points in series_of(psql, q["sql"]).items():
+                    style = "--" if q["ref"] != "A" else "-"
+                    ax.plot([p[0] for p in points], [p[1] for p in points], style, label=name,
+                            marker="." if style == "-" else None)
+            ax.set_title(title, fontsize=9)
             ax.legend(fontsize=7)
         fig.suptitle(DASHBOARDS[uid][0])
         fig.tight_layout()

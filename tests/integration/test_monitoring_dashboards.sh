@@ -53,7 +53,7 @@ to=$(date -u -d '+1 minute' +%Y-%m-%dT%H:%M:%SZ); from=$(date -u -d '-6 hours' +
 panels=0
 while IFS= read -r line; do
   panels=$((panels + 1))
-  title=$(python3 -c 'import json,sys; q=json.loads(sys.argv[1]); print(q["dashboard"] + ": " + q["panel"])' "$line")
+  title=$(python3 -c 'import json,sys; q=json.loads(sys.argv[1]); print(q["dashboard"] + ": " + q["panel"] + " (" + q["ref"] + ")")' "$line")
   sql=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["sql"])' "$line")
   if out=$(psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$DB" -c "SET ROLE runbook_grafana" -c "$sql" 2>&1); then
     check "panel returns rows: $title" "$([ -n "$out" ] && echo rows || echo empty)" "rows"
@@ -61,5 +61,5 @@ while IFS= read -r line; do
     check "panel SQL runs: $title" "$out" "(no error)"
   fi
 done < <(python3 "$REPO/monitoring/grafana/dashboards.py" sql "$from" "$to")
-check "PostgreSQL panels found in the four dashboards" "$([ $panels -ge 20 ] && echo yes || echo "$panels")" "yes"
+check "PostgreSQL panels found in the four dashboards" "$([ $panels -ge 21 ] && echo yes || echo "$panels")" "yes"
 finish
