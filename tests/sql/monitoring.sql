@@ -21,7 +21,7 @@ SELECT record_requests(jsonb_agg(jsonb_build_object('endpoint', '/regress/monito
          'status_code', CASE WHEN g = 10 THEN 500 ELSE 200 END, 'cache_hit', g % 2 = 0, 'at', :'t0'::timestamptz)))
 FROM generate_series(1, 10) g;
 SELECT rollup_metrics() >= 10 AS folded;
-SELECT record_request('/regress/monitoring', 5, 200, true) FROM generate_series(1, 3);
+SELECT count(record_request('/regress/monitoring', 5, 200, true)) AS recorded FROM generate_series(1, 3);
 SELECT bucket = :'t0' AS is_t0, bucket = date_bin('5 minutes', now(), '2000-01-01') AS is_current,
        requests, errors, err_rate, max_ms, cache_hit_rate_percent, rolled_up
 FROM performance_analytics_live WHERE endpoint = '/regress/monitoring' ORDER BY bucket;
@@ -32,6 +32,10 @@ ROLLBACK;
 -- (A new transaction: rollup_metrics() does not fold rows a transaction inserted after an earlier
 -- call of its own.)
 BEGIN;
+-- Only this file's traffic and no refresh failures in the window (other files' rows are
+-- removed inside this transaction, which is rolled back).
+DELETE FROM mv_refresh_log;
+DELETE FROM performance_analytics_5min WHERE bucket >= now() - interval '1 hour';
 -- Two complete buckets with 20% errors: error_rate_page, error_rate_critical and the rollback
 -- trigger error_rate change; a second call finds nothing new.
 SELECT record_requests(jsonb_agg(jsonb_build_object('endpoint', '/regress/notify', 'duration_ms', 20,
