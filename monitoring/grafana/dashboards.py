@@ -6,6 +6,7 @@ test that runs every panel's SQL and the PNG pictures in docs/ all use the same 
   dashboards.py sql FROM TO           print every PostgreSQL panel's SQL with Grafana's macros
                                       expanded for the time range, as JSON lines
                                       {"dashboard", "panel", "sql"}
+  dashboards.py promql                print every Prometheus panel's expression, one a line
   dashboards.py render OUTDIR PSQL..  PNG per dashboard from the same queries (needs matplotlib)
 
 Panels read the rollups through performance_analytics_live (the current bucket included) with
@@ -238,6 +239,13 @@ if __name__ == "__main__":
     elif sys.argv[1:2] == ["sql"]:
         for q in panel_queries(parse_time(sys.argv[2]), parse_time(sys.argv[3])):
             print(json.dumps(q))
+    elif sys.argv[1:2] == ["promql"]:
+        for uid in DASHBOARDS:
+            with open(os.path.join(HERE, uid + ".json")) as fh:
+                for panel in json.load(fh)["panels"]:
+                    for target in panel["targets"]:
+                        if "expr" in target:
+                            print(target["expr"])
     elif sys.argv[1:2] == ["render"]:
         render(sys.argv[2], sys.argv[3:])
     else:

@@ -48,6 +48,11 @@ for family in pg_runbook_cache_queue_depth pg_runbook_cache_oldest_event_age_sec
               pg_runbook_preflight_status pg_runbook_health_status pg_runbook_rollup_last_run_age_seconds; do
   check "exporter serves $family" "$(grep -c "^$family{" "$work/scrape.txt" | awk '{print ($1 > 0) ? "yes" : "no"}')" "yes"
 done
+# Every metric a Prometheus panel of the dashboards or an alert rule reads is one the exporter serves.
+for metric in $( (python3 "$REPO/monitoring/grafana/dashboards.py" promql; grep 'expr:' "$work/rules.yml") \
+                 | grep -o 'pg_runbook_[a-z0-9_]*' | sort -u); do
+  check "metric $metric of the dashboards and rules is exported" "$(grep -c "^$metric{" "$work/scrape.txt" | awk '{print ($1 > 0) ? "yes" : "no"}')" "yes"
+done
 check "SLO level of error_rate_critical exported as 3" \
   "$(grep '^pg_runbook_slo_level{' "$work/scrape.txt" | grep 'slo="error_rate_critical"' | awk '{print $2}')" "3"
 check "requests of the last complete bucket, all endpoints" \
