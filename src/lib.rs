@@ -20,6 +20,7 @@ mod matview_refresh;
 mod matviews;
 mod metrics;
 mod migrations;
+mod monitoring;
 mod partitions;
 mod preflight;
 mod privileges;
