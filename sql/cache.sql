@@ -17,6 +17,14 @@ CREATE INDEX query_cache_expires_at_idx ON @extschema@.query_cache (expires_at);
 COMMENT ON TABLE @extschema@.query_cache IS
     'pg_runbook query-result cache: one row per key; cache_get/cached_query read it, the invalidation queue empties it';
 
+-- What monitoring may know of the cache: each entry's key, role, tags and use, never its result
+-- or query. The view reads query_cache with its owner's rights; readers get only this.
+CREATE VIEW @extschema@.cache_entries AS
+SELECT cache_key, owner_role::pg_catalog.regrole AS owner_role, tags, hits, created_at, expires_at, last_hit_at
+FROM @extschema@.query_cache;
+COMMENT ON VIEW @extschema@.cache_entries IS
+    'pg_runbook query cache entries without their results or queries (for dashboards; runbook_reader)';
+
 -- Entries removed by an invalidation that were computed by cached_query: their query is kept so
 -- warm_cache_top_queries() can recompute the most used ones.
 CREATE TABLE @extschema@.query_cache_stale (

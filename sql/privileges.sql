@@ -142,7 +142,6 @@ GRANT EXECUTE ON ROUTINE @extschema@.cache_stats(), @extschema@.worker_status(),
   TO runbook_reader;
 GRANT SELECT ON @extschema@.performance_analytics_5min, @extschema@.api_metrics_5m,
     @extschema@.slo_definitions, @extschema@.rollback_triggers, @extschema@.metrics_rollup_state,
-    @extschema@.mv_refresh_log, @extschema@.metrics_rollup_log, @extschema@.query_cache,
-    @extschema@.cache_invalidation_queue
+    @extschema@.mv_refresh_log, @extschema@.metrics_rollup_log, @extschema@.cache_entries
   TO runbook_reader;
 -- ==== end monitoring ====

@@ -327,7 +327,8 @@ fn cache_stats() -> TableIterator<
     ),
 > {
     let schema = catalog::ext_schema();
-    let (entries, expired, depth, oldest) = catalog::select_one(
+    // Counts only: computed as the extension's owner, since readers have no right on the tables.
+    let (entries, expired, depth, oldest) = catalog::as_extension_owner(|| catalog::select_one(
         &format!(
             "SELECT (SELECT count(*) FROM {schema}.query_cache), \
                     (SELECT count(*) FROM {schema}.query_cache WHERE expires_at <= now()), \
@@ -343,7 +344,7 @@ fn cache_stats() -> TableIterator<
                 col::<Interval>(r, 4),
             )
         },
-    );
+    ));
     let s = worker::database_counters();
     let lookups = s.hits + s.misses;
     let rate = (lookups > 0).then(|| (s.hits as f64 * 1000.0 / lookups as f64).round() / 10.0);

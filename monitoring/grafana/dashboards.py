@@ -88,8 +88,8 @@ DASHBOARDS = {
                   thresholds(("cache_hit_rate_percent",), ("rollback_triggers",))),
         sql_panel("Query cache now", "SELECT entries, expired_entries, hits, misses, hit_rate_pct, queue_depth "
                   "FROM cache_stats()", kind="stat"),
-        sql_panel("Most used cache entries", "SELECT cache_key, hits, tags, created_at, expires_at "
-                  "FROM query_cache ORDER BY hits DESC LIMIT 20", kind="table"),
+        sql_panel("Most used cache entries", "SELECT cache_key, owner_role, hits, tags, created_at, expires_at "
+                  "FROM cache_entries ORDER BY hits DESC LIMIT 20", kind="table"),
         prom_panel("Cache hit rate since server start (%)", "pg_runbook_cache_hit_rate_pct"),
         prom_panel("Cache lookups per second", "rate(pg_runbook_cache_hits[5m])", "rate(pg_runbook_cache_misses[5m])"),
     ]),
