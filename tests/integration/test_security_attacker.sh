@@ -190,6 +190,23 @@ check "no role reads the cache table itself" \
 check "nor writes stored query text into it" \
   "$(as op_attacker -c "\\set VERBOSITY sqlstate" -c "UPDATE query_cache SET query_sql = 'SELECT 1'")" "ERROR:  42501"
 
+echo "an application role writing a watched table needs no right on the queue"
+psql -X -q -d postgres -c "DROP ROLE IF EXISTS app_writer" -c "CREATE ROLE app_writer LOGIN" >/dev/null
+sup -c "GRANT USAGE ON SCHEMA app TO app_writer" -c "GRANT SELECT, UPDATE ON app.customers TO app_writer" \
+    -c "SELECT cache_invalidate_on_change('app.customers', '{customers}')" >/dev/null
+# Every enqueued event is noted in app.enqueued (the worker may drain the queue at once).
+sup -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+CREATE TABLE app.enqueued (tag text);
+CREATE FUNCTION app.note_enqueued() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN INSERT INTO app.enqueued SELECT tag FROM added; RETURN NULL; END $$;
+CREATE TRIGGER note_enqueued AFTER INSERT ON cache_invalidation_queue
+  REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION app.note_enqueued();
+SQL
+check "its UPDATE succeeds" "$(as app_writer -c "UPDATE app.customers SET name = name WHERE id = 1")" ""
+check "and enqueues the invalidation" "$(sup -c "SELECT count(*) FROM app.enqueued WHERE tag = 'customers'")" "1"
+check "yet it may not write the queue itself" \
+  "$(as app_writer -c "\\set VERBOSITY sqlstate" -c "INSERT INTO cache_invalidation_queue (tag) VALUES ('x')")" "ERROR:  42501"
+
 echo "warming runs a stored query as the role that stored it, not as the warmer"
 as op_attacker -c "SELECT cached_query('who', 'SELECT current_user::text AS who', '1 hour', '{w}')" >/dev/null
 sup -c "SELECT invalidate_cache_tag('w')" -c "SELECT drain_cache_invalidation_queue()" -c "SELECT warm_cache_top_queries(50)" >/dev/null
@@ -259,6 +276,6 @@ echo "and in all of the above, nothing planted ran in any backend or worker (ser
 sleep 1
 check "no PWNED line in the server log" "$(tail -c +"$((log_mark + 1))" "$LOG" | grep -c PWNED || true)" "0"
 
-sup -c "DROP OWNED BY attacker, op_attacker, victim CASCADE" >/dev/null
-psql -X -q -d postgres -c "DROP DATABASE $DB WITH (FORCE)" -c "DROP ROLE attacker, op_attacker, victim" >/dev/null 2>&1
+sup -c "DROP OWNED BY attacker, op_attacker, victim, app_writer CASCADE" >/dev/null
+psql -X -q -d postgres -c "DROP DATABASE $DB WITH (FORCE)" -c "DROP ROLE attacker, op_attacker, victim, app_writer" >/dev/null 2>&1
 finish
