@@ -36,6 +36,11 @@ UPDATE @extschema@.query_cache_stale SET owner_role = (SELECT extowner FROM pg_c
 ALTER TABLE @extschema@.query_cache ALTER COLUMN owner_role SET NOT NULL;
 ALTER TABLE @extschema@.query_cache_stale ALTER COLUMN owner_role SET NOT NULL;
 ALTER FUNCTION @extschema@.cache_invalidate_trigger() SECURITY DEFINER;
+CREATE VIEW @extschema@.cache_entries AS
+SELECT cache_key, owner_role::pg_catalog.regrole AS owner_role, tags, hits, created_at, expires_at, last_hit_at
+FROM @extschema@.query_cache;
+COMMENT ON VIEW @extschema@.cache_entries IS
+    'pg_runbook query cache entries without their results or queries (for dashboards; runbook_reader)';
 -- A request's time must be finite (record_request(at => 'infinity') landed in the year 294276).
 CREATE FUNCTION @extschema@.check_request_time("at" timestamp with time zone, "n" bigint) RETURNS bool
 IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'check_request_time_wrapper';
@@ -312,3 +317,155 @@ GRANT SELECT ON @extschema@.performance_analytics_5min, @extschema@.api_metrics_
     @extschema@.mv_refresh_log, @extschema@.metrics_rollup_log
   TO runbook_reader;
 -- ==== end monitoring ====
+
+
+
+-- ==== privileges, applied last: sql/privileges.sql as a fresh install runs it ====
+-- Who may call what: the privilege model of docs/security.md, applied after every object exists.
+-- First PUBLIC loses EXECUTE on every function of the extension; then each role gets what its job
+-- needs. A function missing from every list below is callable by superusers and the owner only.
+DO $revoke$
+DECLARE
+    f pg_catalog.regprocedure;
+BEGIN
+    FOR f IN
+        SELECT d.objid::pg_catalog.regprocedure
+        FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid
+        WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+          AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+          AND d.deptype OPERATOR(pg_catalog.=) 'e'
+          AND e.extname OPERATOR(pg_catalog.=) 'pg_runbook'
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE EXECUTE ON ROUTINE %s FROM PUBLIC', f);
+    END LOOP;
+END
+$revoke$;
+
+-- ==== security (issue 14) ====
+-- Pure computations over their arguments (sketch math, request validation): anyone.
+GRANT EXECUTE ON FUNCTION
+    @extschema@.health_live,
+    @extschema@.runbook_setting,
+    @extschema@.check_request, @extschema@.check_request_time,
+    @extschema@.sketch_quantile, @extschema@.sketch_stats,
+    @extschema@.sketch_merge, @extschema@.sketch_count,
+    @extschema@.sketch_mean, @extschema@.sketch_max, @extschema@.sketch_errors,
+    @extschema@.sketch_cache_hits, @extschema@.sketch_cache_lookups,
+    @extschema@.rollup_rows
+TO PUBLIC;
+GRANT EXECUTE ON ROUTINE
+    @extschema@.request_sketch,
+    @extschema@.sketch_union,
+    @extschema@.request_rollup,
+    @extschema@.request_sketch_trans,
+    @extschema@.sketch_union_trans,
+    @extschema@.sketch_combine, @extschema@.sketch_final,
+    @extschema@.sketch_serialize, @extschema@.sketch_deserialize,
+    @extschema@.request_rollup_trans,
+    @extschema@.rollup_combine, @extschema@.rollup_final,
+    @extschema@.rollup_serialize, @extschema@.rollup_deserialize
+TO PUBLIC;
+
+-- runbook_reader: checks and reports. Read-only; a check of the caller's query
+-- (check_query_plan) runs it through the read-only query guard.
+GRANT EXECUTE ON FUNCTION
+    @extschema@.preflight_checks, @extschema@.assert_preflight,
+    @extschema@.health_check,
+    @extschema@.analyze_index_usage, @extschema@.find_redundant_indexes,
+    @extschema@.find_unused_indexes, @extschema@.find_missing_fk_indexes,
+    @extschema@.index_build_progress,
+    @extschema@.verify_migration_success, @extschema@.assert_migration_success,
+    @extschema@.verify_migration, @extschema@.check_query_plan,
+    @extschema@.schema_diff, @extschema@.rollback_ddl,
+    @extschema@.verify_materialized_view_indexes, @extschema@.refresh_status,
+    @extschema@.check_slo_compliance, @extschema@.should_rollback, @extschema@.assert_no_rollback,
+    @extschema@.slo_error_budget,
+    @extschema@.cache_stats, @extschema@.worker_status,
+    @extschema@.check_data_integrity, @extschema@.validate_security_configuration,
+    @extschema@.analyze_partition_distribution, @extschema@.generate_compliance_report
+TO runbook_reader;
+GRANT SELECT ON
+    @extschema@.performance_analytics_5min, @extschema@.api_metrics_5m,
+    @extschema@.mv_refresh_log, @extschema@.mv_refresh_runs, @extschema@.mv_refresh_sources,
+    @extschema@.slo_definitions, @extschema@.rollback_triggers, @extschema@.retention_policies,
+    @extschema@.schema_baselines, @extschema@.schema_baseline_objects,
+    @extschema@.migration_expectations,
+    @extschema@.metrics_rollup_state, @extschema@.metrics_rollup_log
+TO runbook_reader;
+
+-- runbook_operator: acts. The query cache's tables are not granted: an entry belongs to the
+-- role that stored it and the cache functions read and write them as the extension's owner.
+GRANT EXECUTE ON FUNCTION
+    @extschema@.cache_put, @extschema@.cache_get, @extschema@.cached_query,
+    @extschema@.invalidate_cache, @extschema@.invalidate_cache_tag,
+    @extschema@.clean_expired_cache, @extschema@.drain_cache_invalidation_queue,
+    @extschema@.warm_cache_top_queries, @extschema@.cache_wake_worker,
+    @extschema@.cache_invalidate_on_change, @extschema@.cache_invalidate_off,
+    @extschema@.record_request, @extschema@.record_requests, @extschema@.rollup_metrics,
+    @extschema@.refresh_materialized_views, @extschema@.refresh_materialized_views_staggered,
+    @extschema@.prune_mv_refresh_log,
+    @extschema@.schema_baseline, @extschema@.expect_migration
+TO runbook_operator;
+GRANT SELECT, INSERT, DELETE ON @extschema@.performance_metrics TO runbook_operator;
+GRANT SELECT, INSERT, UPDATE, DELETE ON
+    @extschema@.performance_analytics_5min, @extschema@.metrics_rollup_state,
+    @extschema@.metrics_rollup_log,
+    @extschema@.cache_invalidation_queue, @extschema@.cache_invalidation_rejected,
+    @extschema@.schema_baselines, @extschema@.schema_baseline_objects,
+    @extschema@.migration_expectations
+TO runbook_operator;
+
+-- runbook_admin: configures, and runs retention (which drops and deletes application data).
+GRANT EXECUTE ON FUNCTION
+    @extschema@.apply_data_retention_policies, @extschema@.drop_old_partitions
+TO runbook_admin;
+GRANT INSERT, UPDATE, DELETE ON
+    @extschema@.slo_definitions, @extschema@.rollback_triggers, @extschema@.retention_policies
+TO runbook_admin;
+-- ==== end security ====
+
+
+
+-- ==== worker (issue 16) ====
+-- ==== end worker ====
+
+
+
+-- ==== parallel refresh (issue 17) ====
+-- ==== end parallel refresh ====
+
+
+
+-- ==== migration lint (issue 19) ====
+-- ==== end migration lint ====
+
+
+
+-- ==== schema correctness (issue 15) ====
+-- ==== end schema correctness ====
+
+
+
+-- ==== monitoring (issue 18) ====
+-- The monitoring objects (sql/monitoring.sql).
+GRANT EXECUTE ON FUNCTION @extschema@.prometheus_alert_rules() TO runbook_reader;
+GRANT SELECT ON @extschema@.performance_analytics_live TO runbook_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.notify_alert_changes() TO runbook_operator;
+GRANT SELECT ON @extschema@.alert_state TO runbook_reader;
+-- What monitoring/queries.yaml and the Grafana dashboards read, so that an exporter login role
+-- that is a member of runbook_reader can scrape (the security section grants these to readers
+-- too; a second GRANT is harmless).
+GRANT EXECUTE ON ROUTINE @extschema@.cache_stats(), @extschema@.worker_status(),
+    @extschema@.check_slo_compliance(interval, text, timestamptz),
+    @extschema@.should_rollback(interval, timestamptz),
+    @extschema@.slo_error_budget(double precision, interval, timestamptz),
+    @extschema@.health_check(), @extschema@.preflight_checks, @extschema@.runbook_setting(text),
+    @extschema@.request_sketch(double precision, integer, boolean), @extschema@.sketch_stats(bytea)
+  TO runbook_reader;
+GRANT SELECT ON @extschema@.performance_analytics_5min, @extschema@.api_metrics_5m,
+    @extschema@.slo_definitions, @extschema@.rollback_triggers, @extschema@.metrics_rollup_state,
+    @extschema@.mv_refresh_log, @extschema@.metrics_rollup_log, @extschema@.cache_entries
+  TO runbook_reader;
+-- ==== end monitoring ====
+-- ==== end privileges, applied last ====
