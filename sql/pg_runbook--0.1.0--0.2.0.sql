@@ -297,25 +297,7 @@ $fn$;
 COMMENT ON FUNCTION @extschema@.notify_alert_changes() IS
   'Compares each SLO rule''s level (check_slo_compliance) and each rollback trigger''s state (should_rollback, OK/FIRED) over their default 15-minute window with the last one announced (alert_state) and sends NOTIFY pg_runbook_alerts with a JSON payload {database, kind, name, level, previous, observed, threshold, detail, at} once per change; returns how many it sent. A rule never announced counts as OK. The background worker calls it after each rollup. Callable by runbook_operator.';
 
--- The monitoring objects (sql/monitoring.sql).
-GRANT EXECUTE ON FUNCTION @extschema@.prometheus_alert_rules() TO runbook_reader;
-GRANT SELECT ON @extschema@.performance_analytics_live TO runbook_reader;
-GRANT EXECUTE ON FUNCTION @extschema@.notify_alert_changes() TO runbook_operator;
-GRANT SELECT ON @extschema@.alert_state TO runbook_reader;
--- What monitoring/queries.yaml and the Grafana dashboards read, so that an exporter login role
--- that is a member of runbook_reader can scrape (the security section grants these to readers
--- too; a second GRANT is harmless).
-GRANT EXECUTE ON ROUTINE @extschema@.cache_stats(), @extschema@.worker_status(),
-    @extschema@.check_slo_compliance(interval, text, timestamptz),
-    @extschema@.should_rollback(interval, timestamptz),
-    @extschema@.slo_error_budget(double precision, interval, timestamptz),
-    @extschema@.health_check(), @extschema@.preflight_checks, @extschema@.runbook_setting(text),
-    @extschema@.request_sketch(double precision, integer, boolean), @extschema@.sketch_stats(bytea)
-  TO runbook_reader;
-GRANT SELECT ON @extschema@.performance_analytics_5min, @extschema@.api_metrics_5m,
-    @extschema@.slo_definitions, @extschema@.rollback_triggers, @extschema@.metrics_rollup_state,
-    @extschema@.mv_refresh_log, @extschema@.metrics_rollup_log
-  TO runbook_reader;
+-- (Its grants: the privileges section at the end.)
 -- ==== end monitoring ====
 
 
@@ -391,7 +373,8 @@ GRANT SELECT ON
     @extschema@.slo_definitions, @extschema@.rollback_triggers, @extschema@.retention_policies,
     @extschema@.schema_baselines, @extschema@.schema_baseline_objects,
     @extschema@.migration_expectations,
-    @extschema@.metrics_rollup_state, @extschema@.metrics_rollup_log
+    @extschema@.metrics_rollup_state, @extschema@.metrics_rollup_log,
+    @extschema@.cache_entries
 TO runbook_reader;
 
 -- runbook_operator: acts. The query cache's tables are not granted: an entry belongs to the
@@ -453,19 +436,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.prometheus_alert_rules() TO runbook_reader
 GRANT SELECT ON @extschema@.performance_analytics_live TO runbook_reader;
 GRANT EXECUTE ON FUNCTION @extschema@.notify_alert_changes() TO runbook_operator;
 GRANT SELECT ON @extschema@.alert_state TO runbook_reader;
--- What monitoring/queries.yaml and the Grafana dashboards read, so that an exporter login role
--- that is a member of runbook_reader can scrape (the security section grants these to readers
--- too; a second GRANT is harmless).
-GRANT EXECUTE ON ROUTINE @extschema@.cache_stats(), @extschema@.worker_status(),
-    @extschema@.check_slo_compliance(interval, text, timestamptz),
-    @extschema@.should_rollback(interval, timestamptz),
-    @extschema@.slo_error_budget(double precision, interval, timestamptz),
-    @extschema@.health_check(), @extschema@.preflight_checks, @extschema@.runbook_setting(text),
-    @extschema@.request_sketch(double precision, integer, boolean), @extschema@.sketch_stats(bytea)
-  TO runbook_reader;
-GRANT SELECT ON @extschema@.performance_analytics_5min, @extschema@.api_metrics_5m,
-    @extschema@.slo_definitions, @extschema@.rollback_triggers, @extschema@.metrics_rollup_state,
-    @extschema@.mv_refresh_log, @extschema@.metrics_rollup_log, @extschema@.cache_entries
-  TO runbook_reader;
+-- (What monitoring/queries.yaml and the dashboards read besides these, the security section
+-- above grants to runbook_reader.)
 -- ==== end monitoring ====
 -- ==== end privileges, applied last ====

@@ -68,7 +68,8 @@ GRANT SELECT ON
     @extschema@.slo_definitions, @extschema@.rollback_triggers, @extschema@.retention_policies,
     @extschema@.schema_baselines, @extschema@.schema_baseline_objects,
     @extschema@.migration_expectations,
-    @extschema@.metrics_rollup_state, @extschema@.metrics_rollup_log
+    @extschema@.metrics_rollup_state, @extschema@.metrics_rollup_log,
+    @extschema@.cache_entries
 TO runbook_reader;
 
 -- runbook_operator: acts. The query cache's tables are not granted: an entry belongs to the
@@ -130,18 +131,6 @@ GRANT EXECUTE ON FUNCTION @extschema@.prometheus_alert_rules() TO runbook_reader
 GRANT SELECT ON @extschema@.performance_analytics_live TO runbook_reader;
 GRANT EXECUTE ON FUNCTION @extschema@.notify_alert_changes() TO runbook_operator;
 GRANT SELECT ON @extschema@.alert_state TO runbook_reader;
--- What monitoring/queries.yaml and the Grafana dashboards read, so that an exporter login role
--- that is a member of runbook_reader can scrape (the security section grants these to readers
--- too; a second GRANT is harmless).
-GRANT EXECUTE ON ROUTINE @extschema@.cache_stats(), @extschema@.worker_status(),
-    @extschema@.check_slo_compliance(interval, text, timestamptz),
-    @extschema@.should_rollback(interval, timestamptz),
-    @extschema@.slo_error_budget(double precision, interval, timestamptz),
-    @extschema@.health_check(), @extschema@.preflight_checks, @extschema@.runbook_setting(text),
-    @extschema@.request_sketch(double precision, integer, boolean), @extschema@.sketch_stats(bytea)
-  TO runbook_reader;
-GRANT SELECT ON @extschema@.performance_analytics_5min, @extschema@.api_metrics_5m,
-    @extschema@.slo_definitions, @extschema@.rollback_triggers, @extschema@.metrics_rollup_state,
-    @extschema@.mv_refresh_log, @extschema@.metrics_rollup_log, @extschema@.cache_entries
-  TO runbook_reader;
+-- (What monitoring/queries.yaml and the dashboards read besides these, the security section
+-- above grants to runbook_reader.)
 -- ==== end monitoring ====

@@ -112,24 +112,13 @@ pub fn ext_object(name: &str) -> String {
 /// Runs `f` with the given settings in force, then restores the caller's values, as a function's
 /// `SET` clause would. On an ERROR, the (sub)transaction abort restores them.
 pub fn with_settings<R>(settings: &[(&str, String)], f: impl FnOnce() -> R) -> R {
+    // SAFETY: a new GUC nest level, popped (and its settings undone) by AtEOXact_GUC below.
     let nest_level = unsafe { pg_sys::NewGUCNestLevel() };
     for (name, value) in settings {
-        let name = CString::new(*name).expect("setting names have no NUL");
-        let value = CString::new(value.as_str()).expect("setting values have no NUL");
-        unsafe {
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
-        }
+        set_option(name, value, pg_sys::GucAction::GUC_ACTION_SAVE);
     }
     let result = f();
+    // SAFETY: pops the level pushed above.
     unsafe { pg_sys::AtEOXact_GUC(true, nest_level) };
     result
 }
@@ -137,6 +126,10 @@ pub fn with_settings<R>(settings: &[(&str, String)], f: impl FnOnce() -> R) -> R
 /// Sets `name` to `value` until the end of the current transaction, as `SET LOCAL` does. Not
 /// through SQL: a `set_config(..., true)` run by the helpers above would end with their statement.
 pub fn set_local(name: &str, value: &str) {
+    set_option(name, value, pg_sys::GucAction::GUC_ACTION_LOCAL);
+}
+
+fn set_option(name: &str, value: &str, action: pg_sys::GucAction::Type) {
     let name = CString::new(name).expect("setting names have no NUL");
     let value = CString::new(value).expect("setting values have no NUL");
     // SAFETY: both strings are NUL-terminated and live for the call; set_config_option copies them.
@@ -146,7 +139,7 @@ pub fn set_local(name: &str, value: &str) {
             value.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            action,
             true,
             0,
             false,
