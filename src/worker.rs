@@ -485,6 +485,7 @@ fn periodic_jobs(index: usize, round: &mut Round) -> bool {
     {
         round.last_rollup = Instant::now();
         job("rollup_metrics()");
+        job("notify_alert_changes()");
     }
     if round.last_maintenance.elapsed()
         >= Duration::from_millis(settings::MAINTENANCE_INTERVAL_MS.get() as u64)
