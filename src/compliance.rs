@@ -4,7 +4,7 @@
 
 use crate::catalog::{self, col, quote_ident};
 use crate::preflight::{Thresholds, all_checks};
-use crate::{error, integrity, partitions, security, settings};
+use crate::{error, findings, integrity, partitions, security, settings};
 use pgrx::prelude::*;
 use runbook_core::status::Status;
 use serde_json::{Value, json};
@@ -136,8 +136,9 @@ fn generate_compliance_report(
         integrity::all_findings(1000, settings::SEQUENCE_WARN_PCT.get(), settings::SEQUENCE_FAIL_PCT.get())
             .into_iter()
             .map(|f| {
-                let v = json!({"check": f.check, "status": f.status.as_str(), "object": f.object, "detail": f.detail});
-                (f.check.to_string(), f.status, v)
+                let (status, shown) = (f.effective_status(), f.status_text());
+                let v = json!({"check": f.check, "status": shown, "object": f.object, "detail": findings::with_acceptance(f.detail, &f.suppressed)});
+                (f.check.to_string(), status, v)
             })
             .collect(),
     );
@@ -145,8 +146,10 @@ fn generate_compliance_report(
         security::all_findings()
             .into_iter()
             .map(|f| {
-                let v = json!({"check": f.check, "status": f.status.as_str(), "object": f.object, "detail": f.detail, "remediation": f.remediation});
-                (f.check.to_string(), f.status, v)
+                let status = if f.suppressed.is_some() { Status::Pass } else { f.status };
+                let shown = findings::status_text(f.status, &f.suppressed);
+                let v = json!({"check": f.check, "status": shown, "object": f.object, "detail": findings::with_acceptance(f.detail, &f.suppressed), "remediation": f.remediation});
+                (f.check.to_string(), status, v)
             })
             .collect(),
     );

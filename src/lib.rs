@@ -19,6 +19,7 @@ mod matview_refresh;
 mod matviews;
 mod metrics;
 mod migrations;
+mod names;
 mod partitions;
 mod preflight;
 mod privileges;

@@ -156,6 +156,52 @@ pub fn find_redundant(indexes: &[IndexDef]) -> Vec<Redundancy> {
     found
 }
 
+/// What zero scans of an index mean, given how long the statistics have counted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Usage {
+    /// Scanned since statistics were reset.
+    Used,
+    /// Not scanned over a window long enough to say so.
+    Unused,
+    /// Not scanned, but the window says nothing: why.
+    Unknown(String),
+}
+
+/// Zero scans are evidence only over a long enough window, and only on the server that serves
+/// the queries: a standby counts its own scans, not the primary's (and the reverse).
+pub fn judge_usage(scans: i64, stats_age_s: f64, min_age_s: f64, standby: bool) -> Usage {
+    if scans > 0 {
+        return Usage::Used;
+    }
+    if standby {
+        return Usage::Unknown(
+            "on a standby: these statistics count this server's scans only, not the primary's; \
+             judge unused indexes on the primary and on every standby"
+                .into(),
+        );
+    }
+    if stats_age_s < min_age_s {
+        return Usage::Unknown(format!(
+            "statistics cover only {}, less than the {} required \
+             (pg_runbook.unused_index_min_stats_age)",
+            human_seconds(stats_age_s),
+            human_seconds(min_age_s)
+        ));
+    }
+    Usage::Unused
+}
+
+/// Seconds as "3.5 h" or "12.0 d".
+pub fn human_seconds(s: f64) -> String {
+    if s < 3600.0 {
+        format!("{:.0} min", s / 60.0)
+    } else if s < 86_400.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else {
+        format!("{:.1} d", s / 86_400.0)
+    }
+}
+
 /// `ident` as a quoted SQL identifier, always quoted: `Scan` -> `"Scan"`, `a"b` -> `"a""b"`.
 pub fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
@@ -210,6 +256,32 @@ pub fn drop_index_statement(schema: &str, index: &str) -> String {
         "DROP INDEX CONCURRENTLY IF EXISTS {}",
         qualified(schema, index)
     )
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn zero_scans_over_young_statistics_are_unknown_with_their_age() {
+        match judge_usage(0, 7200.0, 7.0 * 86_400.0, false) {
+            Usage::Unknown(why) => assert!(why.contains("2.0 h"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            judge_usage(0, 8.0 * 86_400.0, 7.0 * 86_400.0, false),
+            Usage::Unused
+        );
+        assert_eq!(judge_usage(3, 60.0, 7.0 * 86_400.0, false), Usage::Used);
+    }
+
+    #[test]
+    fn a_standby_never_calls_an_index_unused() {
+        assert!(matches!(
+            judge_usage(0, 365.0 * 86_400.0, 0.0, true),
+            Usage::Unknown(_)
+        ));
+    }
 }
 
 #[cfg(test)]
