@@ -672,14 +672,15 @@ fn plan_summary(plan: &Value, indexes: &mut Vec<(String, String)>, seq_scans: &m
 }
 
 /// Whether the plan used the index `expected` or, for an index of a partitioned table, a
-/// partition's copy of it (a plan scans the partitions' indexes, never the parent's).
+/// partition's copy of it (a plan scans the partitions' indexes, never the parent's). A Bitmap
+/// Index Scan node names no schema: its index is matched by name in any schema.
 fn index_used(expected: pg_sys::Oid, used: &[(String, String)]) -> bool {
     let (schemas, indexes): (Vec<String>, Vec<String>) = used.iter().cloned().unzip();
     catalog::select_one(
         "SELECT EXISTS (SELECT 1 FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) u(s, r) \
-           JOIN pg_catalog.pg_namespace n ON n.nspname OPERATOR(pg_catalog.=) u.s \
-           JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) n.oid \
-                                     AND c.relname OPERATOR(pg_catalog.=) u.r \
+           JOIN pg_catalog.pg_class c ON c.relname OPERATOR(pg_catalog.=) u.r \
+           JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+                AND (u.s OPERATOR(pg_catalog.=) '' OR n.nspname OPERATOR(pg_catalog.=) u.s) \
            WHERE c.oid OPERATOR(pg_catalog.=) $3 \
               OR $3 OPERATOR(pg_catalog.=) ANY (SELECT a.relid FROM pg_catalog.pg_partition_ancestors(c.oid) a))",
         &[schemas.into(), indexes.into(), expected.into()],

@@ -30,13 +30,13 @@ pub enum Found {
 }
 
 impl Found {
-    /// ` ; did you mean "a", "b"?` or nothing.
+    /// `; did you mean "a", app."B"?` or nothing. Suggestions come as the user would write
+    /// them: a bare name in double quotes, a qualified one quoted as SQL quotes it.
     pub fn hint(suggestions: &[String]) -> String {
         if suggestions.is_empty() {
             return String::new();
         }
-        let quoted: Vec<String> = suggestions.iter().map(|s| format!("\"{s}\"")).collect();
-        format!("; did you mean {}?", quoted.join(", "))
+        format!("; did you mean {}?", suggestions.join(", "))
     }
 }
 
@@ -133,7 +133,7 @@ fn relation_suggestions(
         .into_iter()
         .map(|n| match &schema {
             Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&n)),
-            None => n,
+            None => format!("\"{n}\""),
         })
         .collect()
 }
@@ -167,10 +167,8 @@ pub fn find_constraint(table: pg_sys::Oid, name: &str) -> Result<(bool, String),
         }
     }
     let names: Vec<String> = existing.into_iter().map(|(n, _, _)| n).collect();
-    Err(close_names(
-        spellings.last().map_or(name, |s| s.as_str()),
-        &names,
-    ))
+    let close = close_names(spellings.last().map_or(name, |s| s.as_str()), &names);
+    Err(close.into_iter().map(|n| format!("\"{n}\"")).collect())
 }
 
 /// Whether the function `name` (`f`, `schema.f`, or with argument types, `f(int, text)`) exists.
