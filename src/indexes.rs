@@ -41,6 +41,25 @@ pub struct IndexRow {
     pub replica_identity: bool,
     /// A foreign key this index alone serves (its columns lead no other valid, non-partial index).
     pub sole_fk_index: Option<String>,
+    /// The index of a partitioned table (relkind 'I'): dropped without CONCURRENTLY.
+    pub partitioned: bool,
+    /// A partition's copy of a partitioned index, which cannot be dropped by itself (2BP01):
+    /// the parent index's name.
+    pub copy_of: Option<String>,
+}
+
+impl IndexRow {
+    /// The statement that drops this index as PostgreSQL accepts it.
+    pub fn drop_statement(&self) -> String {
+        if self.partitioned {
+            format!(
+                "DROP INDEX IF EXISTS {}",
+                rules::qualified(&self.schema, &self.def.name)
+            )
+        } else {
+            rules::drop_index_statement(&self.schema, &self.def.name)
+        }
+    }
 }
 
 /// SQL condition: index `x` (an alias of pg_index) can serve the foreign key `f` (an alias of
@@ -75,7 +94,12 @@ pub fn user_indexes() -> Vec<IndexRow> {
                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index o \
                                    WHERE o.indrelid OPERATOR(pg_catalog.=) i.indrelid \
                                      AND o.indexrelid OPERATOR(pg_catalog.<>) i.indexrelid AND {serves_o}) \
-                 ORDER BY 1 LIMIT 1) \
+                 ORDER BY 1 LIMIT 1), \
+                c.relkind OPERATOR(pg_catalog.=) 'I', \
+                (SELECT pg_catalog.format('%I.%I', pn.nspname, pc.relname) FROM pg_catalog.pg_inherits h \
+                 JOIN pg_catalog.pg_class pc ON pc.oid OPERATOR(pg_catalog.=) h.inhparent \
+                 JOIN pg_catalog.pg_namespace pn ON pn.oid OPERATOR(pg_catalog.=) pc.relnamespace \
+                 WHERE h.inhrelid OPERATOR(pg_catalog.=) i.indexrelid) \
          FROM pg_catalog.pg_index i \
          JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.indexrelid \
          JOIN pg_catalog.pg_class t ON t.oid OPERATOR(pg_catalog.=) i.indrelid \
@@ -142,8 +166,10 @@ fn read_index_row(r: &pgrx::spi::SpiHeapTupleData) -> IndexRow {
             unique: col::<bool>(r, 14).unwrap_or(false),
             // The replica identity index is never dropped either: logical replication of
             // updates and deletes depends on it.
+            // Nor is a partition's copy of a partitioned index: it goes with its parent.
             backs_constraint: col::<bool>(r, 16).unwrap_or(false)
-                || col::<bool>(r, 24).unwrap_or(false),
+                || col::<bool>(r, 24).unwrap_or(false)
+                || col::<String>(r, 27).is_some(),
             usable: valid && ready,
         },
         schema: col::<String>(r, 3).unwrap_or_default(),
@@ -157,6 +183,8 @@ fn read_index_row(r: &pgrx::spi::SpiHeapTupleData) -> IndexRow {
         size: col::<String>(r, 23).unwrap_or_default(),
         replica_identity: col::<bool>(r, 24).unwrap_or(false),
         sole_fk_index: col::<String>(r, 25),
+        partitioned: col::<bool>(r, 26).unwrap_or(false),
+        copy_of: col::<String>(r, 27),
     }
 }
 
@@ -208,6 +236,11 @@ pub fn stats_window() -> StatsWindow {
 
 /// Why an index must stay whatever its scans, or None.
 fn must_keep(row: &IndexRow) -> Option<String> {
+    if let Some(parent) = &row.copy_of {
+        return Some(format!(
+            "keep: a partition's copy of {parent}, which it goes with"
+        ));
+    }
     if row.replica_identity {
         return Some("keep: the table's replica identity index".into());
     }
@@ -357,7 +390,7 @@ fn find_redundant_indexes() -> TableIterator<
                 names.get(&r.covered_by).cloned().unwrap_or_default(),
                 r.reason.describe().to_string(),
                 row.size_bytes,
-                rules::drop_index_statement(&row.schema, &row.def.name),
+                row.drop_statement(),
             ))
         })
         .collect();
@@ -408,7 +441,7 @@ fn find_unused_indexes(
                     _ => (
                         "unused",
                         format!("no scans{invalid}; {}", window.text),
-                        Some(rules::drop_index_statement(&r.schema, &r.def.name)),
+                        Some(r.drop_statement()),
                     ),
                 };
             (

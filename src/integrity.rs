@@ -127,11 +127,11 @@ fn constraint_findings(bound: i32, rows: &mut Vec<Finding>) {
         let status = if n > 0 { Status::Fail } else { Status::Warn };
         let detail = if n > 0 {
             format!(
-                "NOT VALID {what}; {} violating rows; fix them, then {fix}",
+                "NOT VALID {what}; {} violating rows; fix them, then run: {fix}",
                 counted(n, bound)
             )
         } else {
-            format!("NOT VALID {what}; no violating rows; {fix}")
+            format!("NOT VALID {what}; no violating rows; run: {fix}")
         };
         rows.push(Finding::new(
             "not_valid_constraint",

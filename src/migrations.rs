@@ -186,12 +186,19 @@ impl Unusable {
             );
             return (why.into(), vec![stmt]);
         }
+        let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {}", self.name);
+        let build = schema::concurrent_index_definition(&self.definition, false);
+        if self.definition.starts_with("CREATE UNIQUE INDEX ") {
+            // A unique build usually fails on duplicate keys: building it again before they
+            // are mended would fail the same way.
+            let why = format!(
+                "a concurrent build failed or was cancelled; once the keys are unique, build it \
+                 again with {build}"
+            );
+            return (why, vec![drop]);
+        }
         let why = "a concurrent build failed or was cancelled; drop it and build it again";
-        let statements = vec![
-            format!("DROP INDEX CONCURRENTLY IF EXISTS {}", self.name),
-            schema::concurrent_index_definition(&self.definition, false),
-        ];
-        (why.into(), statements)
+        (why.into(), vec![drop, build])
     }
 }
 
