@@ -277,11 +277,16 @@ fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
         },
     );
     let Some((Some(oid), relkind, column_type)) = found.into_iter().next() else {
+        // The policy names the table exactly as the catalog spells it; say which names are close.
+        let close = match crate::names::find_relation("retention_policies", &target, "r,p") {
+            crate::names::Found::Missing(close) => crate::names::Found::hint(&close),
+            crate::names::Found::Relation(_) => String::new(),
+        };
         return vec![action(
             "skipped",
             target.clone(),
             None,
-            "the table does not exist".into(),
+            format!("the table does not exist{close}"),
         )];
     };
     let Some(column_type) = column_type else {
@@ -362,7 +367,7 @@ fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
         )];
     }
     let column = quote_ident(&p.time_column);
-    let keep = p.keep.clone();
+    let keep = p.keep;
     if dry_run {
         let n = catalog::select_one(
             &format!(
@@ -389,7 +394,7 @@ fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
     );
     let (mut total, mut batches) = (0_i64, 0_i64);
     loop {
-        let n = catalog::execute(&delete, &[p.keep.clone().into(), p.batch_size.into()]) as i64;
+        let n = catalog::execute(&delete, &[p.keep.into(), p.batch_size.into()]) as i64;
         total += n;
         batches += 1;
         if n < i64::from(p.batch_size) {

@@ -69,18 +69,26 @@ fn per_object(
 }
 
 /// `pg_runbook.exposed_schemas` as a list of names: split on commas, trimmed, double quotes
-/// around a name removed.
+/// around a name removed. An unquoted name stands for itself folded to lower case and, as the
+/// catalog may spell it, as written (`App` finds schema "App").
 pub fn exposed_schemas() -> Vec<String> {
-    settings::text(&settings::EXPOSED_SCHEMAS)
+    let mut names: Vec<String> = Vec::new();
+    for s in settings::text(&settings::EXPOSED_SCHEMAS)
         .split(',')
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.strip_prefix('"')
-                .and_then(|x| x.strip_suffix('"'))
-                .map_or_else(|| s.to_lowercase(), |x| x.replace("\"\"", "\""))
-        })
-        .collect()
+    {
+        let spellings = match s.strip_prefix('"').and_then(|x| x.strip_suffix('"')) {
+            Some(quoted) => vec![quoted.replace("\"\"", "\"")],
+            None => vec![s.to_lowercase(), s.to_string()],
+        };
+        for name in spellings {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
 }
 
 /// `q.nspname` and `q.relname` as `schema.name`, quoted: the text every finding names a

@@ -85,7 +85,7 @@ CREATE TABLE app.ticks (id int, t int);
 CREATE TABLE app.logs (id int, at timestamptz);
 INSERT INTO app.logs VALUES (1, now() - interval '90 days'), (2, now());
 INSERT INTO retention_policies (table_schema, table_name, time_column, keep)
-VALUES ('app', 'ticks', 't', '30 days'), ('app', 'logs', 'at', '30 days');
+VALUES ('app', 'ticks', 't', '30 days'), ('app', 'logs', 'at', '30 days'), ('app', 'Logs', 'at', '30 days');
 SELECT policy, action, rows, detail FROM apply_data_retention_policies(dry_run => true)
 WHERE policy LIKE 'app.%' ORDER BY 1;
 SELECT policy, action, rows FROM apply_data_retention_policies() WHERE policy LIKE 'app.%' ORDER BY 1;
