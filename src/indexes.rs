@@ -39,8 +39,8 @@ pub struct IndexRow {
     pub size: String,
     /// The table's replica identity index: logical replication needs it.
     pub replica_identity: bool,
-    /// A foreign key this index alone serves (its columns lead no other valid, non-partial index).
-    pub sole_fk_index: Option<String>,
+    /// The foreign keys of its table this index can serve (its leading keys are their columns).
+    pub serves_fks: Vec<String>,
     /// The index of a partitioned table (relkind 'I'): dropped without CONCURRENTLY.
     pub partitioned: bool,
     /// A partition's copy of a partitioned index, which cannot be dropped by itself (2BP01):
@@ -88,13 +88,9 @@ pub fn user_indexes() -> Vec<IndexRow> {
                 c.relpages::int8 OPERATOR(pg_catalog.*) pg_catalog.current_setting('block_size')::int8, \
                 pg_catalog.pg_size_pretty(c.relpages::int8 OPERATOR(pg_catalog.*) pg_catalog.current_setting('block_size')::int8), \
                 i.indisreplident, \
-                (SELECT f.conname::text FROM pg_catalog.pg_constraint f \
-                 WHERE f.contype OPERATOR(pg_catalog.=) 'f' AND f.conrelid OPERATOR(pg_catalog.=) i.indrelid \
-                   AND {serves_i} \
-                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index o \
-                                   WHERE o.indrelid OPERATOR(pg_catalog.=) i.indrelid \
-                                     AND o.indexrelid OPERATOR(pg_catalog.<>) i.indexrelid AND {serves_o}) \
-                 ORDER BY 1 LIMIT 1), \
+                ARRAY(SELECT f.conname::text FROM pg_catalog.pg_constraint f \
+                      WHERE f.contype OPERATOR(pg_catalog.=) 'f' AND f.conrelid OPERATOR(pg_catalog.=) i.indrelid \
+                        AND {serves_i} ORDER BY 1), \
                 c.relkind OPERATOR(pg_catalog.=) 'I', \
                 (SELECT pg_catalog.format('%I.%I', pn.nspname, pc.relname) FROM pg_catalog.pg_inherits h \
                  JOIN pg_catalog.pg_class pc ON pc.oid OPERATOR(pg_catalog.=) h.inhparent \
@@ -111,7 +107,6 @@ pub fn user_indexes() -> Vec<IndexRow> {
          WHERE {user} \
          ORDER BY n.nspname, t.relname, c.relname",
         serves_i = serves_fk("i", "f"),
-        serves_o = serves_fk("o", "f"),
         user = user_relation("n", "i.indrelid")
     );
     catalog::with_catalog_settings(|| catalog::select(&sql, &[], read_index_row))
@@ -182,7 +177,7 @@ fn read_index_row(r: &pgrx::spi::SpiHeapTupleData) -> IndexRow {
         size_bytes: col::<i64>(r, 22).unwrap_or(0),
         size: col::<String>(r, 23).unwrap_or_default(),
         replica_identity: col::<bool>(r, 24).unwrap_or(false),
-        sole_fk_index: col::<String>(r, 25),
+        serves_fks: col::<Vec<String>>(r, 25).unwrap_or_default(),
         partitioned: col::<bool>(r, 26).unwrap_or(false),
         copy_of: col::<String>(r, 27),
     }
@@ -234,8 +229,8 @@ pub fn stats_window() -> StatsWindow {
     )
 }
 
-/// Why an index must stay whatever its scans, or None.
-fn must_keep(row: &IndexRow) -> Option<String> {
+/// Why an index must stay whatever its scans, foreign keys aside, or None.
+fn must_keep_itself(row: &IndexRow) -> Option<String> {
     if let Some(parent) = &row.copy_of {
         return Some(format!(
             "keep: a partition's copy of {parent}, which it goes with"
@@ -247,11 +242,35 @@ fn must_keep(row: &IndexRow) -> Option<String> {
     if row.def.backs_constraint {
         return Some("keep: backs a constraint".into());
     }
-    row.sole_fk_index.as_ref().map(|fk| {
-        format!(
-            "keep: the only index serving foreign key {}",
-            quote_ident(fk)
-        )
+    None
+}
+
+/// The indexes kept because a foreign key would otherwise have none: every index that would be
+/// offered for dropping (unscanned, not unique, nothing else keeping it) is a candidate, and
+/// runbook-core's rule keeps one per key that no other index serves.
+fn fk_keepers(rows: &[IndexRow]) -> HashMap<i64, String> {
+    let servers: Vec<rules::FkServer> = rows
+        .iter()
+        .map(|r| rules::FkServer {
+            id: r.def.id,
+            table_id: r.def.table_id,
+            name: &r.def.name,
+            fks: &r.serves_fks,
+            droppable: r.is_valid && r.scans == 0 && !r.def.unique && must_keep_itself(r).is_none(),
+        })
+        .collect();
+    rules::fk_keepers(&servers)
+}
+
+/// Why an index must stay whatever its scans, or None.
+fn must_keep(row: &IndexRow, keepers: &HashMap<i64, String>) -> Option<String> {
+    must_keep_itself(row).or_else(|| {
+        keepers.get(&row.def.id).map(|fk| {
+            format!(
+                "keep: the only index left to serve foreign key {}",
+                quote_ident(fk)
+            )
+        })
     })
 }
 
@@ -260,9 +279,13 @@ fn recommendation(
     redundant: Option<(&Redundancy, &str)>,
     window: &StatsWindow,
     min_age_s: f64,
+    keepers: &HashMap<i64, String>,
 ) -> String {
     if !row.is_valid {
         return "invalid (a failed or running concurrent build): verify_migration_success() says how to mend it".into();
+    }
+    if let Some(keep) = must_keep(row, keepers) {
+        return keep;
     }
     if let Some((r, cover)) = redundant {
         let what = match r.reason {
@@ -270,9 +293,6 @@ fn recommendation(
             rules::Reason::Prefix => "leading prefix",
         };
         return format!("drop: {what} of {cover}");
-    }
-    if let Some(keep) = must_keep(row) {
-        return keep;
     }
     if row.scans == 0 && row.def.unique {
         return "keep: enforces uniqueness, though no scans since statistics reset".into();
@@ -325,6 +345,7 @@ fn analyze_index_usage() -> TableIterator<
     let found = redundancies(&rows);
     let window = stats_window();
     let min_age_s = min_stats_age_s(None);
+    let keepers = fk_keepers(&rows);
     let names: HashMap<i64, String> = rows
         .iter()
         .map(|r| (r.def.id, r.def.name.clone()))
@@ -334,7 +355,7 @@ fn analyze_index_usage() -> TableIterator<
         .map(|row| {
             let red = found.get(&row.def.id);
             let cover = red.map(|r| names.get(&r.covered_by).cloned().unwrap_or_default());
-            let rec = recommendation(row, red.zip(cover.as_deref()), &window, min_age_s);
+            let rec = recommendation(row, red.zip(cover.as_deref()), &window, min_age_s, &keepers);
             (
                 row.schema.clone(),
                 row.table.clone(),
@@ -374,6 +395,7 @@ fn find_redundant_indexes() -> TableIterator<
     ),
 > {
     let rows = user_indexes();
+    let keepers = fk_keepers(&rows);
     let found = redundancies(&rows);
     let names: HashMap<i64, String> = rows
         .iter()
@@ -382,6 +404,9 @@ fn find_redundant_indexes() -> TableIterator<
     let out: Vec<_> = rows
         .iter()
         .filter_map(|row| {
+            if keepers.contains_key(&row.def.id) {
+                return None;
+            }
             let r = found.get(&row.def.id)?;
             Some((
                 row.schema.clone(),
@@ -401,7 +426,8 @@ fn find_redundant_indexes() -> TableIterator<
 /// `verdict` is `unused` (with a drop statement) only when the statistics cover at least
 /// `min_stats_age` (default pg_runbook.unused_index_min_stats_age) on a primary; otherwise
 /// `unknown`, with the age, and no statement. Left out: indexes backing a constraint, unique
-/// indexes, the replica identity index, and the only index serving a foreign key.
+/// indexes, the replica identity index, a partition's copy of a partitioned index, and the index
+/// a foreign key would otherwise be left without.
 #[pg_extern(stable, parallel_safe)]
 fn find_unused_indexes(
     min_size_bytes: default!(Option<i64>, 0),
@@ -426,9 +452,13 @@ fn find_unused_indexes(
     }
     let min_age_s = min_stats_age_s(min_stats_age);
     let window = stats_window();
-    let out: Vec<_> = user_indexes()
+    let rows = user_indexes();
+    let keepers = fk_keepers(&rows);
+    let out: Vec<_> = rows
         .into_iter()
-        .filter(|r| r.scans == 0 && !r.def.unique && must_keep(r).is_none() && r.size_bytes >= min)
+        .filter(|r| {
+            r.scans == 0 && !r.def.unique && must_keep(r, &keepers).is_none() && r.size_bytes >= min
+        })
         .map(|r| {
             let invalid = if r.is_valid { "" } else { ", and invalid" };
             let (verdict, detail, stmt) =

@@ -156,6 +156,47 @@ pub fn find_redundant(indexes: &[IndexDef]) -> Vec<Redundancy> {
     found
 }
 
+/// An index as the foreign-key rule sees it.
+pub struct FkServer<'a> {
+    pub id: i64,
+    pub table_id: i64,
+    pub name: &'a str,
+    /// The foreign keys of its table it can serve (its leading keys are the key's columns).
+    pub fks: &'a [String],
+    /// Whether it would be offered for dropping, foreign keys aside.
+    pub droppable: bool,
+}
+
+/// The droppable indexes that must stay so that every foreign key keeps an index to serve it,
+/// each with the key it is kept for. A key served by an index that stays anyway needs none;
+/// otherwise the first of its servers by name stays (so of two unscanned duplicates serving the
+/// same key, one is kept, not both dropped).
+pub fn fk_keepers(indexes: &[FkServer]) -> HashMap<i64, String> {
+    let mut servers: std::collections::BTreeMap<(i64, &str), Vec<&FkServer>> =
+        std::collections::BTreeMap::new();
+    for ix in indexes {
+        for fk in ix.fks {
+            servers
+                .entry((ix.table_id, fk.as_str()))
+                .or_default()
+                .push(ix);
+        }
+    }
+    let mut kept: HashMap<i64, String> = HashMap::new();
+    for ((_, fk), group) in servers {
+        if group
+            .iter()
+            .any(|s| !s.droppable || kept.contains_key(&s.id))
+        {
+            continue;
+        }
+        if let Some(first) = group.iter().min_by_key(|s| s.name) {
+            kept.insert(first.id, fk.to_string());
+        }
+    }
+    kept
+}
+
 /// What zero scans of an index mean, given how long the statistics have counted.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Usage {
@@ -261,6 +302,27 @@ pub fn drop_index_statement(schema: &str, index: &str) -> String {
 #[cfg(test)]
 mod usage_tests {
     use super::*;
+
+    #[test]
+    fn a_foreign_key_keeps_one_index_but_not_more_than_it_needs() {
+        let fk = vec!["Scan_userId_fkey".to_string()];
+        let none: Vec<String> = Vec::new();
+        let server = |id: i64, name: &'static str, droppable: bool| FkServer {
+            id,
+            table_id: 1,
+            name,
+            fks: if id == 9 { &none } else { &fk },
+            droppable,
+        };
+        // Two unscanned duplicates: the first by name stays.
+        let kept = fk_keepers(&[server(1, "b_idx", true), server(2, "a_idx", true)]);
+        assert_eq!(kept.get(&2).map(String::as_str), Some("Scan_userId_fkey"));
+        assert!(!kept.contains_key(&1));
+        // A scanned index serves the key: the unscanned one may go.
+        assert!(fk_keepers(&[server(1, "b_idx", true), server(2, "a_idx", false)]).is_empty());
+        // An index serving no key is never kept for one.
+        assert!(fk_keepers(&[server(9, "x_idx", true)]).is_empty());
+    }
 
     #[test]
     fn zero_scans_over_young_statistics_are_unknown_with_their_age() {
