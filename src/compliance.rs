@@ -81,7 +81,25 @@ fn audit(tenant: Option<&str>, as_of: Date) -> Value {
     let Some(time_column) = audit_time_column(oid) else {
         return json!({"configured": true, "table": name, "status": "FAIL", "detail": "no time column: set pg_runbook.audit_time_column"});
     };
-    let tenant_column = settings::text(&settings::AUDIT_TENANT_COLUMN);
+    // The settings name columns as the catalog spells them or as SQL reads them.
+    let missing = |setting: &str, column: &str, close: Vec<String>| {
+        let detail = format!(
+            "{setting} names no column {column} of {name}{}",
+            names::Found::hint(&close)
+        );
+        json!({"configured": true, "table": name, "status": "FAIL", "detail": detail})
+    };
+    let time_column = match names::find_column(oid, &time_column) {
+        Ok(c) => c,
+        Err(close) => return missing("pg_runbook.audit_time_column", &time_column, close),
+    };
+    let mut tenant_column = settings::text(&settings::AUDIT_TENANT_COLUMN);
+    if !tenant_column.is_empty() {
+        tenant_column = match names::find_column(oid, &tenant_column) {
+            Ok(c) => c,
+            Err(close) => return missing("pg_runbook.audit_tenant_column", &tenant_column, close),
+        };
+    }
     let filtered = tenant.is_some() && !tenant_column.is_empty();
     let tenant_filter = if filtered {
         format!(

@@ -202,3 +202,25 @@ pub fn function_exists(name: &str) -> bool {
         )
     })
 }
+
+/// The column `name` of the table `table`, as the catalog spells it: found as SQL reads the name,
+/// then as written; `Err(closest names)` when the table has none such.
+pub fn find_column(table: pg_sys::Oid, name: &str) -> Result<String, Vec<String>> {
+    let existing = catalog::select(
+        "SELECT attname::pg_catalog.text FROM pg_catalog.pg_attribute \
+         WHERE attrelid OPERATOR(pg_catalog.=) $1 AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped",
+        &[table.into()],
+        |r| col::<String>(r, 1).unwrap_or_default(),
+    );
+    let spellings: Vec<String> = match name_spellings(name) {
+        Ok(s) => s.into_iter().filter_map(|p| p.into_iter().last()).collect(),
+        Err(_) => vec![name.to_string()],
+    };
+    for wanted in &spellings {
+        if existing.contains(wanted) {
+            return Ok(wanted.clone());
+        }
+    }
+    let close = close_names(spellings.last().map_or(name, |s| s.as_str()), &existing);
+    Err(close.into_iter().map(|n| format!("\"{n}\"")).collect())
+}

@@ -290,11 +290,18 @@ fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
         )];
     };
     let Some(column_type) = column_type else {
+        let close = match crate::names::find_column(oid, &quote_ident(&p.time_column)) {
+            Err(close) => crate::names::Found::hint(&close),
+            Ok(_) => String::new(),
+        };
         return vec![action(
             "skipped",
             target.clone(),
             None,
-            format!("the table has no column {}", quote_ident(&p.time_column)),
+            format!(
+                "the table has no column {}{close}",
+                quote_ident(&p.time_column)
+            ),
         )];
     };
     // An integer or text column cannot be compared with now() - keep (42883); this policy is

@@ -85,11 +85,26 @@ CREATE TABLE app.ticks (id int, t int);
 CREATE TABLE app.logs (id int, at timestamptz);
 INSERT INTO app.logs VALUES (1, now() - interval '90 days'), (2, now());
 INSERT INTO retention_policies (table_schema, table_name, time_column, keep)
-VALUES ('app', 'ticks', 't', '30 days'), ('app', 'logs', 'at', '30 days'), ('app', 'Logs', 'at', '30 days');
+VALUES ('app', 'ticks', 't', '30 days'), ('app', 'logs', 'at', '30 days'), ('app', 'Logs', 'at', '30 days'),
+       ('app', 'b', 'AT', '30 days');
 SELECT policy, action, rows, detail FROM apply_data_retention_policies(dry_run => true)
 WHERE policy LIKE 'app.%' ORDER BY 1;
 SELECT policy, action, rows FROM apply_data_retention_policies() WHERE policy LIKE 'app.%' ORDER BY 1;
 DELETE FROM retention_policies WHERE table_schema = 'app';
+-- The compliance report's audit settings name table and columns as the catalog spells them.
+CREATE TABLE app."AuditLog" ("changedAt" timestamptz, "tenantId" text);
+INSERT INTO app."AuditLog" VALUES ('2026-03-10', 't1'), ('2026-03-11', 't2');
+SET pg_runbook.audit_table = 'app.AuditLog';
+SET pg_runbook.audit_time_column = 'changedAt';
+SET pg_runbook.audit_tenant_column = 'tenantId';
+SELECT r->'sections'->'audit'->>'table' AS audit_table, r->'sections'->'audit'->>'changes' AS changes
+FROM (SELECT generate_compliance_report('t1', '2026-03-31') AS r) s;
+SET pg_runbook.audit_time_column = 'changed_at';
+SELECT r->'sections'->'audit'->>'status' AS status, r->'sections'->'audit'->>'detail' AS detail
+FROM (SELECT generate_compliance_report('t1', '2026-03-31') AS r) s;
+SET pg_runbook.audit_table = 'app.Audit_log';
+SELECT r->'sections'->'audit'->>'detail' AS detail FROM (SELECT generate_compliance_report(NULL, '2026-03-31') AS r) s;
+RESET pg_runbook.audit_table; RESET pg_runbook.audit_time_column; RESET pg_runbook.audit_tenant_column;
 
 -- ---- The lints Supabase users expect ------------------------------------------------------
 DO $$ BEGIN

@@ -325,10 +325,11 @@ pub fn name_spellings(name: &str) -> Result<Vec<Vec<String>>, String> {
 }
 
 /// Up to three of `existing` that look like `wanted`: the same name in another case, or within a
-/// small edit distance (a third of the name's length, at least 2), closest first.
+/// small edit distance (a third of the name's length, at least 1; a swap of two neighbouring
+/// characters counts as one edit), closest first.
 pub fn close_names(wanted: &str, existing: &[String]) -> Vec<String> {
     let w = wanted.to_lowercase();
-    let limit = (w.chars().count() / 3).max(2);
+    let limit = (w.chars().count() / 3).max(1);
     let mut scored: Vec<(usize, &String)> = existing
         .iter()
         .map(|e| (edit_distance(&w, &e.to_lowercase()), e))
@@ -339,24 +340,30 @@ pub fn close_names(wanted: &str, existing: &[String]) -> Vec<String> {
     scored.into_iter().take(3).map(|(_, e)| e.clone()).collect()
 }
 
-/// Levenshtein distance by characters.
+/// Edit distance by characters (optimal string alignment: insertions, deletions, substitutions
+/// and swaps of neighbours, each one edit).
 fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(cur).min(row[j])
-            };
-            prev = cur;
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
         }
     }
-    row[b.len()]
+    d[a.len()][b.len()]
 }
 
 fn parse_name(name: &str, fold: bool) -> Result<Vec<String>, String> {
@@ -647,6 +654,10 @@ mod tests {
             vec!["Scan_dedupe_lookup_idx"]
         );
         assert!(close_names("invoices_idx", &existing).is_empty());
+        // A swap is one edit; a short name must be nearly the same.
+        let tables: Vec<String> = vec!["Scan".into(), "bb".into()];
+        assert_eq!(close_names("Scna", &tables), vec!["Scan"]);
+        assert!(close_names("AT", &tables).is_empty());
     }
 
     #[test]
