@@ -180,11 +180,10 @@ impl Unusable {
         if let Some((name, def)) = &self.constraint {
             // An index that backs a constraint cannot be dropped by itself (2BP01).
             let why = "the index backs a constraint: drop and add the constraint again";
-            let stmt = format!(
-                "ALTER TABLE {} DROP CONSTRAINT {name}, ADD CONSTRAINT {name} {def}",
-                self.table
+            return (
+                why.into(),
+                vec![schema::readd_constraint(&self.table, name, def)],
             );
-            return (why.into(), vec![stmt]);
         }
         let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {}", self.name);
         let build = schema::concurrent_index_definition(&self.definition, false);

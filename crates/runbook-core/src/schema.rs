@@ -159,6 +159,14 @@ pub fn concurrent_index_definition(definition: &str, partitioned: bool) -> Strin
     definition.to_string()
 }
 
+/// The one statement that rebuilds a constraint's index: the index cannot be dropped by itself
+/// (2BP01), and dropping and adding the constraint in one ALTER TABLE never leaves the table
+/// without it between two statements. `table` and `name` come quoted; `definition` is
+/// pg_get_constraintdef's.
+pub fn readd_constraint(table: &str, name: &str, definition: &str) -> String {
+    format!("ALTER TABLE {table} DROP CONSTRAINT {name}, ADD CONSTRAINT {name} {definition}")
+}
+
 /// Where `pattern` first occurs in `text` at or after `from`, outside double-quoted identifiers.
 fn find_unquoted(text: &str, pattern: &str, from: usize) -> Option<usize> {
     let mut quoted = false;
@@ -582,6 +590,19 @@ mod tests {
                 "CREATE UNIQUE INDEX \"a ON ONLY b\" ON ONLY s.t USING btree (x)"
             ),
             "CREATE UNIQUE INDEX \"a ON ONLY b\" ON s.t USING btree (x)"
+        );
+    }
+
+    #[test]
+    fn an_exclusion_constraints_index_is_rebuilt_by_re_adding_the_constraint() {
+        assert_eq!(
+            readd_constraint(
+                "app.\"Booking\"",
+                "\"Booking_no_overlap\"",
+                "EXCLUDE USING gist (during WITH &&)"
+            ),
+            "ALTER TABLE app.\"Booking\" DROP CONSTRAINT \"Booking_no_overlap\", \
+             ADD CONSTRAINT \"Booking_no_overlap\" EXCLUDE USING gist (during WITH &&)"
         );
     }
 
