@@ -408,13 +408,10 @@ fn check_expected(migration: &str, check: &'static str, name: &str) -> Finding {
                 },
             }
         }
-        _ => {
-            if names::function_exists(name) {
-                Ok(found(Status::Pass, "present"))
-            } else {
-                Err(missing(&[]))
-            }
-        }
+        _ => match names::find_function(name) {
+            Ok(()) => Ok(found(Status::Pass, "present")),
+            Err(close) => Err(missing(&close)),
+        },
     };
     verdict.unwrap_or_else(|m| m)
 }

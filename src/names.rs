@@ -171,36 +171,100 @@ pub fn find_constraint(table: pg_sys::Oid, name: &str) -> Result<(bool, String),
     Err(close.into_iter().map(|n| format!("\"{n}\"")).collect())
 }
 
-/// Whether the function `name` (`f`, `schema.f`, or with argument types, `f(int, text)`) exists.
-/// With argument types it is resolved by `to_regprocedure` under the caller's search_path, as
-/// the caller would call it; without, by name in the named schema or the search_path's schemas.
-pub fn function_exists(name: &str) -> bool {
-    if name.contains('(') {
-        return Spi::get_one_with_args::<bool>(
-            "SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
-            &[name.into()],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(false);
+/// Whether the function `name` (`f`, `schema.f`, or with argument types, `f(int, text)`) exists:
+/// `Ok(())`, or `Err(closest names)`. With argument types it is resolved by `to_regprocedure`
+/// under the caller's search_path, as the caller would call it; without, by name (as SQL reads
+/// it, then as written) in the named schema or the search_path's schemas.
+pub fn find_function(name: &str) -> Result<(), Vec<String>> {
+    let bare = name.split('(').next().unwrap_or("").trim();
+    let spellings = name_spellings(bare).unwrap_or_default();
+    if let Some(args) = name.find('(').map(|i| &name[i..]) {
+        // Each spelling of the name, quoted, with the argument list as written.
+        for parts in &spellings {
+            let quoted: Vec<String> = parts.iter().map(|p| quote_ident(p)).collect();
+            let signature = format!("{}{args}", quoted.join("."));
+            let found = Spi::get_one_with_args::<bool>(
+                "SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
+                &[signature.as_str().into()],
+            )
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+            if found {
+                return Ok(());
+            }
+        }
     }
-    let schemas = caller_schemas();
-    name_spellings(name).unwrap_or_default().iter().any(|parts| {
-        let (schema, func) = match parts.as_slice() {
-            [s, f] => (Some(s.clone()), f.clone()),
-            [f] => (None, f.clone()),
-            _ => return false,
+    let schema = match spellings.last().map(|p| p.as_slice()) {
+        Some([s, _]) => Some(s.clone()),
+        _ => None,
+    };
+    // Every function name in the schemas the name may mean (each spelling's schema, or the
+    // search_path's), read once.
+    let schemas: Vec<String> = match &schema {
+        Some(_) => spellings
+            .iter()
+            .filter_map(|p| p.first().cloned())
+            .collect(),
+        None => caller_schemas(),
+    };
+    let existing = catalog::select(
+        "SELECT DISTINCT n.nspname::pg_catalog.text, p.proname::pg_catalog.text FROM pg_catalog.pg_proc p \
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
+         WHERE n.nspname OPERATOR(pg_catalog.=) ANY ($1)",
+        &[schemas.into()],
+        |r| {
+            (
+                col::<String>(r, 1).unwrap_or_default(),
+                col::<String>(r, 2).unwrap_or_default(),
+            )
+        },
+    );
+    if !name.contains('(') {
+        let matches = |parts: &Vec<String>| match parts.as_slice() {
+            [s, f] => existing.iter().any(|(es, ef)| es == s && ef == f),
+            [f] => existing.iter().any(|(_, ef)| ef == f),
+            _ => false,
         };
-        catalog::select_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p \
-               JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
-               WHERE p.proname OPERATOR(pg_catalog.=) $2 \
-                 AND CASE WHEN $1::pg_catalog.text IS NULL THEN n.nspname OPERATOR(pg_catalog.=) ANY ($3) \
-                          ELSE n.nspname OPERATOR(pg_catalog.=) $1 END)",
-            &[schema.into(), func.into(), schemas.clone().into()],
-            |r| col::<bool>(r, 1).unwrap_or(false),
-        )
-    })
+        if spellings.iter().any(matches) {
+            return Ok(());
+        }
+    }
+    let Some(wanted) = spellings.last().and_then(|p| p.last()) else {
+        return Err(Vec::new());
+    };
+    if name.contains('(') {
+        if let Some(found) = spellings.iter().find_map(|p| {
+            let f = p.last()?;
+            existing
+                .iter()
+                .find(|(_, ef)| ef == f)
+                .map(|(s, _)| (s.clone(), f.clone()))
+        }) {
+            return Err(signatures(&found.0, &found.1));
+        }
+    }
+    let mut names: Vec<String> = existing.into_iter().map(|(_, f)| f).collect();
+    names.dedup();
+    let close = close_names(wanted, &names);
+    Err(close
+        .into_iter()
+        .map(|f| match &schema {
+            Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&f)),
+            None => format!("\"{f}\""),
+        })
+        .collect())
+}
+
+/// Up to three signatures of the function `schema.name`, as to_regprocedure reads them.
+fn signatures(schema: &str, name: &str) -> Vec<String> {
+    catalog::select(
+        "SELECT pg_catalog.format('%I.%I(%s)', n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid)) \
+         FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
+         WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND p.proname OPERATOR(pg_catalog.=) $2 ORDER BY 1 LIMIT 3",
+        &[schema.into(), name.into()],
+        |r| col::<String>(r, 1).unwrap_or_default(),
+    )
 }
 
 /// The column `name` of the table `table`, as the catalog spells it: found as SQL reads the name,

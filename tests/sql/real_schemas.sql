@@ -61,6 +61,7 @@ WHERE c.relname IN ('Ord_userId_idx', 'Ord_pkey') ORDER BY 1;
 -- ---- Names as the catalog spells them -----------------------------------------------------
 CREATE TABLE app."Scan" (id int PRIMARY KEY, dedupe text, lookup text);
 CREATE INDEX "Scan_dedupe_lookup_idx" ON app."Scan" (dedupe, lookup);
+CREATE FUNCTION app."Touch_Scan"(int) RETURNS int LANGUAGE sql SET search_path = pg_catalog AS 'SELECT $1';
 INSERT INTO app."Scan" SELECT g, 'd' || g, 'l' || g FROM generate_series(1, 2000) g;
 ANALYZE app."Scan";
 SELECT expect_migration('prisma_names', $${
@@ -69,6 +70,9 @@ SELECT expect_migration('prisma_names', $${
   "tables": ["app.Scan", "app.Scna", "app.\"Scan\""]
 }$$);
 SELECT "check", status, object, detail FROM verify_migration('prisma_names');
+SELECT expect_migration('prisma_functions',
+  '{"functions": ["app.Touch_Scan", "app.touch_scn", "app.Touch_Scan(int)", "app.Touch_Scan(text)"]}');
+SELECT "check", status, object, detail FROM verify_migration('prisma_functions');
 SELECT status, indexes_used, detail
 FROM check_query_plan($$SELECT * FROM app."Scan" WHERE dedupe = 'd7' AND lookup = 'l7'$$,
                       expect_index => 'Scan_dedupe_lookup_idx');
@@ -162,7 +166,7 @@ SELECT c.relname FROM pg_extension e, unnest(e.extconfig) t(oid) JOIN pg_class c
 WHERE e.extname = 'pg_runbook' AND c.relname = 'accepted_findings';
 
 DELETE FROM accepted_findings;
-DELETE FROM migration_expectations WHERE migration = 'prisma_names';
+DELETE FROM migration_expectations WHERE migration IN ('prisma_names', 'prisma_functions');
 DELETE FROM schema_baselines WHERE label IN ('sp', 'parts');
 DROP SCHEMA app CASCADE;
 DROP TABLE public.b;
