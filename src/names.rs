@@ -233,16 +233,15 @@ pub fn find_function(name: &str) -> Result<(), Vec<String>> {
     let Some(wanted) = spellings.last().and_then(|p| p.last()) else {
         return Err(Vec::new());
     };
-    if name.contains('(') {
-        if let Some(found) = spellings.iter().find_map(|p| {
-            let f = p.last()?;
-            existing
-                .iter()
-                .find(|(_, ef)| ef == f)
-                .map(|(s, _)| (s.clone(), f.clone()))
-        }) {
-            return Err(signatures(&found.0, &found.1));
-        }
+    let same_name = spellings.iter().find_map(|p| {
+        let f = p.last()?;
+        existing
+            .iter()
+            .find(|(_, ef)| ef == f)
+            .map(|(s, _)| (s.clone(), f.clone()))
+    });
+    if let (true, Some((s, f))) = (name.contains('('), same_name) {
+        return Err(signatures(&s, &f));
     }
     let mut names: Vec<String> = existing.into_iter().map(|(_, f)| f).collect();
     names.dedup();
