@@ -23,6 +23,7 @@ mod names;
 mod partitions;
 mod preflight;
 mod privileges;
+mod query_plan;
 mod security;
 mod settings;
 mod sketch_agg;

@@ -1,16 +1,17 @@
 //! Migration verification: what a migration left behind (invalid indexes from failed concurrent
 //! builds, builds still running, NOT VALID constraints) and whether it left what it promised
 //! (`expect_migration` / `verify_migration`), with `assert_migration_success` for migration files
-//! run with `ON_ERROR_STOP`; and `check_query_plan` for a query the migration was meant to speed up.
+//! run with `ON_ERROR_STOP`. `check_query_plan` is in query_plan.rs.
 
 use crate::catalog::{self, col, quote_ident};
 use crate::error;
 use crate::findings::{self, Finding, pass_if_none};
 use crate::indexes::user_relation;
 use crate::names::{self, Found};
+use pgrx::JsonB;
 use pgrx::prelude::*;
-use pgrx::{Json, JsonB};
-use runbook_core::schema::{self, parse_qualified_name};
+use runbook_core::names::parse_qualified_name;
+use runbook_core::schema;
 use runbook_core::status::Status;
 use serde_json::Value;
 
@@ -578,221 +579,6 @@ fn verify_migration(
     let migration = migration_name("migration", migration);
     let rows = catalog::with_catalog_settings(|| verify_one(&migration));
     TableIterator::new(rows.into_iter().map(Finding::into_row))
-}
-
-// ---- check_query_plan ----------------------------------------------------------------------------
-
-/// Why `query` is not one plain SELECT, or None when it is. Nothing is executed: the text is only
-/// run through PostgreSQL's raw parser, and the tree walked for anything that writes or locks.
-fn refusal(query: &str) -> Option<String> {
-    let cquery = std::ffi::CString::new(query)
-        .unwrap_or_else(|_| error::invalid_argument("query", "contains a NUL byte"));
-    unsafe {
-        let list = pg_sys::raw_parser(cquery.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
-        let stmts = pgrx::PgList::<pg_sys::RawStmt>::from_pg(list);
-        if stmts.len() != 1 {
-            return Some(format!(
-                "it holds {} statements; give exactly one SELECT",
-                stmts.len()
-            ));
-        }
-        let stmt = stmts
-            .get_ptr(0)
-            .map(|s| (*s).stmt)
-            .unwrap_or(std::ptr::null_mut());
-        if stmt.is_null() || (*stmt).type_ != pg_sys::NodeTag::T_SelectStmt {
-            return Some("only a SELECT (or WITH ... SELECT) is accepted".into());
-        }
-        let mut found: Option<&'static str> = None;
-        refuse_walker(stmt, &mut found as *mut _ as *mut std::ffi::c_void);
-        found.map(|what| format!("{what} is not a read-only query"))
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn refuse_walker(
-    node: *mut pg_sys::Node,
-    context: *mut std::ffi::c_void,
-) -> bool {
-    if node.is_null() {
-        return false;
-    }
-    let found = unsafe { &mut *(context as *mut Option<&'static str>) };
-    let tag = unsafe { (*node).type_ };
-    match tag {
-        pg_sys::NodeTag::T_InsertStmt => *found = Some("INSERT"),
-        pg_sys::NodeTag::T_UpdateStmt => *found = Some("UPDATE"),
-        pg_sys::NodeTag::T_DeleteStmt => *found = Some("DELETE"),
-        pg_sys::NodeTag::T_MergeStmt => *found = Some("MERGE"),
-        pg_sys::NodeTag::T_SelectStmt => {
-            let select = node as *mut pg_sys::SelectStmt;
-            if unsafe { !(*select).intoClause.is_null() } {
-                *found = Some("SELECT ... INTO");
-            } else if unsafe { !(*select).lockingClause.is_null() } {
-                *found = Some("SELECT ... FOR UPDATE/SHARE");
-            }
-        }
-        _ => {}
-    }
-    if found.is_some() {
-        return true;
-    }
-    unsafe { pg_sys::raw_expression_tree_walker(node, Some(refuse_walker), context) }
-}
-
-/// What an EXPLAIN (FORMAT JSON) plan says: indexes used and relations scanned sequentially.
-fn plan_summary(plan: &Value, indexes: &mut Vec<(String, String)>, seq_scans: &mut Vec<String>) {
-    let text = |k: &str| {
-        plan.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
-    if let Some(index) = plan.get("Index Name").and_then(Value::as_str) {
-        let entry = (text("Schema"), index.to_string());
-        if !indexes.contains(&entry) {
-            indexes.push(entry);
-        }
-    }
-    if text("Node Type") == "Seq Scan" {
-        let rel = format!(
-            "{}.{}",
-            quote_ident(&text("Schema")),
-            quote_ident(&text("Relation Name"))
-        );
-        if !seq_scans.contains(&rel) {
-            seq_scans.push(rel);
-        }
-    }
-    for child in plan
-        .get("Plans")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        plan_summary(child, indexes, seq_scans);
-    }
-}
-
-/// Whether the plan used the index `expected` or, for an index of a partitioned table, a
-/// partition's copy of it (a plan scans the partitions' indexes, never the parent's). A Bitmap
-/// Index Scan node names no schema: its index is matched by name in any schema.
-fn index_used(expected: pg_sys::Oid, used: &[(String, String)]) -> bool {
-    let (schemas, indexes): (Vec<String>, Vec<String>) = used.iter().cloned().unzip();
-    catalog::select_one(
-        "SELECT EXISTS (SELECT 1 FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) u(s, r) \
-           JOIN pg_catalog.pg_class c ON c.relname OPERATOR(pg_catalog.=) u.r \
-           JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
-                AND (u.s OPERATOR(pg_catalog.=) '' OR n.nspname OPERATOR(pg_catalog.=) u.s) \
-           WHERE c.oid OPERATOR(pg_catalog.=) $3 \
-              OR $3 OPERATOR(pg_catalog.=) ANY (SELECT a.relid FROM pg_catalog.pg_partition_ancestors(c.oid) a))",
-        &[schemas.into(), indexes.into(), expected.into()],
-        |r| col::<bool>(r, 1).unwrap_or(false),
-    )
-}
-
-/// Runs `EXPLAIN (ANALYZE, BUFFERS, VERBOSE, FORMAT JSON)` on one read-only query and reports its
-/// planning and execution time, the indexes it used, whether it scanned a table sequentially, and
-/// PASS/FAIL against `expect_index` and `max_ms`. Anything but one SELECT (or WITH ... SELECT)
-/// is refused with 22023 before it runs; the query runs with the transaction read-only.
-#[pg_extern(volatile)]
-fn check_query_plan(
-    query: Option<&str>,
-    expect_index: default!(Option<&str>, "NULL"),
-    max_ms: default!(Option<f64>, "NULL"),
-) -> TableIterator<
-    'static,
-    (
-        name!(status, String),
-        name!(planning_ms, f64),
-        name!(execution_ms, f64),
-        name!(indexes_used, Vec<String>),
-        name!(seq_scan, bool),
-        name!(seq_scan_tables, Vec<String>),
-        name!(detail, String),
-    ),
-> {
-    let query = error::required("query", query);
-    if query.trim().is_empty() {
-        error::invalid_argument("query", "is empty");
-    }
-    // Resolved before the query runs, as the caller's search_path finds it (or as the catalog
-    // spells it): a name that parses badly is 22023 before anything runs.
-    let expected_index = expect_index.map(|e| (e, names::find_relation("expect_index", e, "i,I")));
-    if let Some(ms) = max_ms.filter(|ms| !ms.is_finite() || *ms < 0.0) {
-        error::invalid_argument(
-            "max_ms",
-            format!("{ms} is not a non-negative number of milliseconds"),
-        );
-    }
-    if let Some(why) = refusal(query) {
-        error::invalid_argument("query", why);
-    }
-
-    let explain = format!("EXPLAIN (ANALYZE, BUFFERS, VERBOSE, FORMAT JSON)\n{query}\n");
-    let saved = unsafe { pg_sys::XactReadOnly };
-    unsafe { pg_sys::XactReadOnly = true };
-    let result = PgTryBuilder::new(|| {
-        Spi::connect_mut(|client| {
-            let rows = catalog::spi("running EXPLAIN", client.update(&explain, None, &[]));
-            rows.into_iter()
-                .next()
-                .and_then(|r| catalog::col::<Json>(&r, 1))
-                .map(|j| j.0)
-        })
-    })
-    .finally(|| unsafe { pg_sys::XactReadOnly = saved })
-    .execute();
-    let result = result.unwrap_or(Value::Null);
-    let top = result.get(0).cloned().unwrap_or(Value::Null);
-    let planning_ms = top
-        .get("Planning Time")
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0);
-    let execution_ms = top
-        .get("Execution Time")
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0);
-    let (mut indexes, mut seq_scans) = (Vec::new(), Vec::new());
-    if let Some(plan) = top.get("Plan") {
-        plan_summary(plan, &mut indexes, &mut seq_scans);
-    }
-
-    let mut failures = Vec::new();
-    match &expected_index {
-        Some((e, Found::Missing(close))) => failures.push(format!(
-            "expected index {e} does not exist{}",
-            Found::hint(close)
-        )),
-        Some((e, Found::Relation(oid))) if !index_used(*oid, &indexes) => {
-            failures.push(format!("expected index {e} was not used"))
-        }
-        _ => {}
-    }
-    if let Some(max) = max_ms.filter(|max| execution_ms > *max) {
-        failures.push(format!(
-            "execution took {execution_ms:.3} ms, more than {max} ms"
-        ));
-    }
-    let status = if failures.is_empty() {
-        Status::Pass
-    } else {
-        Status::Fail
-    };
-    let mut detail = failures;
-    if !seq_scans.is_empty() {
-        detail.push(format!("sequential scan of {}", seq_scans.join(", ")));
-    }
-    let used: Vec<String> = indexes.iter().map(|(_, n)| quote_ident(n)).collect();
-    TableIterator::once((
-        status.as_str().to_string(),
-        planning_ms,
-        execution_ms,
-        used,
-        !seq_scans.is_empty(),
-        seq_scans,
-        detail.join("; "),
-    ))
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -11,7 +11,7 @@
 
 use crate::catalog::{self, col, quote_ident};
 use pgrx::prelude::*;
-use runbook_core::schema::{close_names, name_spellings};
+use runbook_core::names::{close_names, name_spellings};
 
 /// The schemas of the caller's search_path, in search order (pg_catalog and the session's
 /// temporary schema included where PostgreSQL searches them). Read through SPI directly, not
