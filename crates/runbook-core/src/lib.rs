@@ -7,6 +7,7 @@ pub mod indexes;
 pub mod integrity;
 pub mod jsonb;
 pub mod matviews;
+pub mod names;
 pub mod partitions;
 pub mod rollup;
 pub mod schema;
