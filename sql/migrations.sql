@@ -28,18 +28,21 @@ CREATE TABLE @extschema@.schema_baseline_objects (
     valid       boolean NOT NULL,
     contype     "char",
     partitioned boolean NOT NULL DEFAULT false,
+    inherited   boolean NOT NULL DEFAULT false,
     PRIMARY KEY (label, kind, schemaname, tablename, name)
 );
 COMMENT ON TABLE @extschema@.schema_baseline_objects IS
-  'One index, constraint or materialized view of a baseline: its definition (pg_get_indexdef, pg_get_constraintdef, pg_get_viewdef) and whether it was valid';
+  'One index, constraint or materialized view of a baseline: its definition (pg_get_indexdef, pg_get_constraintdef, pg_get_viewdef, read under search_path = pg_catalog, pg_temp so every name is schema-qualified) and whether it was valid';
+COMMENT ON COLUMN @extschema@.schema_baseline_objects.inherited IS
+  'A partition''s copy of its parent''s index or constraint: compared, never dropped or re-created by itself';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.schema_baseline_objects', '');
 
 COMMENT ON FUNCTION @extschema@.analyze_index_usage() IS
   'One row per index of user tables: scans, tuples read and fetched, size (from pg_class.relpages), kind, validity, redundancy and a recommendation';
 COMMENT ON FUNCTION @extschema@.find_redundant_indexes() IS
   'Indexes that duplicate another or whose keys lead another index''s keys, with the covering index and a DROP INDEX CONCURRENTLY statement';
-COMMENT ON FUNCTION @extschema@.find_unused_indexes(bigint) IS
-  'Indexes with no scans since statistics were last reset, excluding constraint-backing and unique indexes';
+COMMENT ON FUNCTION @extschema@.find_unused_indexes(bigint, interval) IS
+  'Indexes with no scans since statistics were last reset: verdict unused (with a DROP statement) only when the statistics cover min_stats_age on a primary, else unknown; excluding constraint-backing, unique, replica identity and sole foreign-key indexes. For runbook_reader.';
 COMMENT ON FUNCTION @extschema@.find_missing_fk_indexes() IS
   'Foreign keys whose referencing columns lead no index, with a suggested CREATE INDEX CONCURRENTLY statement';
 COMMENT ON FUNCTION @extschema@.index_build_progress() IS

@@ -129,6 +129,30 @@ GRANT SELECT ON @extschema@.ddl_attempt_log TO runbook_operator;
 
 
 -- ==== schema correctness (issue 15) ====
+-- Checks and reports: runbook_reader. Baselines and expectations: runbook_operator. Accepting
+-- findings and retention (which drops data): runbook_admin.
+GRANT EXECUTE ON FUNCTION @extschema@.analyze_index_usage(), @extschema@.find_redundant_indexes(),
+    @extschema@.find_unused_indexes(bigint, interval), @extschema@.find_missing_fk_indexes(),
+    @extschema@.index_build_progress(), @extschema@.verify_migration_success(),
+    @extschema@.assert_migration_success(text), @extschema@.verify_migration(text),
+    @extschema@.check_query_plan(text, text, double precision), @extschema@.schema_diff(text),
+    @extschema@.rollback_ddl(text), @extschema@.validate_security_configuration(),
+    @extschema@.analyze_partition_distribution(double precision),
+    @extschema@.check_data_integrity(integer, double precision, double precision),
+    @extschema@.generate_compliance_report(text, date)
+    TO runbook_reader;
+GRANT SELECT ON @extschema@.migration_expectations, @extschema@.schema_baselines,
+    @extschema@.schema_baseline_objects, @extschema@.accepted_findings, @extschema@.retention_policies
+    TO runbook_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.schema_baseline(text, boolean), @extschema@.expect_migration(text, jsonb)
+    TO runbook_operator;
+GRANT INSERT, UPDATE, DELETE ON @extschema@.migration_expectations, @extschema@.schema_baselines,
+    @extschema@.schema_baseline_objects TO runbook_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.accept_finding(text, text, text, timestamptz),
+    @extschema@.withdraw_finding(text, text), @extschema@.apply_data_retention_policies(boolean),
+    @extschema@.drop_old_partitions(integer, regclass, boolean)
+    TO runbook_admin;
+GRANT INSERT, UPDATE, DELETE ON @extschema@.accepted_findings, @extschema@.retention_policies TO runbook_admin;
 -- ==== end schema correctness ====
 
 

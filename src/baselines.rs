@@ -9,37 +9,52 @@ use pgrx::prelude::*;
 use runbook_core::schema::{self, Kind, SchemaObject};
 
 /// The schema now, in the columns of schema_baseline_objects (after the label). Indexes that back
-/// a constraint come with their constraint, and partitions' copies of a parent's index or
-/// constraint with their parent, so neither appears twice.
+/// a constraint come with their constraint. Partitions' copies of a parent's index or constraint
+/// are listed too, marked `inherited`, so that a partition detached later keeps its copies.
 fn current_objects_sql() -> String {
     format!(
         "SELECT 'index'::text AS kind, n.nspname::text AS schemaname, t.relname::text AS tablename, \
                 c.relname::text AS name, pg_catalog.pg_get_indexdef(i.indexrelid) AS definition, \
-                i.indisvalid AND i.indisready AS valid, NULL::\"char\" AS contype, c.relkind = 'I' AS partitioned \
+                i.indisvalid AND i.indisready AS valid, NULL::\"char\" AS contype, \
+                c.relkind OPERATOR(pg_catalog.=) 'I' AS partitioned, \
+                EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h \
+                        WHERE h.inhrelid OPERATOR(pg_catalog.=) i.indexrelid) AS inherited \
          FROM pg_catalog.pg_index i \
-         JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
-         JOIN pg_catalog.pg_class t ON t.oid = i.indrelid \
-         JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace \
+         JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.indexrelid \
+         JOIN pg_catalog.pg_class t ON t.oid OPERATOR(pg_catalog.=) i.indrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) t.relnamespace \
          WHERE {idx} \
-           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint con WHERE con.conindid = i.indexrelid \
-                           AND con.conrelid = i.indrelid AND con.contype IN ('p', 'u', 'x')) \
-           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h WHERE h.inhrelid = i.indexrelid) \
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint con \
+                           WHERE con.conindid OPERATOR(pg_catalog.=) i.indexrelid \
+                             AND con.conrelid OPERATOR(pg_catalog.=) i.indrelid \
+                             AND con.contype OPERATOR(pg_catalog.=) ANY ('{{p,u,x}}'::\"char\"[])) \
          UNION ALL \
          SELECT 'constraint', n.nspname::text, t.relname::text, con.conname::text, \
-                pg_catalog.pg_get_constraintdef(con.oid), con.convalidated, con.contype, false \
+                pg_catalog.pg_get_constraintdef(con.oid), con.convalidated, con.contype, false, \
+                con.conparentid OPERATOR(pg_catalog.<>) 0::oid \
          FROM pg_catalog.pg_constraint con \
-         JOIN pg_catalog.pg_class t ON t.oid = con.conrelid \
-         JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace \
-         WHERE con.contype IN ('p', 'u', 'x', 'f', 'c') AND con.conparentid = 0 AND {con} \
+         JOIN pg_catalog.pg_class t ON t.oid OPERATOR(pg_catalog.=) con.conrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) t.relnamespace \
+         WHERE con.contype OPERATOR(pg_catalog.=) ANY ('{{p,u,x,f,c}}'::\"char\"[]) AND {con} \
          UNION ALL \
          SELECT 'materialized view', n.nspname::text, c.relname::text, c.relname::text, \
-                pg_catalog.pg_get_viewdef(c.oid, true), c.relispopulated, NULL, false \
-         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind = 'm' AND {mv}",
+                pg_catalog.pg_get_viewdef(c.oid, true), c.relispopulated, NULL, false, false \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+         WHERE c.relkind OPERATOR(pg_catalog.=) 'm' AND {mv}",
         idx = user_relation("n", "i.indrelid"),
         con = user_relation("n", "con.conrelid"),
         mv = user_relation("n", "c.oid"),
     )
+}
+
+/// Runs `f` with the catalog settings and `search_path = pg_catalog, pg_temp`: pg_get_indexdef,
+/// pg_get_constraintdef and pg_get_viewdef then qualify every name outside pg_catalog
+/// (`REFERENCES app.b(bb)`), so a definition means the same whatever search_path the baseline
+/// was taken, compared or rolled back under.
+fn pinned<R>(f: impl FnOnce() -> R) -> R {
+    catalog::with_catalog_settings(|| {
+        catalog::with_settings(&[("search_path", "pg_catalog, pg_temp".to_string())], f)
+    })
 }
 
 fn read_object(r: &pgrx::spi::SpiHeapTupleData) -> SchemaObject {
@@ -52,6 +67,7 @@ fn read_object(r: &pgrx::spi::SpiHeapTupleData) -> SchemaObject {
         valid: col::<bool>(r, 6).unwrap_or(false),
         contype: col::<i8>(r, 7).map(|c| c as u8 as char),
         partitioned: col::<bool>(r, 8).unwrap_or(false),
+        inherited: col::<bool>(r, 9).unwrap_or(false),
     }
 }
 
@@ -65,7 +81,7 @@ fn label_arg(label: Option<&str>) -> String {
 
 fn baseline_exists(label: &str) -> bool {
     let sql = format!(
-        "SELECT EXISTS (SELECT 1 FROM {} WHERE label = $1)",
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE label OPERATOR(pg_catalog.=) $1)",
         catalog::ext_object("schema_baselines")
     );
     catalog::select_one(&sql, &[label.into()], |r| {
@@ -79,15 +95,15 @@ fn baseline_objects(label: &str) -> Vec<SchemaObject> {
         error::undefined_object("schema baseline", label);
     }
     let sql = format!(
-        "SELECT kind, schemaname, tablename, name, definition, valid, contype, partitioned \
-         FROM {} WHERE label = $1",
+        "SELECT kind, schemaname, tablename, name, definition, valid, contype, partitioned, inherited \
+         FROM {} WHERE label OPERATOR(pg_catalog.=) $1",
         catalog::ext_object("schema_baseline_objects")
     );
     catalog::select(&sql, &[label.into()], read_object)
 }
 
 fn current_objects() -> Vec<SchemaObject> {
-    catalog::with_catalog_settings(|| catalog::select(&current_objects_sql(), &[], read_object))
+    pinned(|| catalog::select(&current_objects_sql(), &[], read_object))
 }
 
 /// Snapshots the definitions of every index, constraint and materialized view of user tables
@@ -107,7 +123,7 @@ fn schema_baseline(label: Option<&str>, replace: default!(Option<bool>, "false")
             );
         }
         let sql = format!(
-            "DELETE FROM {} WHERE label = $1",
+            "DELETE FROM {} WHERE label OPERATOR(pg_catalog.=) $1",
             catalog::ext_object("schema_baselines")
         );
         catalog::execute(&sql, &[label.as_str().into()]);
@@ -120,12 +136,12 @@ fn schema_baseline(label: Option<&str>, replace: default!(Option<bool>, "false")
         &[label.as_str().into()],
     );
     let sql = format!(
-        "INSERT INTO {} (label, kind, schemaname, tablename, name, definition, valid, contype, partitioned) \
+        "INSERT INTO {} (label, kind, schemaname, tablename, name, definition, valid, contype, partitioned, inherited) \
          SELECT $1, o.* FROM ({}) o",
         catalog::ext_object("schema_baseline_objects"),
         current_objects_sql()
     );
-    catalog::with_catalog_settings(|| catalog::execute(&sql, &[label.as_str().into()])) as i64
+    pinned(|| catalog::execute(&sql, &[label.as_str().into()])) as i64
 }
 
 /// What was added, dropped or changed (definition or validity) in indexes, constraints and
@@ -167,6 +183,8 @@ fn schema_diff(
     TableIterator::new(
         changes
             .into_iter()
+            // A partition's copy changes with its parent, which is reported.
+            .filter(|c| !c.object().inherited)
             .map(|c| {
                 let o = c.object().clone();
                 (
@@ -197,9 +215,15 @@ fn rollback_ddl(
     let changes = schema::diff(&before, &now);
     let tables: std::collections::HashSet<(String, String)> = catalog::select(
         "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c \
-         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'm')",
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+         WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p,m}'::\"char\"[])",
         &[],
-        |r| (col::<String>(r, 1).unwrap_or_default(), col::<String>(r, 2).unwrap_or_default()),
+        |r| {
+            (
+                col::<String>(r, 1).unwrap_or_default(),
+                col::<String>(r, 2).unwrap_or_default(),
+            )
+        },
     )
     .into_iter()
     .collect();

@@ -328,23 +328,25 @@ fn cache_stats() -> TableIterator<
 > {
     let schema = catalog::ext_schema();
     // Counts only: computed as the extension's owner, since readers have no right on the tables.
-    let (entries, expired, depth, oldest) = catalog::as_extension_owner(|| catalog::select_one(
-        &format!(
-            "SELECT (SELECT count(*) FROM {schema}.query_cache), \
+    let (entries, expired, depth, oldest) = catalog::as_extension_owner(|| {
+        catalog::select_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM {schema}.query_cache), \
                     (SELECT count(*) FROM {schema}.query_cache WHERE expires_at <= now()), \
                     (SELECT count(*) FROM {schema}.cache_invalidation_queue), \
                     (SELECT now() - min(enqueued_at) FROM {schema}.cache_invalidation_queue)"
-        ),
-        &[],
-        |r| {
-            (
-                col::<i64>(r, 1).unwrap_or(0),
-                col::<i64>(r, 2).unwrap_or(0),
-                col::<i64>(r, 3).unwrap_or(0),
-                col::<Interval>(r, 4),
-            )
-        },
-    ));
+            ),
+            &[],
+            |r| {
+                (
+                    col::<i64>(r, 1).unwrap_or(0),
+                    col::<i64>(r, 2).unwrap_or(0),
+                    col::<i64>(r, 3).unwrap_or(0),
+                    col::<Interval>(r, 4),
+                )
+            },
+        )
+    });
     let s = worker::database_counters();
     let lookups = s.hits + s.misses;
     let rate = (lookups > 0).then(|| (s.hits as f64 * 1000.0 / lookups as f64).round() / 10.0);

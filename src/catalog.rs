@@ -254,21 +254,6 @@ pub fn run_prepared<T>(
     })
 }
 
-/// The relation a user names in text (`orders`, `app."Orders"`), resolved as the caller's own
-/// statements would resolve it: through the caller's search_path, which the extension's own
-/// statements never use. `None` when there is no such relation (or the text is not a name).
-pub fn user_regclass(name: &str) -> Option<pg_sys::Oid> {
-    if name.contains('\0') {
-        return None;
-    }
-    // SAFETY: to_regclass takes one text argument and returns an OID, or NULL for an unknown
-    // name or bad syntax (it does not raise for those).
-    let oid = unsafe {
-        pgrx::direct_function_call::<pg_sys::Oid>(pg_sys::to_regclass, &[name.into_datum()])
-    };
-    oid.filter(|o| *o != pg_sys::InvalidOid)
-}
-
 /// Runs `f` as the extension's owner, as a SECURITY DEFINER function would, and back as the
 /// caller after it. For the statements that write the extension's own tables on a caller's
 /// behalf (cache entries, log rows): those are fully qualified and built from no caller text.

@@ -4,7 +4,7 @@
 
 use crate::catalog::{self, col, quote_ident};
 use crate::preflight::{Thresholds, all_checks};
-use crate::{error, integrity, partitions, security, settings};
+use crate::{error, findings, integrity, names, partitions, security, settings};
 use pgrx::prelude::*;
 use runbook_core::status::Status;
 use serde_json::{Value, json};
@@ -40,10 +40,12 @@ fn audit_time_column(table: pg_sys::Oid) -> Option<String> {
         return Some(set);
     }
     catalog::select(
-        "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
-         LEFT JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid = a.attrelid AND pt.partnatts = 1 AND pt.partattrs[0] = a.attnum \
-         WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
-           AND a.atttypid IN ('date'::regtype, 'timestamp'::regtype, 'timestamptz'::regtype) \
+        "SELECT a.attname::pg_catalog.text FROM pg_catalog.pg_attribute a \
+         LEFT JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid OPERATOR(pg_catalog.=) a.attrelid \
+              AND pt.partnatts OPERATOR(pg_catalog.=) 1 AND pt.partattrs[0] OPERATOR(pg_catalog.=) a.attnum \
+         WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
+           AND a.atttypid::pg_catalog.regtype OPERATOR(pg_catalog.=) \
+               ANY ('{date,timestamp,timestamptz}'::pg_catalog.regtype[]) \
          ORDER BY pt.partrelid IS NULL, a.attnum LIMIT 1",
         &[table.into()],
         |r| col::<String>(r, 1),
@@ -58,33 +60,65 @@ fn audit(tenant: Option<&str>, as_of: Date) -> Value {
     if table.is_empty() {
         return json!({"configured": false, "detail": "set pg_runbook.audit_table to report audit coverage"});
     }
-    let oid = catalog::select_one(
-        "SELECT to_regclass($1)::oid",
-        &[table.clone().into()],
-        |r| col::<pg_sys::Oid>(r, 1),
-    );
-    let Some(oid) = oid else {
-        return json!({"configured": true, "table": table, "status": "FAIL", "detail": "pg_runbook.audit_table names no table"});
+    // Found as the caller's search_path finds it, or as the catalog spells it.
+    let oid = match names::find_relation("pg_runbook.audit_table", &table, "r,p") {
+        names::Found::Relation(oid) => oid,
+        names::Found::Missing(close) => {
+            let detail = format!(
+                "pg_runbook.audit_table names no table{}",
+                names::Found::hint(&close)
+            );
+            return json!({"configured": true, "table": table, "status": "FAIL", "detail": detail});
+        }
     };
-    let name = catalog::select_one("SELECT $1::regclass::text", &[oid.into()], |r| {
-        col::<String>(r, 1).unwrap_or_default()
-    });
+    let name = catalog::select_one(
+        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+         WHERE c.oid OPERATOR(pg_catalog.=) $1",
+        &[oid.into()],
+        |r| col::<String>(r, 1).unwrap_or_default(),
+    );
     let Some(time_column) = audit_time_column(oid) else {
         return json!({"configured": true, "table": name, "status": "FAIL", "detail": "no time column: set pg_runbook.audit_time_column"});
     };
-    let tenant_column = settings::text(&settings::AUDIT_TENANT_COLUMN);
+    // The settings name columns as the catalog spells them or as SQL reads them.
+    let missing = |setting: &str, column: &str, close: Vec<String>| {
+        let detail = format!(
+            "{setting} names no column {column} of {name}{}",
+            names::Found::hint(&close)
+        );
+        json!({"configured": true, "table": name, "status": "FAIL", "detail": detail})
+    };
+    let time_column = match names::find_column(oid, &time_column) {
+        Ok(c) => c,
+        Err(close) => return missing("pg_runbook.audit_time_column", &time_column, close),
+    };
+    let mut tenant_column = settings::text(&settings::AUDIT_TENANT_COLUMN);
+    if !tenant_column.is_empty() {
+        tenant_column = match names::find_column(oid, &tenant_column) {
+            Ok(c) => c,
+            Err(close) => return missing("pg_runbook.audit_tenant_column", &tenant_column, close),
+        };
+    }
     let filtered = tenant.is_some() && !tenant_column.is_empty();
     let tenant_filter = if filtered {
-        format!(" AND {}::text = $3", quote_ident(&tenant_column))
+        format!(
+            " AND {}::pg_catalog.text OPERATOR(pg_catalog.=) $3",
+            quote_ident(&tenant_column)
+        )
     } else {
         String::new()
     };
     let t = quote_ident(&time_column);
     // The period is the calendar month of as_of, up to and including as_of.
     let sql = format!(
-        "SELECT count(*), count(DISTINCT {t}::date), \
-                (date_trunc('month', $1::date)::date)::text, ($2::date - date_trunc('month', $1::date)::date + 1)::int8 \
-         FROM {oid_name} WHERE {t} >= date_trunc('month', $1::date) AND {t} < $2::date + 1{tenant_filter}",
+        "SELECT pg_catalog.count(*), pg_catalog.count(DISTINCT {t}::pg_catalog.date), \
+                (pg_catalog.date_trunc('month', $1::pg_catalog.date)::pg_catalog.date)::pg_catalog.text, \
+                ($2::pg_catalog.date OPERATOR(pg_catalog.-) pg_catalog.date_trunc('month', $1::pg_catalog.date)::pg_catalog.date \
+                    OPERATOR(pg_catalog.+) 1)::pg_catalog.int8 \
+         FROM {oid_name} \
+         WHERE {t} OPERATOR(pg_catalog.>=) pg_catalog.date_trunc('month', $1::pg_catalog.date) \
+           AND {t} OPERATOR(pg_catalog.<) ($2::pg_catalog.date OPERATOR(pg_catalog.+) 1){tenant_filter}",
         oid_name = name
     );
     let mut args: Vec<pgrx::datum::DatumWithOid> = vec![as_of.into(), as_of.into()];
@@ -136,8 +170,9 @@ fn generate_compliance_report(
         integrity::all_findings(1000, settings::SEQUENCE_WARN_PCT.get(), settings::SEQUENCE_FAIL_PCT.get())
             .into_iter()
             .map(|f| {
-                let v = json!({"check": f.check, "status": f.status.as_str(), "object": f.object, "detail": f.detail});
-                (f.check.to_string(), f.status, v)
+                let (status, shown) = (f.effective_status(), f.status_text());
+                let v = json!({"check": f.check, "status": shown, "object": f.object, "detail": findings::with_acceptance(f.detail, &f.suppressed)});
+                (f.check.to_string(), status, v)
             })
             .collect(),
     );
@@ -145,8 +180,10 @@ fn generate_compliance_report(
         security::all_findings()
             .into_iter()
             .map(|f| {
-                let v = json!({"check": f.check, "status": f.status.as_str(), "object": f.object, "detail": f.detail, "remediation": f.remediation});
-                (f.check.to_string(), f.status, v)
+                let status = if f.suppressed.is_some() { Status::Pass } else { f.status };
+                let shown = findings::status_text(f.status, &f.suppressed);
+                let v = json!({"check": f.check, "status": shown, "object": f.object, "detail": findings::with_acceptance(f.detail, &f.suppressed), "remediation": f.remediation});
+                (f.check.to_string(), status, v)
             })
             .collect(),
     );
@@ -164,12 +201,16 @@ fn generate_compliance_report(
         status_of(&retention),
         status_of(&audit),
     ]);
-    let database = catalog::select_one("SELECT current_database()::text, now()::text", &[], |r| {
-        (
-            col::<String>(r, 1).unwrap_or_default(),
-            col::<String>(r, 2).unwrap_or_default(),
-        )
-    });
+    let database = catalog::select_one(
+        "SELECT pg_catalog.current_database()::pg_catalog.text, pg_catalog.now()::pg_catalog.text",
+        &[],
+        |r| {
+            (
+                col::<String>(r, 1).unwrap_or_default(),
+                col::<String>(r, 2).unwrap_or_default(),
+            )
+        },
+    );
     pgrx::JsonB(json!({
         "report": "pg_runbook compliance report",
         "tenant": tenant,

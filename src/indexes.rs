@@ -5,7 +5,7 @@
 //! per-index lock: sizes come from `pg_class.relpages`, which takes none, where
 //! `pg_relation_size()` would lock every index), and the redundancy rule runs in runbook-core.
 
-use crate::catalog::{self, col};
+use crate::catalog::{self, col, quote_ident};
 use pgrx::prelude::*;
 use runbook_core::indexes::{self as rules, IndexDef, Redundancy};
 use std::collections::HashMap;
@@ -14,10 +14,13 @@ use std::collections::HashMap;
 /// system or TOAST schema, and not a member of an extension (pg_runbook's own tables included).
 pub fn user_relation(ns: &str, rel_oid: &str) -> String {
     format!(
-        "{ns}.nspname NOT IN ('pg_catalog', 'information_schema') AND {ns}.nspname !~ '^pg_toast' \
+        "{ns}.nspname OPERATOR(pg_catalog.<>) ALL ('{{pg_catalog,information_schema}}'::pg_catalog.name[]) \
+         AND {ns}.nspname OPERATOR(pg_catalog.!~) '^pg_toast' \
          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
-                         WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = {rel_oid} \
-                           AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e')"
+                         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass \
+                           AND d.objid OPERATOR(pg_catalog.=) {rel_oid} \
+                           AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass \
+                           AND d.deptype OPERATOR(pg_catalog.=) 'e')"
     )
 }
 
@@ -34,6 +37,42 @@ pub struct IndexRow {
     pub tuples_fetched: i64,
     pub size_bytes: i64,
     pub size: String,
+    /// The table's replica identity index: logical replication needs it.
+    pub replica_identity: bool,
+    /// The foreign keys of its table this index can serve (its leading keys are their columns).
+    pub serves_fks: Vec<String>,
+    /// The index of a partitioned table (relkind 'I'): dropped without CONCURRENTLY.
+    pub partitioned: bool,
+    /// A partition's copy of a partitioned index, which cannot be dropped by itself (2BP01):
+    /// the parent index's name.
+    pub copy_of: Option<String>,
+}
+
+impl IndexRow {
+    /// The statement that drops this index as PostgreSQL accepts it.
+    pub fn drop_statement(&self) -> String {
+        if self.partitioned {
+            format!(
+                "DROP INDEX IF EXISTS {}",
+                rules::qualified(&self.schema, &self.def.name)
+            )
+        } else {
+            rules::drop_index_statement(&self.schema, &self.def.name)
+        }
+    }
+}
+
+/// SQL condition: index `x` (an alias of pg_index) can serve the foreign key `f` (an alias of
+/// pg_constraint): valid, not partial, its leading keys are the key's columns in any order.
+fn serves_fk(x: &str, f: &str) -> String {
+    format!(
+        "{x}.indisvalid AND {x}.indpred IS NULL \
+         AND {x}.indnkeyatts OPERATOR(pg_catalog.>=) pg_catalog.cardinality({f}.conkey) \
+         AND (pg_catalog.string_to_array({x}.indkey::pg_catalog.text, ' ')::pg_catalog.int2[])[1:pg_catalog.cardinality({f}.conkey)] \
+             OPERATOR(pg_catalog.@>) {f}.conkey \
+         AND (pg_catalog.string_to_array({x}.indkey::pg_catalog.text, ' ')::pg_catalog.int2[])[1:pg_catalog.cardinality({f}.conkey)] \
+             OPERATOR(pg_catalog.<@) {f}.conkey"
+    )
 }
 
 /// Every index of every user table, in one query, ordered by schema, table and index name.
@@ -46,18 +85,29 @@ pub fn user_indexes() -> Vec<IndexRow> {
                 COALESCE(pg_catalog.pg_stat_get_numscans(i.indexrelid), 0), \
                 COALESCE(pg_catalog.pg_stat_get_tuples_returned(i.indexrelid), 0), \
                 COALESCE(pg_catalog.pg_stat_get_tuples_fetched(i.indexrelid), 0), \
-                c.relpages::int8 * pg_catalog.current_setting('block_size')::int8, \
-                pg_catalog.pg_size_pretty(c.relpages::int8 * pg_catalog.current_setting('block_size')::int8) \
+                c.relpages::int8 OPERATOR(pg_catalog.*) pg_catalog.current_setting('block_size')::int8, \
+                pg_catalog.pg_size_pretty(c.relpages::int8 OPERATOR(pg_catalog.*) pg_catalog.current_setting('block_size')::int8), \
+                i.indisreplident, \
+                ARRAY(SELECT f.conname::text FROM pg_catalog.pg_constraint f \
+                      WHERE f.contype OPERATOR(pg_catalog.=) 'f' AND f.conrelid OPERATOR(pg_catalog.=) i.indrelid \
+                        AND {serves_i} ORDER BY 1), \
+                c.relkind OPERATOR(pg_catalog.=) 'I', \
+                (SELECT pg_catalog.format('%I.%I', pn.nspname, pc.relname) FROM pg_catalog.pg_inherits h \
+                 JOIN pg_catalog.pg_class pc ON pc.oid OPERATOR(pg_catalog.=) h.inhparent \
+                 JOIN pg_catalog.pg_namespace pn ON pn.oid OPERATOR(pg_catalog.=) pc.relnamespace \
+                 WHERE h.inhrelid OPERATOR(pg_catalog.=) i.indexrelid) \
          FROM pg_catalog.pg_index i \
-         JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
-         JOIN pg_catalog.pg_class t ON t.oid = i.indrelid \
-         JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace \
-         JOIN pg_catalog.pg_am am ON am.oid = c.relam \
-         LEFT JOIN pg_catalog.pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid \
-                                               AND con.contype IN ('p', 'u', 'x') \
-         WHERE {} \
+         JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.indexrelid \
+         JOIN pg_catalog.pg_class t ON t.oid OPERATOR(pg_catalog.=) i.indrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) t.relnamespace \
+         JOIN pg_catalog.pg_am am ON am.oid OPERATOR(pg_catalog.=) c.relam \
+         LEFT JOIN pg_catalog.pg_constraint con ON con.conindid OPERATOR(pg_catalog.=) i.indexrelid \
+                AND con.conrelid OPERATOR(pg_catalog.=) i.indrelid \
+                AND con.contype OPERATOR(pg_catalog.=) ANY ('{{p,u,x}}'::\"char\"[]) \
+         WHERE {user} \
          ORDER BY n.nspname, t.relname, c.relname",
-        user_relation("n", "i.indrelid")
+        serves_i = serves_fk("i", "f"),
+        user = user_relation("n", "i.indrelid")
     );
     catalog::with_catalog_settings(|| catalog::select(&sql, &[], read_index_row))
 }
@@ -109,7 +159,12 @@ fn read_index_row(r: &pgrx::spi::SpiHeapTupleData) -> IndexRow {
             include,
             predicate: col::<String>(r, 13).map(|p| rules::normalize_node_tree(&p)),
             unique: col::<bool>(r, 14).unwrap_or(false),
-            backs_constraint: col::<bool>(r, 16).unwrap_or(false),
+            // The replica identity index is never dropped either: logical replication of
+            // updates and deletes depends on it.
+            // Nor is a partition's copy of a partitioned index: it goes with its parent.
+            backs_constraint: col::<bool>(r, 16).unwrap_or(false)
+                || col::<bool>(r, 24).unwrap_or(false)
+                || col::<String>(r, 27).is_some(),
             usable: valid && ready,
         },
         schema: col::<String>(r, 3).unwrap_or_default(),
@@ -121,6 +176,10 @@ fn read_index_row(r: &pgrx::spi::SpiHeapTupleData) -> IndexRow {
         tuples_fetched: col::<i64>(r, 21).unwrap_or(0),
         size_bytes: col::<i64>(r, 22).unwrap_or(0),
         size: col::<String>(r, 23).unwrap_or_default(),
+        replica_identity: col::<bool>(r, 24).unwrap_or(false),
+        serves_fks: col::<Vec<String>>(r, 25).unwrap_or_default(),
+        partitioned: col::<bool>(r, 26).unwrap_or(false),
+        copy_of: col::<String>(r, 27),
     }
 }
 
@@ -137,9 +196,96 @@ fn redundancies(rows: &[IndexRow]) -> HashMap<i64, Redundancy> {
         .collect()
 }
 
-fn recommendation(row: &IndexRow, redundant: Option<(&Redundancy, &str)>) -> String {
+/// How long the index statistics of this database have counted, and where.
+pub struct StatsWindow {
+    pub reset: Option<TimestampWithTimeZone>,
+    pub age_s: f64,
+    pub standby: bool,
+    pub text: String,
+}
+
+/// The statistics window: since `pg_stat_database.stats_reset`, or, when the statistics were
+/// never reset, at least since the server started (PostgreSQL 15 keeps statistics across a
+/// clean restart, so the true window may be longer; the shorter one is the safe side).
+pub fn stats_window() -> StatsWindow {
+    catalog::select_one(
+        "SELECT d.stats_reset, \
+                EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) \
+                        COALESCE(d.stats_reset, pg_catalog.pg_postmaster_start_time()))::float8, \
+                pg_catalog.pg_is_in_recovery(), \
+                CASE WHEN d.stats_reset IS NULL \
+                     THEN pg_catalog.format('statistics never reset (counted at least since the server started at %s)', \
+                                            pg_catalog.pg_postmaster_start_time()) \
+                     ELSE pg_catalog.format('statistics reset at %s', d.stats_reset) END \
+         FROM pg_catalog.pg_stat_database d \
+         WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()",
+        &[],
+        |r| StatsWindow {
+            reset: col::<TimestampWithTimeZone>(r, 1),
+            age_s: col::<f64>(r, 2).unwrap_or(0.0),
+            standby: col::<bool>(r, 3).unwrap_or(false),
+            text: col::<String>(r, 4).unwrap_or_default(),
+        },
+    )
+}
+
+/// Why an index must stay whatever its scans, foreign keys aside, or None.
+fn must_keep_itself(row: &IndexRow) -> Option<String> {
+    if let Some(parent) = &row.copy_of {
+        return Some(format!(
+            "keep: a partition's copy of {parent}, which it goes with"
+        ));
+    }
+    if row.replica_identity {
+        return Some("keep: the table's replica identity index".into());
+    }
+    if row.def.backs_constraint {
+        return Some("keep: backs a constraint".into());
+    }
+    None
+}
+
+/// The indexes kept because a foreign key would otherwise have none: every index that would be
+/// offered for dropping (unscanned, not unique, nothing else keeping it) is a candidate, and
+/// runbook-core's rule keeps one per key that no other index serves.
+fn fk_keepers(rows: &[IndexRow]) -> HashMap<i64, String> {
+    let servers: Vec<rules::FkServer> = rows
+        .iter()
+        .map(|r| rules::FkServer {
+            id: r.def.id,
+            table_id: r.def.table_id,
+            name: &r.def.name,
+            fks: &r.serves_fks,
+            droppable: r.is_valid && r.scans == 0 && !r.def.unique && must_keep_itself(r).is_none(),
+        })
+        .collect();
+    rules::fk_keepers(&servers)
+}
+
+/// Why an index must stay whatever its scans, or None.
+fn must_keep(row: &IndexRow, keepers: &HashMap<i64, String>) -> Option<String> {
+    must_keep_itself(row).or_else(|| {
+        keepers.get(&row.def.id).map(|fk| {
+            format!(
+                "keep: the only index left to serve foreign key {}",
+                quote_ident(fk)
+            )
+        })
+    })
+}
+
+fn recommendation(
+    row: &IndexRow,
+    redundant: Option<(&Redundancy, &str)>,
+    window: &StatsWindow,
+    min_age_s: f64,
+    keepers: &HashMap<i64, String>,
+) -> String {
     if !row.is_valid {
-        return "invalid (a failed or running concurrent build): drop it and build it again".into();
+        return "invalid (a failed or running concurrent build): verify_migration_success() says how to mend it".into();
+    }
+    if let Some(keep) = must_keep(row, keepers) {
+        return keep;
     }
     if let Some((r, cover)) = redundant {
         let what = match r.reason {
@@ -148,16 +294,28 @@ fn recommendation(row: &IndexRow, redundant: Option<(&Redundancy, &str)>) -> Str
         };
         return format!("drop: {what} of {cover}");
     }
-    if row.def.backs_constraint {
-        return "keep: backs a constraint".into();
-    }
     if row.scans == 0 && row.def.unique {
         return "keep: enforces uniqueness, though no scans since statistics reset".into();
     }
-    if row.scans == 0 {
-        return "unused since statistics reset: consider dropping".into();
+    match rules::judge_usage(row.scans, window.age_s, min_age_s, window.standby) {
+        rules::Usage::Used => "keep".into(),
+        rules::Usage::Unused => "unused since statistics reset: consider dropping".into(),
+        rules::Usage::Unknown(why) => format!("unknown: no scans, but {why}"),
     }
-    "keep".into()
+}
+
+/// The minimum statistics age in seconds: the argument, else pg_runbook.unused_index_min_stats_age.
+fn min_stats_age_s(arg: Option<Interval>) -> f64 {
+    match arg {
+        Some(iv) => {
+            let ms = catalog::interval_ms(&iv);
+            if ms < 0.0 {
+                crate::error::invalid_argument("min_stats_age", format!("{iv} is negative"));
+            }
+            ms / 1000.0
+        }
+        None => f64::from(crate::settings::UNUSED_INDEX_MIN_STATS_AGE_S.get()),
+    }
 }
 
 /// One row per index of a user table: its scans, tuples read and fetched (since statistics were
@@ -185,6 +343,9 @@ fn analyze_index_usage() -> TableIterator<
 > {
     let rows = user_indexes();
     let found = redundancies(&rows);
+    let window = stats_window();
+    let min_age_s = min_stats_age_s(None);
+    let keepers = fk_keepers(&rows);
     let names: HashMap<i64, String> = rows
         .iter()
         .map(|r| (r.def.id, r.def.name.clone()))
@@ -194,7 +355,7 @@ fn analyze_index_usage() -> TableIterator<
         .map(|row| {
             let red = found.get(&row.def.id);
             let cover = red.map(|r| names.get(&r.covered_by).cloned().unwrap_or_default());
-            let rec = recommendation(row, red.zip(cover.as_deref()));
+            let rec = recommendation(row, red.zip(cover.as_deref()), &window, min_age_s, &keepers);
             (
                 row.schema.clone(),
                 row.table.clone(),
@@ -234,6 +395,7 @@ fn find_redundant_indexes() -> TableIterator<
     ),
 > {
     let rows = user_indexes();
+    let keepers = fk_keepers(&rows);
     let found = redundancies(&rows);
     let names: HashMap<i64, String> = rows
         .iter()
@@ -242,6 +404,9 @@ fn find_redundant_indexes() -> TableIterator<
     let out: Vec<_> = rows
         .iter()
         .filter_map(|row| {
+            if keepers.contains_key(&row.def.id) {
+                return None;
+            }
             let r = found.get(&row.def.id)?;
             Some((
                 row.schema.clone(),
@@ -250,18 +415,23 @@ fn find_redundant_indexes() -> TableIterator<
                 names.get(&r.covered_by).cloned().unwrap_or_default(),
                 r.reason.describe().to_string(),
                 row.size_bytes,
-                rules::drop_index_statement(&row.schema, &row.def.name),
+                row.drop_statement(),
             ))
         })
         .collect();
     TableIterator::new(out)
 }
 
-/// Indexes with no scans since statistics were last reset, at least `min_size_bytes` large;
-/// indexes that back a constraint or enforce uniqueness are left out.
+/// Indexes with no scans since statistics were last reset, at least `min_size_bytes` large.
+/// `verdict` is `unused` (with a drop statement) only when the statistics cover at least
+/// `min_stats_age` (default pg_runbook.unused_index_min_stats_age) on a primary; otherwise
+/// `unknown`, with the age, and no statement. Left out: indexes backing a constraint, unique
+/// indexes, the replica identity index, a partition's copy of a partitioned index, and the index
+/// a foreign key would otherwise be left without.
 #[pg_extern(stable, parallel_safe)]
 fn find_unused_indexes(
     min_size_bytes: default!(Option<i64>, 0),
+    min_stats_age: default!(Option<Interval>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -271,44 +441,49 @@ fn find_unused_indexes(
         name!(size_bytes, i64),
         name!(size, String),
         name!(stats_reset, Option<TimestampWithTimeZone>),
+        name!(verdict, String),
         name!(detail, String),
-        name!(drop_statement, String),
+        name!(drop_statement, Option<String>),
     ),
 > {
     let min = crate::error::required("min_size_bytes", min_size_bytes);
     if min < 0 {
         crate::error::invalid_argument("min_size_bytes", format!("{min} is negative"));
     }
-    let (reset, reset_text) = catalog::select_one(
-        "SELECT stats_reset, COALESCE('statistics reset at ' || stats_reset::text, \
-                'statistics never reset (counted since the database was created or the cluster initialized)') \
-         FROM pg_catalog.pg_stat_database WHERE datname = pg_catalog.current_database()",
-        &[],
-        |r| {
-            (
-                col::<TimestampWithTimeZone>(r, 1),
-                col::<String>(r, 2).unwrap_or_default(),
-            )
-        },
-    );
-    let out: Vec<_> = user_indexes()
+    let min_age_s = min_stats_age_s(min_stats_age);
+    let window = stats_window();
+    let rows = user_indexes();
+    let keepers = fk_keepers(&rows);
+    let out: Vec<_> = rows
         .into_iter()
-        .filter(|r| r.scans == 0 && !r.def.backs_constraint && !r.def.unique && r.size_bytes >= min)
+        .filter(|r| {
+            r.scans == 0 && !r.def.unique && must_keep(r, &keepers).is_none() && r.size_bytes >= min
+        })
         .map(|r| {
-            let detail = if r.is_valid {
-                format!("no scans; {reset_text}")
-            } else {
-                format!("no scans, and invalid; {reset_text}")
-            };
+            let invalid = if r.is_valid { "" } else { ", and invalid" };
+            let (verdict, detail, stmt) =
+                match rules::judge_usage(0, window.age_s, min_age_s, window.standby) {
+                    rules::Usage::Unknown(why) => (
+                        "unknown",
+                        format!("no scans{invalid}, but {why}; {}", window.text),
+                        None,
+                    ),
+                    _ => (
+                        "unused",
+                        format!("no scans{invalid}; {}", window.text),
+                        Some(r.drop_statement()),
+                    ),
+                };
             (
                 r.schema.clone(),
                 r.table.clone(),
                 r.def.name.clone(),
                 r.size_bytes,
                 r.size.clone(),
-                reset,
+                window.reset,
+                verdict.to_string(),
                 detail,
-                rules::drop_index_statement(&r.schema, &r.def.name),
+                stmt,
             )
         })
         .collect();
@@ -331,24 +506,23 @@ fn find_missing_fk_indexes() -> TableIterator<
 > {
     let sql = format!(
         "SELECT n.nspname::text, t.relname::text, con.conname::text, \
-                ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord) \
-                      JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum \
+                ARRAY(SELECT a.attname::text FROM pg_catalog.unnest(con.conkey) WITH ORDINALITY k(attnum, ord) \
+                      JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) con.conrelid \
+                                                    AND a.attnum OPERATOR(pg_catalog.=) k.attnum \
                       ORDER BY k.ord), \
-                pg_catalog.quote_ident(rn.nspname) || '.' || pg_catalog.quote_ident(r.relname) \
+                pg_catalog.format('%I.%I', rn.nspname, r.relname) \
          FROM pg_catalog.pg_constraint con \
-         JOIN pg_catalog.pg_class t ON t.oid = con.conrelid \
-         JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace \
-         JOIN pg_catalog.pg_class r ON r.oid = con.confrelid \
-         JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
-         WHERE con.contype = 'f' AND con.conparentid = 0 AND {} \
+         JOIN pg_catalog.pg_class t ON t.oid OPERATOR(pg_catalog.=) con.conrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) t.relnamespace \
+         JOIN pg_catalog.pg_class r ON r.oid OPERATOR(pg_catalog.=) con.confrelid \
+         JOIN pg_catalog.pg_namespace rn ON rn.oid OPERATOR(pg_catalog.=) r.relnamespace \
+         WHERE con.contype OPERATOR(pg_catalog.=) 'f' AND con.conparentid OPERATOR(pg_catalog.=) 0::oid AND {user} \
            AND NOT EXISTS ( \
              SELECT 1 FROM pg_catalog.pg_index i \
-             WHERE i.indrelid = con.conrelid AND i.indisvalid AND i.indpred IS NULL \
-               AND i.indnkeyatts >= cardinality(con.conkey) \
-               AND (string_to_array(i.indkey::text, ' ')::int2[])[1:cardinality(con.conkey)] @> con.conkey \
-               AND (string_to_array(i.indkey::text, ' ')::int2[])[1:cardinality(con.conkey)] <@ con.conkey) \
+             WHERE i.indrelid OPERATOR(pg_catalog.=) con.conrelid AND {serves}) \
          ORDER BY 1, 2, 3",
-        user_relation("n", "con.conrelid")
+        user = user_relation("n", "con.conrelid"),
+        serves = serves_fk("i", "con"),
     );
     let rows = catalog::with_catalog_settings(|| {
         catalog::select(&sql, &[], |r| {
@@ -391,13 +565,16 @@ fn index_build_progress() -> TableIterator<
     let rows = catalog::select(
         "SELECT p.pid, n.nspname::text, t.relname::text, ic.relname::text, p.command, p.phase, \
                 p.blocks_done, p.blocks_total, p.tuples_done, p.tuples_total, \
-                CASE WHEN p.blocks_total > 0 THEN round(100.0 * p.blocks_done / p.blocks_total, 1)::float8 \
-                     WHEN p.tuples_total > 0 THEN round(100.0 * p.tuples_done / p.tuples_total, 1)::float8 END \
+                CASE WHEN p.blocks_total OPERATOR(pg_catalog.>) 0 \
+                     THEN pg_catalog.round(100.0 OPERATOR(pg_catalog.*) p.blocks_done OPERATOR(pg_catalog./) p.blocks_total, 1)::float8 \
+                     WHEN p.tuples_total OPERATOR(pg_catalog.>) 0 \
+                     THEN pg_catalog.round(100.0 OPERATOR(pg_catalog.*) p.tuples_done OPERATOR(pg_catalog./) p.tuples_total, 1)::float8 END \
          FROM pg_catalog.pg_stat_progress_create_index p \
-         LEFT JOIN pg_catalog.pg_class t ON t.oid = p.relid \
-         LEFT JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace \
-         LEFT JOIN pg_catalog.pg_class ic ON ic.oid = p.index_relid \
-         WHERE p.datid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) \
+         LEFT JOIN pg_catalog.pg_class t ON t.oid OPERATOR(pg_catalog.=) p.relid \
+         LEFT JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) t.relnamespace \
+         LEFT JOIN pg_catalog.pg_class ic ON ic.oid OPERATOR(pg_catalog.=) p.index_relid \
+         WHERE p.datid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database \
+                                               WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) \
          ORDER BY p.pid",
         &[],
         |r| {

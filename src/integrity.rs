@@ -14,8 +14,8 @@ use runbook_core::status::Status;
 
 /// The schemas every check of this module and of security.rs looks at: everything but the
 /// system's own.
-pub const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
-     AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
+pub const USER_SCHEMAS: &str = "n.nspname OPERATOR(pg_catalog.<>) ALL ('{pg_catalog,information_schema}'::pg_catalog.name[]) \
+     AND n.nspname OPERATOR(pg_catalog.!~~) 'pg\\_toast%' AND n.nspname OPERATOR(pg_catalog.!~~) 'pg\\_temp\\_%'";
 
 struct NotValid {
     kind: String,
@@ -31,35 +31,46 @@ fn not_valid_constraints() -> Vec<NotValid> {
     // quoted; a CHECK's expression comes from pg_get_expr, later, per constraint (it locks the
     // table; '%' in names is doubled for that second format). Constraints cloned onto partitions
     // (conparentid <> 0) are checked through their parent's.
+    // The join compares each key column with the foreign key's own equality operator
+    // (conpfeqop, primary side on the left), named by its schema: a key of a type whose `=` is
+    // not in pg_catalog (citext) still compares, and nothing resolves through a search_path.
     let sql = format!(
-        "SELECT con.contype::text, quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
-                quote_ident(con.conname), \
+        "SELECT con.contype::pg_catalog.text, pg_catalog.format('%I.%I', n.nspname, c.relname), \
+                pg_catalog.quote_ident(con.conname), \
                 CASE con.contype \
-                WHEN 'c' THEN format('SELECT format(%L, pg_catalog.pg_get_expr(conbin, conrelid)) \
-                                      FROM pg_catalog.pg_constraint WHERE oid = %s', \
-                                     format('SELECT count(*) FROM (SELECT 1 FROM %s.%s WHERE (%%s) IS FALSE LIMIT $1) s', \
-                                            replace(quote_ident(n.nspname), '%', '%%'), \
-                                            replace(quote_ident(c.relname), '%', '%%')), con.oid) \
-                ELSE format('SELECT count(*) FROM (SELECT 1 FROM %s.%s c WHERE %s AND NOT EXISTS \
-                             (SELECT 1 FROM %s.%s p WHERE %s) LIMIT $1) s', \
-                            quote_ident(n.nspname), quote_ident(c.relname), \
-                            CASE WHEN con.confmatchtype = 'f' THEN '(' || k.any_set || ')' ELSE k.all_set END, \
-                            quote_ident(fn.nspname), quote_ident(fc.relname), k.joined) \
+                WHEN 'c' THEN pg_catalog.format('SELECT pg_catalog.format(%L, pg_catalog.pg_get_expr(conbin, conrelid)) \
+                                      FROM pg_catalog.pg_constraint WHERE oid OPERATOR(pg_catalog.=) %s', \
+                                     pg_catalog.format('SELECT pg_catalog.count(*) FROM (SELECT 1 FROM %s.%s WHERE (%%s) IS FALSE LIMIT $1) s', \
+                                            pg_catalog.replace(pg_catalog.quote_ident(n.nspname), '%', '%%'), \
+                                            pg_catalog.replace(pg_catalog.quote_ident(c.relname), '%', '%%')), con.oid) \
+                ELSE pg_catalog.format('SELECT pg_catalog.count(*) FROM (SELECT 1 FROM %I.%I c WHERE %s AND NOT EXISTS \
+                             (SELECT 1 FROM %I.%I p WHERE %s) LIMIT $1) s', \
+                            n.nspname, c.relname, \
+                            CASE WHEN con.confmatchtype OPERATOR(pg_catalog.=) 'f' \
+                                 THEN pg_catalog.format('(%s)', k.any_set) ELSE k.all_set END, \
+                            fn.nspname, fc.relname, k.joined) \
                 END \
          FROM pg_catalog.pg_constraint con \
-         JOIN pg_catalog.pg_class c ON c.oid = con.conrelid \
-         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         LEFT JOIN pg_catalog.pg_class fc ON fc.oid = con.confrelid \
-         LEFT JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace \
+         JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) con.conrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+         LEFT JOIN pg_catalog.pg_class fc ON fc.oid OPERATOR(pg_catalog.=) con.confrelid \
+         LEFT JOIN pg_catalog.pg_namespace fn ON fn.oid OPERATOR(pg_catalog.=) fc.relnamespace \
          LEFT JOIN LATERAL ( \
-             SELECT string_agg(format('c.%I = p.%I', a.attname, fa.attname), ' AND ' ORDER BY u.i) AS joined, \
-                    string_agg(format('c.%I IS NOT NULL', a.attname), ' AND ' ORDER BY u.i) AS all_set, \
-                    string_agg(format('c.%I IS NOT NULL', a.attname), ' OR ' ORDER BY u.i) AS any_set \
-             FROM unnest(con.conkey, con.confkey) WITH ORDINALITY u(att, fatt, i) \
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = u.att \
-             JOIN pg_catalog.pg_attribute fa ON fa.attrelid = con.confrelid AND fa.attnum = u.fatt \
-         ) k ON con.contype = 'f' \
-         WHERE NOT con.convalidated AND con.contype IN ('c', 'f') AND con.conparentid = 0 AND {USER_SCHEMAS} \
+             SELECT pg_catalog.string_agg(pg_catalog.format('p.%I OPERATOR(%I.%s) c.%I', \
+                                          fa.attname, opn.nspname, op.oprname, a.attname), ' AND ' ORDER BY u.i) AS joined, \
+                    pg_catalog.string_agg(pg_catalog.format('c.%I IS NOT NULL', a.attname), ' AND ' ORDER BY u.i) AS all_set, \
+                    pg_catalog.string_agg(pg_catalog.format('c.%I IS NOT NULL', a.attname), ' OR ' ORDER BY u.i) AS any_set \
+             FROM ROWS FROM (pg_catalog.unnest(con.conkey), pg_catalog.unnest(con.confkey), \
+                             pg_catalog.unnest(con.conpfeqop)) WITH ORDINALITY u(att, fatt, eqop, i) \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) con.conrelid \
+                                           AND a.attnum OPERATOR(pg_catalog.=) u.att \
+             JOIN pg_catalog.pg_attribute fa ON fa.attrelid OPERATOR(pg_catalog.=) con.confrelid \
+                                            AND fa.attnum OPERATOR(pg_catalog.=) u.fatt \
+             JOIN pg_catalog.pg_operator op ON op.oid OPERATOR(pg_catalog.=) u.eqop \
+             JOIN pg_catalog.pg_namespace opn ON opn.oid OPERATOR(pg_catalog.=) op.oprnamespace \
+         ) k ON con.contype OPERATOR(pg_catalog.=) 'f' \
+         WHERE NOT con.convalidated AND con.contype OPERATOR(pg_catalog.=) ANY ('{{c,f}}'::\"char\"[]) \
+           AND con.conparentid OPERATOR(pg_catalog.=) 0::oid AND {USER_SCHEMAS} \
          ORDER BY 2, 3"
     );
     catalog::select(&sql, &[], |r| NotValid {
@@ -116,11 +127,11 @@ fn constraint_findings(bound: i32, rows: &mut Vec<Finding>) {
         let status = if n > 0 { Status::Fail } else { Status::Warn };
         let detail = if n > 0 {
             format!(
-                "NOT VALID {what}; {} violating rows; fix them, then {fix}",
+                "NOT VALID {what}; {} violating rows; fix them, then run: {fix}",
                 counted(n, bound)
             )
         } else {
-            format!("NOT VALID {what}; no violating rows; {fix}")
+            format!("NOT VALID {what}; no violating rows; run: {fix}")
         };
         rows.push(Finding::new(
             "not_valid_constraint",
@@ -157,10 +168,11 @@ fn constraint_findings(bound: i32, rows: &mut Vec<Finding>) {
 fn tables_without_primary_key(rows: &mut Vec<Finding>) {
     let before = rows.len();
     let sql = format!(
-        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) \
-         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {USER_SCHEMAS} \
-           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint p WHERE p.conrelid = c.oid AND p.contype = 'p') \
+        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+         WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{{r,p}}'::\"char\"[]) AND NOT c.relispartition AND {USER_SCHEMAS} \
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint p \
+                           WHERE p.conrelid OPERATOR(pg_catalog.=) c.oid AND p.contype OPERATOR(pg_catalog.=) 'p') \
            AND {NOT_EXTENSION_MEMBER} \
          ORDER BY 1"
     );
@@ -184,7 +196,7 @@ fn sequence_headroom(warn_pct: f64, fail_pct: f64, rows: &mut Vec<Finding>) {
     let before = rows.len();
     // pg_sequences.last_value is NULL for a sequence never called or not readable by the caller.
     let seqs = catalog::select(
-        "SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename), last_value, min_value, max_value, \
+        "SELECT pg_catalog.format('%I.%I', schemaname, sequencename), last_value, min_value, max_value, \
                 increment_by, data_type::text \
          FROM pg_catalog.pg_sequences WHERE NOT cycle ORDER BY 1",
         &[],
@@ -233,12 +245,18 @@ fn sequence_headroom(warn_pct: f64, fail_pct: f64, rows: &mut Vec<Finding>) {
 
 /// Every integrity finding, as the compliance report includes them.
 pub fn all_findings(violation_limit: i32, warn_pct: f64, fail_pct: f64) -> Vec<Finding> {
+    // Pinned search_path: the CHECK expressions pg_get_expr prints, and the counts built from
+    // them, name everything outside pg_catalog by its schema.
+    let pinned = [("search_path", "pg_catalog, pg_temp".to_string())];
     catalog::with_lock_timeout(|| {
-        let mut rows = Vec::new();
-        constraint_findings(violation_limit, &mut rows);
-        tables_without_primary_key(&mut rows);
-        sequence_headroom(warn_pct, fail_pct, &mut rows);
-        rows
+        catalog::with_settings(&pinned, || {
+            let mut rows = Vec::new();
+            constraint_findings(violation_limit, &mut rows);
+            tables_without_primary_key(&mut rows);
+            sequence_headroom(warn_pct, fail_pct, &mut rows);
+            crate::findings::apply_acceptances(&mut rows);
+            rows
+        })
     })
 }
 

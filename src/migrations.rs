@@ -1,15 +1,17 @@
 //! Migration verification: what a migration left behind (invalid indexes from failed concurrent
 //! builds, builds still running, NOT VALID constraints) and whether it left what it promised
 //! (`expect_migration` / `verify_migration`), with `assert_migration_success` for migration files
-//! run with `ON_ERROR_STOP`; and `check_query_plan` for a query the migration was meant to speed up.
+//! run with `ON_ERROR_STOP`. `check_query_plan` is in query_plan.rs.
 
 use crate::catalog::{self, col, quote_ident};
-use crate::findings::{Finding, pass_if_none};
+use crate::error;
+use crate::findings::{self, Finding, pass_if_none};
 use crate::indexes::user_relation;
-use crate::{error, query_guard};
+use crate::names::{self, Found};
+use pgrx::JsonB;
 use pgrx::prelude::*;
-use pgrx::{Json, JsonB};
-use runbook_core::schema::parse_qualified_name;
+use runbook_core::names::parse_qualified_name;
+use runbook_core::schema;
 use runbook_core::status::Status;
 use serde_json::Value;
 
@@ -35,43 +37,189 @@ pgrx::extension_sql_file!(
 
 // ---- what any migration may leave behind -------------------------------------------------------
 
-fn leftover_checks() -> Vec<Finding> {
-    let indexes = catalog::select(
-        &format!(
-            "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname), \
-                    i.indisvalid, i.indisready, p.pid, p.phase \
-             FROM pg_catalog.pg_index i \
-             JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             LEFT JOIN pg_catalog.pg_stat_progress_create_index p ON p.index_relid = i.indexrelid \
-             WHERE NOT (i.indisvalid AND i.indisready) AND {} ORDER BY 1",
-            user_relation("n", "i.indrelid")
-        ),
-        &[],
-        |r| {
+/// An index that is not valid and ready, with what the advice needs.
+struct Unusable {
+    oid: pg_sys::Oid,
+    name: String,
+    valid: bool,
+    ready: bool,
+    builder: Option<i32>,
+    phase: Option<String>,
+    /// The index of a partitioned table (relkind 'I').
+    partitioned: bool,
+    definition: String,
+    /// The table (quoted, qualified), and the constraint (quoted name, definition) it backs.
+    table: String,
+    constraint: Option<(String, String)>,
+}
+
+fn unusable_indexes() -> Vec<Unusable> {
+    let sql = format!(
+        "SELECT i.indexrelid, pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||) '.' \
+                    OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.relname), \
+                i.indisvalid, i.indisready, p.pid, p.phase, c.relkind OPERATOR(pg_catalog.=) 'I', \
+                pg_catalog.pg_get_indexdef(i.indexrelid), \
+                pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||) '.' \
+                    OPERATOR(pg_catalog.||) pg_catalog.quote_ident(t.relname), \
+                pg_catalog.quote_ident(con.conname), pg_catalog.pg_get_constraintdef(con.oid) \
+         FROM pg_catalog.pg_index i \
+         JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.indexrelid \
+         JOIN pg_catalog.pg_class t ON t.oid OPERATOR(pg_catalog.=) i.indrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+         LEFT JOIN pg_catalog.pg_stat_progress_create_index p \
+                ON p.index_relid OPERATOR(pg_catalog.=) i.indexrelid \
+         LEFT JOIN pg_catalog.pg_constraint con ON con.conindid OPERATOR(pg_catalog.=) i.indexrelid \
+                AND con.conrelid OPERATOR(pg_catalog.=) i.indrelid \
+                AND con.contype OPERATOR(pg_catalog.=) ANY ('{{p,u,x}}'::\"char\"[]) \
+         WHERE NOT (i.indisvalid AND i.indisready) AND {} ORDER BY 2",
+        user_relation("n", "i.indrelid")
+    );
+    catalog::with_settings(&[("search_path", "pg_catalog, pg_temp".into())], || {
+        catalog::select(&sql, &[], |r| Unusable {
+            oid: col::<pg_sys::Oid>(r, 1).unwrap_or(pg_sys::InvalidOid),
+            name: col::<String>(r, 2).unwrap_or_default(),
+            valid: col::<bool>(r, 3).unwrap_or(false),
+            ready: col::<bool>(r, 4).unwrap_or(false),
+            builder: col::<i32>(r, 5),
+            phase: col::<String>(r, 6),
+            partitioned: col::<bool>(r, 7).unwrap_or(false),
+            definition: col::<String>(r, 8).unwrap_or_default(),
+            table: col::<String>(r, 9).unwrap_or_default(),
+            constraint: col::<String>(r, 10).zip(col::<String>(r, 11)),
+        })
+    })
+}
+
+/// For an invalid index of a partitioned table (made `ON ONLY` the parent, or by `ALTER TABLE
+/// ONLY ... ADD PRIMARY KEY`), the statements that make it valid: for each partition that has
+/// no index attached to it, attach the partition's matching index, building it first when there
+/// is none. DROP INDEX CONCURRENTLY is refused on such an index (0A000), and dropping it
+/// loses the definition the migration wanted.
+fn attach_partitions_advice(ix: &Unusable) -> Vec<String> {
+    let sql = "SELECT pg_catalog.quote_ident(pn.nspname), pc.relname::text, pc.relkind OPERATOR(pg_catalog.=) 'r', \
+            (SELECT pg_catalog.quote_ident(xn.nspname) OPERATOR(pg_catalog.||) '.' \
+                        OPERATOR(pg_catalog.||) pg_catalog.quote_ident(xc.relname) \
+             FROM pg_catalog.pg_index x \
+             JOIN pg_catalog.pg_class xc ON xc.oid OPERATOR(pg_catalog.=) x.indexrelid \
+             JOIN pg_catalog.pg_namespace xn ON xn.oid OPERATOR(pg_catalog.=) xc.relnamespace \
+             WHERE x.indrelid OPERATOR(pg_catalog.=) pc.oid \
+               AND x.indisunique OPERATOR(pg_catalog.=) pi.indisunique \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h2 \
+                               WHERE h2.inhrelid OPERATOR(pg_catalog.=) x.indexrelid) \
+               AND pg_catalog.substring(pg_catalog.pg_get_indexdef(x.indexrelid), ' USING .*$') \
+                   OPERATOR(pg_catalog.=) pg_catalog.substring(pg_catalog.pg_get_indexdef(pi.indexrelid), ' USING .*$') \
+               AND EXISTS (SELECT 1 FROM pg_catalog.pg_constraint xk \
+                           WHERE xk.conindid OPERATOR(pg_catalog.=) x.indexrelid \
+                             AND xk.conrelid OPERATOR(pg_catalog.=) pc.oid) \
+                   OPERATOR(pg_catalog.=) $2 \
+             ORDER BY 1 LIMIT 1) \
+     FROM pg_catalog.pg_index pi \
+     JOIN pg_catalog.pg_inherits ht ON ht.inhparent OPERATOR(pg_catalog.=) pi.indrelid \
+     JOIN pg_catalog.pg_class pc ON pc.oid OPERATOR(pg_catalog.=) ht.inhrelid \
+     JOIN pg_catalog.pg_namespace pn ON pn.oid OPERATOR(pg_catalog.=) pc.relnamespace \
+     WHERE pi.indexrelid OPERATOR(pg_catalog.=) $1 \
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits hi \
+                       JOIN pg_catalog.pg_index ci ON ci.indexrelid OPERATOR(pg_catalog.=) hi.inhrelid \
+                       WHERE hi.inhparent OPERATOR(pg_catalog.=) pi.indexrelid \
+                         AND ci.indrelid OPERATOR(pg_catalog.=) pc.oid) \
+     ORDER BY 1, 2";
+    let parts = catalog::with_settings(&[("search_path", "pg_catalog, pg_temp".into())], || {
+        catalog::select(sql, &[ix.oid.into(), ix.constraint.is_some().into()], |r| {
             (
                 col::<String>(r, 1).unwrap_or_default(),
-                col::<bool>(r, 2).unwrap_or(false),
+                col::<String>(r, 2).unwrap_or_default(),
                 col::<bool>(r, 3).unwrap_or(false),
-                col::<i32>(r, 4),
-                col::<String>(r, 5),
+                col::<String>(r, 4),
             )
-        },
-    );
+        })
+    });
+    let mut out = Vec::new();
+    for (schema, partition, leaf, candidate) in parts {
+        let attach = |index: &str| format!("ALTER INDEX {} ATTACH PARTITION {index}", ix.name);
+        if let Some(candidate) = candidate {
+            out.push(attach(&candidate));
+            continue;
+        }
+        let new_name = schema::partition_index_name(&partition, &ix.name_only());
+        let target = format!("{schema}.{}", quote_ident(&partition));
+        match &ix.constraint {
+            // A constraint's index attaches only an index that backs the same kind of constraint.
+            Some((_, def)) => out.push(format!(
+                "ALTER TABLE {target} ADD CONSTRAINT {} {def}",
+                quote_ident(&new_name)
+            )),
+            None => out.push(schema::partition_index_definition(
+                &ix.definition,
+                &quote_ident(&new_name),
+                &target,
+                leaf,
+            )),
+        }
+        out.push(attach(&format!("{schema}.{}", quote_ident(&new_name))));
+    }
+    out
+}
+
+impl Unusable {
+    /// The index's own name, unquoted.
+    fn name_only(&self) -> String {
+        catalog::select_one(
+            "SELECT relname::text FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
+            &[self.oid.into()],
+            |r| col::<String>(r, 1).unwrap_or_default(),
+        )
+    }
+
+    /// What to run so that the index is valid again, as statements to run one by one.
+    fn advice(&self) -> (String, Vec<String>) {
+        if self.partitioned {
+            let statements = attach_partitions_advice(self);
+            let why = "the index of a partitioned table lacks the index of some partitions \
+                       (created ON ONLY the parent or by ALTER TABLE ONLY); attach them";
+            return (why.into(), statements);
+        }
+        if let Some((name, def)) = &self.constraint {
+            // An index that backs a constraint cannot be dropped by itself (2BP01).
+            let why = "the index backs a constraint: drop and add the constraint again";
+            return (
+                why.into(),
+                vec![schema::readd_constraint(&self.table, name, def)],
+            );
+        }
+        let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {}", self.name);
+        let build = schema::concurrent_index_definition(&self.definition, false);
+        if self.definition.starts_with("CREATE UNIQUE INDEX ") {
+            // A unique build usually fails on duplicate keys: building it again before they
+            // are mended would fail the same way.
+            let why = format!(
+                "a concurrent build failed or was cancelled; once the keys are unique, build it \
+                 again with {build}"
+            );
+            return (why, vec![drop]);
+        }
+        let why = "a concurrent build failed or was cancelled; drop it and build it again";
+        (why.into(), vec![drop, build])
+    }
+}
+
+fn leftover_checks() -> Vec<Finding> {
+    let (building, failed): (Vec<_>, Vec<_>) = unusable_indexes()
+        .into_iter()
+        .partition(|i| i.builder.is_some());
     let mut rows = Vec::new();
-    let (building, failed): (Vec<_>, Vec<_>) = indexes.into_iter().partition(|i| i.3.is_some());
     let before = rows.len();
-    for (name, valid, ready, _, _) in &failed {
-        let state = match (valid, ready) {
+    for ix in &failed {
+        let state = match (ix.valid, ix.ready) {
             (false, false) => "not ready and not valid",
             (false, true) => "not valid",
             _ => "not ready",
         };
+        let (why, statements) = ix.advice();
         rows.push(Finding::new(
             "invalid_index",
             Status::Fail,
-            name.clone(),
-            format!("{state}: a concurrent build failed or was cancelled; DROP INDEX CONCURRENTLY it and build it again"),
+            ix.name.clone(),
+            format!("{state}: {why}; run: {}", statements.join("; ")),
         ));
     }
     pass_if_none(
@@ -81,15 +229,15 @@ fn leftover_checks() -> Vec<Finding> {
         "no invalid or not-ready index",
     );
     let before = rows.len();
-    for (name, _, _, pid, phase) in &building {
+    for ix in &building {
         rows.push(Finding::new(
             "index_build",
             Status::Warn,
-            name.clone(),
+            ix.name.clone(),
             format!(
                 "still being built by pid {}: {}",
-                pid.unwrap_or(0),
-                phase.clone().unwrap_or_default()
+                ix.builder.unwrap_or(0),
+                ix.phase.clone().unwrap_or_default()
             ),
         ));
     }
@@ -101,14 +249,12 @@ fn leftover_checks() -> Vec<Finding> {
     );
     let not_valid = catalog::select(
         &format!(
-            "SELECT pg_catalog.quote_ident(con.conname) || ' on ' || pg_catalog.quote_ident(n.nspname) || '.' \
-                    || pg_catalog.quote_ident(t.relname), \
-                    'ALTER TABLE ' || pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(t.relname) \
-                    || ' VALIDATE CONSTRAINT ' || pg_catalog.quote_ident(con.conname) \
+            "SELECT pg_catalog.format('%I on %I.%I', con.conname, n.nspname, t.relname), \
+                    pg_catalog.format('ALTER TABLE %I.%I VALIDATE CONSTRAINT %I', n.nspname, t.relname, con.conname) \
              FROM pg_catalog.pg_constraint con \
-             JOIN pg_catalog.pg_class t ON t.oid = con.conrelid \
-             JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace \
-             WHERE NOT con.convalidated AND {} ORDER BY 1",
+             JOIN pg_catalog.pg_class t ON t.oid OPERATOR(pg_catalog.=) con.conrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) t.relnamespace \
+             WHERE NOT con.convalidated AND con.conparentid OPERATOR(pg_catalog.=) 0::oid AND {} ORDER BY 1",
             user_relation("n", "con.conrelid")
         ),
         &[],
@@ -125,7 +271,7 @@ fn leftover_checks() -> Vec<Finding> {
             "not_valid_constraint",
             Status::Warn,
             name.clone(),
-            format!("NOT VALID: run {validate}"),
+            format!("NOT VALID; run: {validate}"),
         ));
     }
     pass_if_none(
@@ -196,31 +342,26 @@ fn validate_expected(expected: &Value) -> usize {
     count
 }
 
-fn relation_text(parts: &[String]) -> String {
-    parts
-        .iter()
-        .map(|p| quote_ident(p))
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-/// (exists, valid, ready, being built) of a relation of the given relkinds.
-fn relation_state(parts: &[String], relkinds: &str) -> Option<(bool, bool, bool)> {
-    let sql = format!(
-        "SELECT COALESCE(i.indisvalid, c.relkind <> 'm' OR c.relispopulated), COALESCE(i.indisready, true), \
-                EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_create_index p WHERE p.index_relid = c.oid) \
-         FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid \
-         WHERE c.oid = pg_catalog.to_regclass($1) AND c.relkind IN ({relkinds})"
-    );
-    catalog::select(&sql, &[relation_text(parts).into()], |r| {
-        (
-            col::<bool>(r, 1).unwrap_or(false),
-            col::<bool>(r, 2).unwrap_or(false),
-            col::<bool>(r, 3).unwrap_or(false),
-        )
-    })
-    .into_iter()
-    .next()
+/// (valid, ready, being built) of a relation: an index's flags, a materialized view's
+/// populated state.
+fn relation_state(oid: pg_sys::Oid) -> (bool, bool, bool) {
+    catalog::select_one(
+        "SELECT COALESCE(i.indisvalid, c.relkind OPERATOR(pg_catalog.<>) 'm' OR c.relispopulated), \
+                COALESCE(i.indisready, true), \
+                EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_create_index p \
+                        WHERE p.index_relid OPERATOR(pg_catalog.=) c.oid) \
+         FROM pg_catalog.pg_class c \
+         LEFT JOIN pg_catalog.pg_index i ON i.indexrelid OPERATOR(pg_catalog.=) c.oid \
+         WHERE c.oid OPERATOR(pg_catalog.=) $1",
+        &[oid.into()],
+        |r| {
+            (
+                col::<bool>(r, 1).unwrap_or(false),
+                col::<bool>(r, 2).unwrap_or(false),
+                col::<bool>(r, 3).unwrap_or(false),
+            )
+        },
+    )
 }
 
 fn check_expected(migration: &str, check: &'static str, name: &str) -> Finding {
@@ -228,86 +369,67 @@ fn check_expected(migration: &str, check: &'static str, name: &str) -> Finding {
     let found = |status: Status, detail: &str| {
         Finding::new(check, status, name, format!("{prefix}{detail}"))
     };
-    let missing = || found(Status::Fail, "missing");
-    match check {
-        "expected_index" => {
-            let parts = parse_qualified_name(name).unwrap_or_default();
-            match relation_state(&parts, "'i', 'I'") {
-                None => missing(),
-                Some((_, _, true)) => found(Status::Warn, "still being built"),
-                Some((true, true, _)) => found(Status::Pass, "present, valid and ready"),
-                Some(_) => found(
-                    Status::Fail,
-                    "invalid: the build failed; drop it and build it again",
-                ),
-            }
-        }
-        "expected_table" => {
-            match relation_state(&parse_qualified_name(name).unwrap_or_default(), "'r', 'p'") {
-                None => missing(),
-                Some(_) => found(Status::Pass, "present"),
-            }
-        }
-        "expected_materialized_view" => {
-            match relation_state(&parse_qualified_name(name).unwrap_or_default(), "'m'") {
-                None => missing(),
-                Some((true, _, _)) => found(Status::Pass, "present and populated"),
-                Some(_) => found(
+    let missing = |close: &[String]| found(Status::Fail, &format!("missing{}", Found::hint(close)));
+    let relation = |relkinds: &str| match names::find_relation("expected", name, relkinds) {
+        Found::Relation(oid) => Ok(relation_state(oid)),
+        Found::Missing(close) => Err(missing(&close)),
+    };
+    let verdict = match check {
+        "expected_index" => relation("i,I").map(|state| match state {
+            (_, _, true) => found(Status::Warn, "still being built"),
+            (true, true, _) => found(Status::Pass, "present, valid and ready"),
+            _ => found(
+                Status::Fail,
+                "invalid: the build failed; verify_migration_success() says how to mend it",
+            ),
+        }),
+        "expected_table" => relation("r,p").map(|_| found(Status::Pass, "present")),
+        "expected_materialized_view" => relation("m").map(|(populated, _, _)| {
+            if populated {
+                found(Status::Pass, "present and populated")
+            } else {
+                found(
                     Status::Warn,
                     "present but not populated: REFRESH MATERIALIZED VIEW it",
-                ),
+                )
             }
-        }
+        }),
         "expected_constraint" => {
-            let parts = parse_qualified_name(name).unwrap_or_default();
-            let (table, con) = parts.split_at(parts.len().saturating_sub(1));
-            let state = catalog::select(
-                "SELECT convalidated FROM pg_catalog.pg_constraint \
-                 WHERE conrelid = pg_catalog.to_regclass($1) AND conname = $2",
-                &[
-                    relation_text(table).into(),
-                    con.first().cloned().unwrap_or_default().into(),
-                ],
-                |r| col::<bool>(r, 1).unwrap_or(false),
-            );
-            match state.first() {
-                None => missing(),
-                Some(true) => found(Status::Pass, "present and validated"),
-                Some(false) => found(
-                    Status::Fail,
-                    "NOT VALID: validate it with ALTER TABLE ... VALIDATE CONSTRAINT",
-                ),
+            let trimmed = name.trim();
+            let written = name_as_written(trimmed);
+            let table = trimmed[..trimmed.len() - written.len()].trim_end_matches([' ', '.']);
+            match names::find_relation("expected", table, "r,p") {
+                Found::Missing(close) => Err(missing(&close)),
+                Found::Relation(oid) => match names::find_constraint(oid, &written) {
+                    Err(close) => Err(missing(&close)),
+                    Ok((true, _)) => Ok(found(Status::Pass, "present and validated")),
+                    Ok((false, validate)) => {
+                        Ok(found(Status::Fail, &format!("NOT VALID; run: {validate}")))
+                    }
+                },
             }
         }
-        _ => {
-            let exists = if name.contains('(') {
-                catalog::select_one(
-                    "SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
-                    &[name.into()],
-                    |r| col::<bool>(r, 1).unwrap_or(false),
-                )
-            } else {
-                let parts = parse_qualified_name(name).unwrap_or_default();
-                let (schema, func) = match parts.as_slice() {
-                    [s, f] => (Some(s.clone()), f.clone()),
-                    [f] => (None, f.clone()),
-                    _ => (None, String::new()),
-                };
-                catalog::select_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p \
-                       WHERE p.proname = $2 AND CASE WHEN $1 IS NULL THEN pg_catalog.pg_function_is_visible(p.oid) \
-                             ELSE p.pronamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1) END)",
-                    &[schema.into(), func.into()],
-                    |r| col::<bool>(r, 1).unwrap_or(false),
-                )
-            };
-            if exists {
-                found(Status::Pass, "present")
-            } else {
-                missing()
-            }
+        _ => match names::find_function(name) {
+            Ok(()) => Ok(found(Status::Pass, "present")),
+            Err(close) => Err(missing(&close)),
+        },
+    };
+    verdict.unwrap_or_else(|m| m)
+}
+
+/// The last dotted part of a name as written (quotes and all): the constraint of
+/// `table.constraint`.
+fn name_as_written(name: &str) -> String {
+    let mut quoted = false;
+    let mut last = 0;
+    for (i, c) in name.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '.' if !quoted => last = i + 1,
+            _ => {}
         }
     }
+    name[last..].trim().to_string()
 }
 
 fn expectation_checks(migration: &str, expected: &Value) -> Vec<Finding> {
@@ -330,7 +452,7 @@ fn expectation_checks(migration: &str, expected: &Value) -> Vec<Finding> {
 /// Registered expectations, one migration or all, in name order.
 fn expectations(migration: Option<&str>) -> Vec<(String, Value)> {
     let sql = format!(
-        "SELECT migration, expected FROM {} WHERE $1 IS NULL OR migration = $1 ORDER BY migration",
+        "SELECT migration, expected FROM {} WHERE $1 IS NULL OR migration OPERATOR(pg_catalog.=) $1 ORDER BY migration",
         catalog::ext_object("migration_expectations")
     );
     catalog::select(&sql, &[migration.into()], |r| {
@@ -354,7 +476,9 @@ fn verify_one(migration: &str) -> Vec<Finding> {
     let Some((name, expected)) = found.into_iter().next() else {
         error::undefined_object("migration", migration);
     };
-    expectation_checks(&name, &expected)
+    let mut rows = expectation_checks(&name, &expected);
+    findings::apply_acceptances(&mut rows);
+    rows
 }
 
 fn verify_all() -> Vec<Finding> {
@@ -362,6 +486,7 @@ fn verify_all() -> Vec<Finding> {
     for (name, expected) in expectations(None) {
         rows.extend(expectation_checks(&name, &expected));
     }
+    findings::apply_acceptances(&mut rows);
     rows
 }
 
@@ -401,11 +526,12 @@ fn assert_migration_success(
         Some(m) => {
             let m = migration_name("migration", Some(m));
             let mut rows = leftover_checks();
+            findings::apply_acceptances(&mut rows);
             rows.extend(verify_one(&m));
             rows
         }
     });
-    let failing: Vec<&Finding> = rows.iter().filter(|r| r.status == Status::Fail).collect();
+    let failing: Vec<&Finding> = rows.iter().filter(|r| r.failing()).collect();
     if !failing.is_empty() {
         let names: Vec<String> = failing
             .iter()
@@ -435,7 +561,7 @@ fn expect_migration(
     let expected = unsafe { pgrx::datum::DatumWithOid::new(expected.datum(), pg_sys::JSONBOID) };
     let sql = format!(
         "INSERT INTO {} AS e (migration, expected) VALUES ($1, $2) \
-         ON CONFLICT (migration) DO UPDATE SET expected = EXCLUDED.expected, registered_at = now()",
+         ON CONFLICT (migration) DO UPDATE SET expected = EXCLUDED.expected, registered_at = pg_catalog.now()",
         catalog::ext_object("migration_expectations")
     );
     catalog::execute(&sql, &[migration.as_str().into(), expected]);
@@ -458,153 +584,6 @@ fn verify_migration(
     let migration = migration_name("migration", migration);
     let rows = catalog::with_catalog_settings(|| verify_one(&migration));
     TableIterator::new(rows.into_iter().map(Finding::into_row))
-}
-
-// ---- check_query_plan ----------------------------------------------------------------------------
-
-/// What an EXPLAIN (FORMAT JSON) plan says: indexes used and relations scanned sequentially.
-fn plan_summary(plan: &Value, indexes: &mut Vec<(String, String)>, seq_scans: &mut Vec<String>) {
-    let text = |k: &str| {
-        plan.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
-    if let Some(index) = plan.get("Index Name").and_then(Value::as_str) {
-        let entry = (text("Schema"), index.to_string());
-        if !indexes.contains(&entry) {
-            indexes.push(entry);
-        }
-    }
-    if text("Node Type") == "Seq Scan" {
-        let rel = format!(
-            "{}.{}",
-            quote_ident(&text("Schema")),
-            quote_ident(&text("Relation Name"))
-        );
-        if !seq_scans.contains(&rel) {
-            seq_scans.push(rel);
-        }
-    }
-    for child in plan
-        .get("Plans")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        plan_summary(child, indexes, seq_scans);
-    }
-}
-
-/// Runs `EXPLAIN (ANALYZE, BUFFERS, VERBOSE, FORMAT JSON)` on one read-only query and reports its
-/// planning and execution time, the indexes it used, whether it scanned a table sequentially, and
-/// PASS/FAIL against `expect_index` and `max_ms`. Anything but one SELECT (or WITH ... SELECT)
-/// is refused with 22023 before it runs; the query runs with the transaction read-only.
-#[pg_extern(volatile)]
-fn check_query_plan(
-    query: Option<&str>,
-    expect_index: default!(Option<&str>, "NULL"),
-    max_ms: default!(Option<f64>, "NULL"),
-) -> TableIterator<
-    'static,
-    (
-        name!(status, String),
-        name!(planning_ms, f64),
-        name!(execution_ms, f64),
-        name!(indexes_used, Vec<String>),
-        name!(seq_scan, bool),
-        name!(seq_scan_tables, Vec<String>),
-        name!(detail, String),
-    ),
-> {
-    let query = error::required("query", query);
-    if query.trim().is_empty() {
-        error::invalid_argument("query", "is empty");
-    }
-    let expected_index = expect_index.map(|e| {
-        let parts = parse_qualified_name(e)
-            .unwrap_or_else(|why| error::invalid_argument("expect_index", why));
-        if parts.len() > 2 {
-            error::invalid_argument(
-                "expect_index",
-                format!("\"{e}\" must be index or schema.index"),
-            );
-        }
-        parts
-    });
-    if let Some(ms) = max_ms.filter(|ms| !ms.is_finite() || *ms < 0.0) {
-        error::invalid_argument(
-            "max_ms",
-            format!("{ms} is not a non-negative number of milliseconds"),
-        );
-    }
-    let query = query_guard::checked_select("query", query);
-
-    let explain = format!("EXPLAIN (ANALYZE, BUFFERS, VERBOSE, FORMAT JSON)\n{query}\n");
-    let result = query_guard::run_read_only("query", || {
-        // EXPLAIN ANALYZE is a utility statement: SPI runs it only in read-write mode. The
-        // transaction itself is read-only here (query_guard).
-        Spi::connect_mut(|client| {
-            let rows = catalog::spi("running EXPLAIN", client.update(&explain, None, &[]));
-            rows.into_iter()
-                .next()
-                .and_then(|r| catalog::col::<Json>(&r, 1))
-                .map(|j| j.0)
-        })
-    });
-    let result = result.unwrap_or(Value::Null);
-    let top = result.get(0).cloned().unwrap_or(Value::Null);
-    let planning_ms = top
-        .get("Planning Time")
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0);
-    let execution_ms = top
-        .get("Execution Time")
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0);
-    let (mut indexes, mut seq_scans) = (Vec::new(), Vec::new());
-    if let Some(plan) = top.get("Plan") {
-        plan_summary(plan, &mut indexes, &mut seq_scans);
-    }
-
-    let mut failures = Vec::new();
-    if let Some(parts) = &expected_index {
-        let used = indexes.iter().any(|(schema, name)| match parts.as_slice() {
-            [s, n] => s == schema && n == name,
-            [n] => n == name,
-            _ => false,
-        });
-        if !used {
-            failures.push(format!(
-                "expected index {} was not used",
-                relation_text(parts)
-            ));
-        }
-    }
-    if let Some(max) = max_ms.filter(|max| execution_ms > *max) {
-        failures.push(format!(
-            "execution took {execution_ms:.3} ms, more than {max} ms"
-        ));
-    }
-    let status = if failures.is_empty() {
-        Status::Pass
-    } else {
-        Status::Fail
-    };
-    let mut detail = failures;
-    if !seq_scans.is_empty() {
-        detail.push(format!("sequential scan of {}", seq_scans.join(", ")));
-    }
-    let used: Vec<String> = indexes.iter().map(|(_, n)| quote_ident(n)).collect();
-    TableIterator::once((
-        status.as_str().to_string(),
-        planning_ms,
-        execution_ms,
-        used,
-        !seq_scans.is_empty(),
-        seq_scans,
-        detail.join("; "),
-    ))
 }
 
 #[cfg(any(test, feature = "pg_test"))]

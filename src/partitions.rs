@@ -15,7 +15,10 @@ fn iso<R>(f: impl FnOnce() -> R) -> R {
     catalog::with_settings(&[("DateStyle", "ISO, YMD".into())], f)
 }
 
-const QUALIFIED: &str = "quote_ident(n.nspname) || '.' || quote_ident(c.relname)";
+const QUALIFIED: &str = "pg_catalog.format('%I.%I', n.nspname, c.relname)";
+
+/// The column types a retention cutoff (`now() - keep`) compares with.
+const TIME_TYPES: &str = "'{date,timestamp,timestamptz}'::pg_catalog.regtype[]";
 
 /// A partitioned table: its quoted name and, when it is range-partitioned on one column of type
 /// date, timestamp or timestamptz, that column's name.
@@ -29,18 +32,21 @@ struct Parent {
 fn partitioned_tables(only: Option<pg_sys::Oid>) -> Vec<Parent> {
     let sql = format!(
         "SELECT c.oid, {QUALIFIED}, \
-                CASE WHEN pt.partstrat = 'r' AND pt.partnatts = 1 AND a.atttypid IN \
-                          ('date'::regtype, 'timestamp'::regtype, 'timestamptz'::regtype) THEN a.attname::text END, \
-                CASE WHEN pt.partstrat <> 'r' THEN 'it is not range-partitioned' \
-                     WHEN pt.partnatts <> 1 THEN 'its partition key has ' || pt.partnatts || ' columns' \
+                CASE WHEN pt.partstrat OPERATOR(pg_catalog.=) 'r' AND pt.partnatts OPERATOR(pg_catalog.=) 1 \
+                          AND a.atttypid::pg_catalog.regtype OPERATOR(pg_catalog.=) ANY ({TIME_TYPES}) \
+                     THEN a.attname::text END, \
+                CASE WHEN pt.partstrat OPERATOR(pg_catalog.<>) 'r' THEN 'it is not range-partitioned' \
+                     WHEN pt.partnatts OPERATOR(pg_catalog.<>) 1 \
+                          THEN pg_catalog.format('its partition key has %s columns', pt.partnatts) \
                      WHEN a.attname IS NULL THEN 'its partition key is an expression' \
-                     ELSE 'its partition key ' || quote_ident(a.attname) || ' is of type ' || format_type(a.atttypid, NULL) || \
-                          ', not date, timestamp or timestamptz' END \
+                     ELSE pg_catalog.format('its partition key %I is of type %s, not date, timestamp or timestamptz', \
+                                            a.attname, pg_catalog.format_type(a.atttypid, NULL)) END \
          FROM pg_catalog.pg_partitioned_table pt \
-         JOIN pg_catalog.pg_class c ON c.oid = pt.partrelid \
-         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0] AND pt.partattrs[0] <> 0 \
-         WHERE ($1::oid IS NULL OR c.oid = $1) ORDER BY 2"
+         JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) pt.partrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+         LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) pt.partrelid \
+              AND a.attnum OPERATOR(pg_catalog.=) pt.partattrs[0] AND pt.partattrs[0] OPERATOR(pg_catalog.<>) 0 \
+         WHERE ($1::oid IS NULL OR c.oid OPERATOR(pg_catalog.=) $1) ORDER BY 2"
     );
     catalog::select(&sql, &[only.into()], |r| Parent {
         oid: col::<pg_sys::Oid>(r, 1).unwrap_or(pg_sys::InvalidOid),
@@ -54,9 +60,9 @@ fn partitioned_tables(only: Option<pg_sys::Oid>) -> Vec<Parent> {
 fn partitions_of(parent: pg_sys::Oid) -> Vec<(String, String)> {
     let sql = format!(
         "SELECT {QUALIFIED}, pg_catalog.pg_get_expr(c.relpartbound, c.oid) \
-         FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
-         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE i.inhparent = $1 ORDER BY 2, 1"
+         FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+         WHERE i.inhparent OPERATOR(pg_catalog.=) $1 ORDER BY 2, 1"
     );
     iso(|| {
         catalog::select(&sql, &[parent.into()], |r| {
@@ -70,7 +76,7 @@ fn partitions_of(parent: pg_sys::Oid) -> Vec<(String, String)> {
 
 fn today() -> Date {
     let text = iso(|| {
-        catalog::select_one("SELECT current_date::text", &[], |r| {
+        catalog::select_one("SELECT CURRENT_DATE::pg_catalog.text", &[], |r| {
             col::<String>(r, 1).unwrap_or_default()
         })
     });
@@ -136,9 +142,15 @@ pub fn drop_partitions(
         let parents = partitioned_tables(parent);
         if let Some(oid) = parent {
             let Some(p) = parents.first() else {
-                let name = catalog::select_one("SELECT $1::regclass::text", &[oid.into()], |r| {
-                    col::<String>(r, 1).unwrap_or_default()
-                });
+                let name = catalog::select_one(
+                    &format!(
+                        "SELECT {QUALIFIED} FROM pg_catalog.pg_class c \
+                         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+                         WHERE c.oid OPERATOR(pg_catalog.=) $1"
+                    ),
+                    &[oid.into()],
+                    |r| col::<String>(r, 1).unwrap_or_default(),
+                );
                 error::invalid_argument("parent", format!("{name} is not a partitioned table"));
             };
             if p.time_key.is_none() {
@@ -240,11 +252,17 @@ fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
             detail,
         };
     let found = catalog::select(
-        "SELECT c.oid, c.relkind::text, \
-                (SELECT format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute a \
-                 WHERE a.attrelid = c.oid AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped) \
-         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = $1 AND c.relname = $2",
+        &format!(
+            "SELECT c.oid, c.relkind::text, \
+                    (SELECT pg_catalog.format_type(a.atttypid, NULL) OPERATOR(pg_catalog.||) \
+                            CASE WHEN a.atttypid::pg_catalog.regtype OPERATOR(pg_catalog.=) ANY ({TIME_TYPES}) \
+                                 THEN '' ELSE ' (not a time)' END \
+                     FROM pg_catalog.pg_attribute a \
+                     WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attname OPERATOR(pg_catalog.=) $3 \
+                       AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped) \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+             WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND c.relname OPERATOR(pg_catalog.=) $2"
+        ),
         &[
             p.schema.clone().into(),
             p.table.clone().into(),
@@ -259,19 +277,44 @@ fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
         },
     );
     let Some((Some(oid), relkind, column_type)) = found.into_iter().next() else {
+        // The policy names the table exactly as the catalog spells it; say which names are close.
+        let close = match crate::names::find_relation("retention_policies", &target, "r,p") {
+            crate::names::Found::Missing(close) => crate::names::Found::hint(&close),
+            crate::names::Found::Relation(_) => String::new(),
+        };
         return vec![action(
             "skipped",
             target.clone(),
             None,
-            "the table does not exist".into(),
+            format!("the table does not exist{close}"),
         )];
     };
-    if column_type.is_none() {
+    let Some(column_type) = column_type else {
+        let close = match crate::names::find_column(oid, &quote_ident(&p.time_column)) {
+            Err(close) => crate::names::Found::hint(&close),
+            Ok(_) => String::new(),
+        };
         return vec![action(
             "skipped",
             target.clone(),
             None,
-            format!("the table has no column {}", quote_ident(&p.time_column)),
+            format!(
+                "the table has no column {}{close}",
+                quote_ident(&p.time_column)
+            ),
+        )];
+    };
+    // An integer or text column cannot be compared with now() - keep (42883); this policy is
+    // skipped with the reason and the others still run.
+    if let Some(type_name) = column_type.strip_suffix(" (not a time)") {
+        return vec![action(
+            "skipped",
+            target.clone(),
+            None,
+            format!(
+                "the column {} is of type {type_name}, not date, timestamp or timestamptz",
+                quote_ident(&p.time_column)
+            ),
         )];
     }
     if p.mode == "drop_partitions" {
@@ -331,10 +374,13 @@ fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
         )];
     }
     let column = quote_ident(&p.time_column);
-    let keep = p.keep.clone();
+    let keep = p.keep;
     if dry_run {
         let n = catalog::select_one(
-            &format!("SELECT count(*) FROM {target} WHERE {column} < now() - $1"),
+            &format!(
+                "SELECT pg_catalog.count(*) FROM {target} \
+                 WHERE {column} OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) $1)"
+            ),
             &[keep.into()],
             |r| col::<i64>(r, 1).unwrap_or(0),
         );
@@ -348,12 +394,14 @@ fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
     // Each DELETE removes at most batch_size rows, so no statement holds row locks on, or
     // writes WAL for, an unbounded number of rows at once.
     let delete = format!(
-        "DELETE FROM {target} WHERE (tableoid, ctid) IN \
-         (SELECT tableoid, ctid FROM {target} WHERE {column} < now() - $1 LIMIT $2)"
+        "DELETE FROM {target} t USING ( \
+           SELECT tableoid AS toid, ctid AS tid FROM {target} \
+           WHERE {column} OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) $1) LIMIT $2) d \
+         WHERE t.tableoid OPERATOR(pg_catalog.=) d.toid AND t.ctid OPERATOR(pg_catalog.=) d.tid"
     );
     let (mut total, mut batches) = (0_i64, 0_i64);
     loop {
-        let n = catalog::execute(&delete, &[p.keep.clone().into(), p.batch_size.into()]) as i64;
+        let n = catalog::execute(&delete, &[p.keep.into(), p.batch_size.into()]) as i64;
         total += n;
         batches += 1;
         if n < i64::from(p.batch_size) {
@@ -429,18 +477,18 @@ fn analyze_partition_distribution(
         );
     }
     let sql = format!(
-        "SELECT quote_ident(pn.nspname) || '.' || quote_ident(p.relname), {QUALIFIED}, \
+        "SELECT pg_catalog.format('%I.%I', pn.nspname, p.relname), {QUALIFIED}, \
                 pg_catalog.pg_get_expr(c.relpartbound, c.oid), t.rows, t.bytes, t.unanalyzed \
          FROM pg_catalog.pg_inherits i \
-         JOIN pg_catalog.pg_class p ON p.oid = i.inhparent AND p.relkind = 'p' \
-         JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace \
-         JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
-         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_catalog.pg_class p ON p.oid OPERATOR(pg_catalog.=) i.inhparent AND p.relkind OPERATOR(pg_catalog.=) 'p' \
+         JOIN pg_catalog.pg_namespace pn ON pn.oid OPERATOR(pg_catalog.=) p.relnamespace \
+         JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
          CROSS JOIN LATERAL ( \
-             SELECT COALESCE(sum(greatest(lc.reltuples, 0)), 0)::float8 AS rows, \
-                    COALESCE(sum(pg_catalog.pg_total_relation_size(pt.relid)), 0)::int8 AS bytes, \
-                    COALESCE(bool_or(lc.reltuples < 0), false) AS unanalyzed \
-             FROM pg_catalog.pg_partition_tree(c.oid) pt JOIN pg_catalog.pg_class lc ON lc.oid = pt.relid \
+             SELECT COALESCE(pg_catalog.sum(GREATEST(lc.reltuples, 0)), 0)::float8 AS rows, \
+                    COALESCE(pg_catalog.sum(pg_catalog.pg_total_relation_size(pt.relid)), 0)::int8 AS bytes, \
+                    COALESCE(pg_catalog.bool_or(lc.reltuples OPERATOR(pg_catalog.<) 0), false) AS unanalyzed \
+             FROM pg_catalog.pg_partition_tree(c.oid) pt JOIN pg_catalog.pg_class lc ON lc.oid OPERATOR(pg_catalog.=) pt.relid \
              WHERE pt.isleaf) t \
          ORDER BY 1, 3, 2"
     );

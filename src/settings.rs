@@ -109,6 +109,12 @@ pub static MAINTENANCE_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(300
 /// Whether an enqueue wakes the worker at commit (off: the worker sees events after a naptime).
 pub static WAKE_ON_ENQUEUE: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+// ---- schema correctness (issue 15) ----------------------------------------------------------
+
+/// An index is called unused only when the statistics cover at least this long: a week holds
+/// the weekly jobs and reports that may be an index's only readers.
+pub static UNUSED_INDEX_MIN_STATS_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+
 // ---- migration lint and run_ddl (issue 19) -----------------------------------------------------
 
 /// lint_migration: a statement whose cost grows with its table is WARN from this many estimated
@@ -329,6 +335,17 @@ pub fn init() {
     );
 
     worker_settings();
+    // ---- schema correctness (issue 15) ----
+    GucRegistry::define_int_guc(
+        c"pg_runbook.unused_index_min_stats_age",
+        c"Indexes: statistics younger than this (since stats_reset) make an unscanned index's use unknown, not unused.",
+        c"",
+        &UNUSED_INDEX_MIN_STATS_AGE_S,
+        0,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_S,
+    );
     reserve_prefix();
 }
 

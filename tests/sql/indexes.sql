@@ -41,9 +41,32 @@ SELECT tablename, indexname, covered_by, reason, drop_statement
 FROM find_redundant_indexes() WHERE schemaname = 'Shop' ORDER BY indexname;
 
 -- Unused: constraint-backing and unique indexes are never listed; the size filter applies.
-SELECT tablename, indexname, detail LIKE 'no scans; statistics %' AS says_since_when, drop_statement
+-- Statistics of this fresh cluster are minutes old, under the default week: use unknown, no
+-- drop statement, and the detail says how old they are.
+SELECT tablename, indexname, verdict, detail LIKE 'no scans, but statistics cover only % min, less than the 7.0 d required%' AS says_how_old, drop_statement
 FROM find_unused_indexes() WHERE schemaname = 'Shop' ORDER BY indexname;
-SELECT count(*) FROM find_unused_indexes(min_size_bytes => 1000000000) WHERE schemaname = 'Shop';
+-- With a window the statistics do cover: unused, with the statement.
+SELECT tablename, indexname, verdict, detail LIKE 'no scans; statistics %' AS says_since_when, drop_statement
+FROM find_unused_indexes(min_stats_age => '0') WHERE schemaname = 'Shop' ORDER BY indexname;
+SET pg_runbook.unused_index_min_stats_age = 0;
+SELECT indexname, recommendation FROM analyze_index_usage() WHERE indexname = 'Scan_lower_all_idx';
+RESET pg_runbook.unused_index_min_stats_age;
+SELECT count(*) FROM find_unused_indexes(min_size_bytes => 1000000000, min_stats_age => '0') WHERE schemaname = 'Shop';
+-- The only index serving a foreign key, and the replica identity index, are kept whatever their scans.
+CREATE INDEX "Scan_userId_idx" ON "Shop"."Scan" ("userId");
+CREATE UNIQUE INDEX "Scan_normalizedInput_id_key" ON "Shop"."Scan" ("normalizedInput", id);
+ALTER TABLE "Shop"."Scan" REPLICA IDENTITY USING INDEX "Scan_normalizedInput_id_key";
+SELECT indexname, recommendation FROM analyze_index_usage()
+WHERE indexname IN ('Scan_userId_idx', 'Scan_normalizedInput_id_key') ORDER BY 1;
+SELECT count(*) AS listed FROM find_unused_indexes(min_stats_age => '0')
+WHERE indexname IN ('Scan_userId_idx', 'Scan_normalizedInput_id_key');
+-- A second unscanned index serving the key: one of the two may go, not both (the first by name stays).
+CREATE INDEX "Scan_userId_createdAt_idx2" ON "Shop"."Scan" ("userId", "createdAt");
+SELECT indexname, verdict FROM find_unused_indexes(min_stats_age => '0')
+WHERE indexname IN ('Scan_userId_idx', 'Scan_userId_createdAt_idx2') ORDER BY 1;
+DROP INDEX "Shop"."Scan_userId_createdAt_idx2", "Shop"."Scan_userId_idx";
+ALTER TABLE "Shop"."Scan" REPLICA IDENTITY DEFAULT;
+DROP INDEX "Shop"."Scan_normalizedInput_id_key";
 
 -- "userId" leads no index: suggested, every identifier quoted. An index fixes it.
 SELECT * FROM find_missing_fk_indexes() WHERE schemaname = 'Shop';
@@ -60,6 +83,7 @@ SELECT * FROM index_build_progress();
 -- Bad input.
 SELECT regress.error_of($$SELECT * FROM find_unused_indexes(NULL)$$);
 SELECT regress.error_of($$SELECT * FROM find_unused_indexes(-1)$$);
+SELECT regress.error_of($$SELECT * FROM find_unused_indexes(0, '-1 day')$$);
 
 -- The extension's own tables are never analysed.
 SELECT count(*) FROM analyze_index_usage() WHERE tablename IN ('migration_expectations', 'schema_baselines', 'schema_baseline_objects');

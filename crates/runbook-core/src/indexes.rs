@@ -156,6 +156,93 @@ pub fn find_redundant(indexes: &[IndexDef]) -> Vec<Redundancy> {
     found
 }
 
+/// An index as the foreign-key rule sees it.
+pub struct FkServer<'a> {
+    pub id: i64,
+    pub table_id: i64,
+    pub name: &'a str,
+    /// The foreign keys of its table it can serve (its leading keys are the key's columns).
+    pub fks: &'a [String],
+    /// Whether it would be offered for dropping, foreign keys aside.
+    pub droppable: bool,
+}
+
+/// The droppable indexes that must stay so that every foreign key keeps an index to serve it,
+/// each with the key it is kept for. A key served by an index that stays anyway needs none;
+/// otherwise the first of its servers by name stays (so of two unscanned duplicates serving the
+/// same key, one is kept, not both dropped).
+pub fn fk_keepers(indexes: &[FkServer]) -> HashMap<i64, String> {
+    let mut servers: std::collections::BTreeMap<(i64, &str), Vec<&FkServer>> =
+        std::collections::BTreeMap::new();
+    for ix in indexes {
+        for fk in ix.fks {
+            servers
+                .entry((ix.table_id, fk.as_str()))
+                .or_default()
+                .push(ix);
+        }
+    }
+    let mut kept: HashMap<i64, String> = HashMap::new();
+    for ((_, fk), group) in servers {
+        if group
+            .iter()
+            .any(|s| !s.droppable || kept.contains_key(&s.id))
+        {
+            continue;
+        }
+        if let Some(first) = group.iter().min_by_key(|s| s.name) {
+            kept.insert(first.id, fk.to_string());
+        }
+    }
+    kept
+}
+
+/// What zero scans of an index mean, given how long the statistics have counted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Usage {
+    /// Scanned since statistics were reset.
+    Used,
+    /// Not scanned over a window long enough to say so.
+    Unused,
+    /// Not scanned, but the window says nothing: why.
+    Unknown(String),
+}
+
+/// Zero scans are evidence only over a long enough window, and only on the server that serves
+/// the queries: a standby counts its own scans, not the primary's (and the reverse).
+pub fn judge_usage(scans: i64, stats_age_s: f64, min_age_s: f64, standby: bool) -> Usage {
+    if scans > 0 {
+        return Usage::Used;
+    }
+    if standby {
+        return Usage::Unknown(
+            "on a standby: these statistics count this server's scans only, not the primary's; \
+             judge unused indexes on the primary and on every standby"
+                .into(),
+        );
+    }
+    if stats_age_s < min_age_s {
+        return Usage::Unknown(format!(
+            "statistics cover only {}, less than the {} required \
+             (pg_runbook.unused_index_min_stats_age)",
+            human_seconds(stats_age_s),
+            human_seconds(min_age_s)
+        ));
+    }
+    Usage::Unused
+}
+
+/// Seconds as "3.5 h" or "12.0 d".
+pub fn human_seconds(s: f64) -> String {
+    if s < 3600.0 {
+        format!("{:.0} min", s / 60.0)
+    } else if s < 86_400.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else {
+        format!("{:.1} d", s / 86_400.0)
+    }
+}
+
 /// `ident` as a quoted SQL identifier, always quoted: `Scan` -> `"Scan"`, `a"b` -> `"a""b"`.
 pub fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
@@ -210,6 +297,53 @@ pub fn drop_index_statement(schema: &str, index: &str) -> String {
         "DROP INDEX CONCURRENTLY IF EXISTS {}",
         qualified(schema, index)
     )
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn a_foreign_key_keeps_one_index_but_not_more_than_it_needs() {
+        let fk = vec!["Scan_userId_fkey".to_string()];
+        let none: Vec<String> = Vec::new();
+        let server = |id: i64, name: &'static str, droppable: bool| FkServer {
+            id,
+            table_id: 1,
+            name,
+            fks: if id == 9 { &none } else { &fk },
+            droppable,
+        };
+        // Two unscanned duplicates: the first by name stays.
+        let kept = fk_keepers(&[server(1, "b_idx", true), server(2, "a_idx", true)]);
+        assert_eq!(kept.get(&2).map(String::as_str), Some("Scan_userId_fkey"));
+        assert!(!kept.contains_key(&1));
+        // A scanned index serves the key: the unscanned one may go.
+        assert!(fk_keepers(&[server(1, "b_idx", true), server(2, "a_idx", false)]).is_empty());
+        // An index serving no key is never kept for one.
+        assert!(fk_keepers(&[server(9, "x_idx", true)]).is_empty());
+    }
+
+    #[test]
+    fn zero_scans_over_young_statistics_are_unknown_with_their_age() {
+        match judge_usage(0, 7200.0, 7.0 * 86_400.0, false) {
+            Usage::Unknown(why) => assert!(why.contains("2.0 h"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            judge_usage(0, 8.0 * 86_400.0, 7.0 * 86_400.0, false),
+            Usage::Unused
+        );
+        assert_eq!(judge_usage(3, 60.0, 7.0 * 86_400.0, false), Usage::Used);
+    }
+
+    #[test]
+    fn a_standby_never_calls_an_index_unused() {
+        assert!(matches!(
+            judge_usage(0, 365.0 * 86_400.0, 0.0, true),
+            Usage::Unknown(_)
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod integrity;
 pub mod jsonb;
 pub mod lint;
 pub mod matviews;
+pub mod names;
 pub mod partitions;
 pub mod rollup;
 pub mod schema;

@@ -1,6 +1,5 @@
 //! Schema baselines: comparing a snapshot with the schema now, and the rollback DDL that undoes
-//! the difference, in an order that PostgreSQL accepts; and parsing the object names that
-//! migration expectations list.
+//! the difference, in an order that PostgreSQL accepts.
 
 use crate::indexes::{drop_index_statement, qualified, quote_ident};
 use std::collections::BTreeMap;
@@ -47,6 +46,10 @@ pub struct SchemaObject {
     pub contype: Option<char>,
     /// An index on a partitioned table cannot be built or dropped CONCURRENTLY.
     pub partitioned: bool,
+    /// A partition's copy of its parent's index or constraint. Kept in the snapshot so that a
+    /// partition detached later keeps its own copy (it is then the same object, no longer a
+    /// copy), but never dropped or re-created by itself: it comes and goes with its parent.
+    pub inherited: bool,
 }
 
 impl SchemaObject {
@@ -125,6 +128,8 @@ pub fn diff(baseline: &[SchemaObject], now: &[SchemaObject]) -> Vec<Change> {
                 before: None,
                 after: Some((*a).clone()),
             }),
+            // Whether an object is a partition's copy is not compared: a partition detached (or
+            // attached) since the baseline keeps the same index and constraints.
             (Some(b), Some(a)) if b.definition != a.definition || b.valid != a.valid => {
                 Some(Change {
                     change: ChangeKind::Changed,
@@ -137,10 +142,13 @@ pub fn diff(baseline: &[SchemaObject], now: &[SchemaObject]) -> Vec<Change> {
         .collect()
 }
 
-/// pg_get_indexdef's `CREATE [UNIQUE] INDEX name ON ...` as a concurrent build.
+/// pg_get_indexdef's `CREATE [UNIQUE] INDEX name ON ...` as a concurrent build. An index of a
+/// partitioned table cannot be built concurrently; pg_get_indexdef prints it `ON ONLY` the
+/// parent, which would leave it invalid with no index on any partition, so it is re-created on
+/// the parent as a whole (PostgreSQL then builds or attaches each partition's index).
 pub fn concurrent_index_definition(definition: &str, partitioned: bool) -> String {
     if partitioned {
-        return definition.to_string();
+        return whole_partitioned_index(definition);
     }
     for prefix in ["CREATE UNIQUE INDEX ", "CREATE INDEX "] {
         if let Some(rest) = definition.strip_prefix(prefix) {
@@ -148,6 +156,70 @@ pub fn concurrent_index_definition(definition: &str, partitioned: bool) -> Strin
         }
     }
     definition.to_string()
+}
+
+/// The one statement that rebuilds a constraint's index: the index cannot be dropped by itself
+/// (2BP01), and dropping and adding the constraint in one ALTER TABLE never leaves the table
+/// without it between two statements. `table` and `name` come quoted; `definition` is
+/// pg_get_constraintdef's.
+pub fn readd_constraint(table: &str, name: &str, definition: &str) -> String {
+    format!("ALTER TABLE {table} DROP CONSTRAINT {name}, ADD CONSTRAINT {name} {definition}")
+}
+
+/// Where `pattern` first occurs in `text` at or after `from`, outside double-quoted identifiers.
+fn find_unquoted(text: &str, pattern: &str, from: usize) -> Option<usize> {
+    let mut quoted = false;
+    for (i, c) in text.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if !quoted && i >= from && text[i..].starts_with(pattern) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// `CREATE INDEX name ON ONLY parent ...` as `CREATE INDEX name ON parent ...`: the first ` ON
+/// ONLY ` outside double quotes is pg_get_indexdef's own.
+fn whole_partitioned_index(definition: &str) -> String {
+    match find_unquoted(definition, " ON ONLY ", 0) {
+        Some(i) => format!("{} ON {}", &definition[..i], &definition[i + 9..]),
+        None => definition.to_string(),
+    }
+}
+
+/// The name suggested for a partition's copy of `index`: `partition_index`, cut to PostgreSQL's
+/// 63 bytes on a character boundary.
+pub fn partition_index_name(partition: &str, index: &str) -> String {
+    let mut name = format!("{partition}_{index}");
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
+}
+
+/// The parent index's pg_get_indexdef rewritten to build the same index on one partition:
+/// `CREATE [UNIQUE] INDEX [CONCURRENTLY] new_name ON partition USING ...`. `new_name` and
+/// `partition` come quoted. A leaf partition is built concurrently; a partition that is itself
+/// partitioned cannot be.
+pub fn partition_index_definition(
+    parent_definition: &str,
+    new_name: &str,
+    partition: &str,
+    leaf: bool,
+) -> String {
+    let head = if parent_definition.starts_with("CREATE UNIQUE INDEX ") {
+        "CREATE UNIQUE INDEX"
+    } else {
+        "CREATE INDEX"
+    };
+    let on = find_unquoted(parent_definition, " ON ", 0).unwrap_or(0);
+    let using = find_unquoted(parent_definition, " USING ", on).unwrap_or(parent_definition.len());
+    let concurrently = if leaf { " CONCURRENTLY" } else { "" };
+    format!(
+        "{head}{concurrently} {new_name} ON {partition}{}",
+        &parent_definition[using..]
+    )
 }
 
 fn drop_index(o: &SchemaObject) -> String {
@@ -191,17 +263,20 @@ fn add_rank(o: &SchemaObject) -> u8 {
 /// added or changed indexes; recreate dropped or changed indexes, then constraints (primary and
 /// unique keys before the foreign keys that reference them). `table_exists` says whether an
 /// object's table is still there: objects that went with their table are not recreated.
-/// Materialized views are reported by `diff` but not rolled back.
+/// Materialized views are reported by `diff` but not rolled back. Partitions' copies are left to
+/// their parent's statement (see [`SchemaObject::inherited`]).
 pub fn rollback(changes: &[Change], table_exists: impl Fn(&str, &str) -> bool) -> Vec<String> {
     let removed: Vec<&SchemaObject> = changes
         .iter()
         .filter(|c| c.change != ChangeKind::Dropped)
         .filter_map(|c| c.after.as_ref())
+        .filter(|o| !o.inherited)
         .collect();
     let restored: Vec<&SchemaObject> = changes
         .iter()
         .filter(|c| c.change != ChangeKind::Added)
         .filter_map(|c| c.before.as_ref())
+        .filter(|o| !o.inherited)
         .filter(|o| table_exists(&o.schema, &o.table))
         .collect();
 
@@ -236,63 +311,6 @@ pub fn rollback(changes: &[Change], table_exists: impl Fn(&str, &str) -> bool) -
     out
 }
 
-/// Splits a possibly qualified SQL name (`public."Scan"`, `"Scan"."Scan_pkey"`) into its parts,
-/// folding unquoted parts to lower case as PostgreSQL does.
-pub fn parse_qualified_name(name: &str) -> Result<Vec<String>, String> {
-    let mut parts = Vec::new();
-    let mut chars = name.trim().chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut part = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        part.push('"');
-                    }
-                    Some('"') => break,
-                    Some(c) => part.push(c),
-                    None => return Err(format!("unterminated quoted identifier in \"{name}\"")),
-                }
-            }
-            if part.is_empty() {
-                return Err(format!("zero-length quoted identifier in \"{name}\""));
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c == '.' || c.is_whitespace() {
-                    break;
-                }
-                if c == '"' {
-                    return Err(format!("misplaced quote in \"{name}\""));
-                }
-                part.extend(c.to_lowercase());
-                chars.next();
-            }
-            if part.is_empty() {
-                return Err(format!("\"{name}\" is not a valid name"));
-            }
-        }
-        parts.push(part);
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        match chars.next() {
-            None => break,
-            Some('.') => continue,
-            Some(c) => return Err(format!("unexpected \"{c}\" in \"{name}\"")),
-        }
-    }
-    if parts.len() > 3 {
-        return Err(format!("\"{name}\" has too many dotted parts"));
-    }
-    Ok(parts)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +325,7 @@ mod tests {
             valid: true,
             contype: None,
             partitioned: false,
+            inherited: false,
         }
     }
 
@@ -438,26 +457,69 @@ mod tests {
         let ddl = rollback(&diff(&[part], &[]), |_, _| true);
         assert_eq!(
             ddl,
-            vec!["CREATE INDEX p ON ONLY \"App\".\"Scan\" USING btree (x)"]
+            vec!["CREATE INDEX p ON \"App\".\"Scan\" USING btree (x)"]
         );
     }
 
     #[test]
-    fn names_parse_like_postgresql_identifiers() {
+    fn a_partitioned_index_named_on_only_keeps_its_name() {
         assert_eq!(
-            parse_qualified_name("public.\"Scan\"").unwrap(),
-            vec!["public", "Scan"]
+            whole_partitioned_index(
+                "CREATE UNIQUE INDEX \"a ON ONLY b\" ON ONLY s.t USING btree (x)"
+            ),
+            "CREATE UNIQUE INDEX \"a ON ONLY b\" ON s.t USING btree (x)"
         );
-        assert_eq!(parse_qualified_name("Orders").unwrap(), vec!["orders"]);
+    }
+
+    #[test]
+    fn an_exclusion_constraints_index_is_rebuilt_by_re_adding_the_constraint() {
         assert_eq!(
-            parse_qualified_name("\"a\"\"b\" . c").unwrap(),
-            vec!["a\"b", "c"]
+            readd_constraint(
+                "app.\"Booking\"",
+                "\"Booking_no_overlap\"",
+                "EXCLUDE USING gist (during WITH &&)"
+            ),
+            "ALTER TABLE app.\"Booking\" DROP CONSTRAINT \"Booking_no_overlap\", \
+             ADD CONSTRAINT \"Booking_no_overlap\" EXCLUDE USING gist (during WITH &&)"
         );
-        assert_eq!(parse_qualified_name("\"a.b\"").unwrap(), vec!["a.b"]);
-        assert!(parse_qualified_name("").is_err());
-        assert!(parse_qualified_name("a..b").is_err());
-        assert!(parse_qualified_name("\"open").is_err());
-        assert!(parse_qualified_name("a b").is_err());
-        assert!(parse_qualified_name("a.b.c.d").is_err());
+    }
+
+    #[test]
+    fn a_partition_gets_the_parents_index_definition_under_its_own_name() {
+        let def = "CREATE UNIQUE INDEX \"Ev_key\" ON ONLY app.\"Ev\" USING btree (\"userId\", at) WHERE (at IS NOT NULL)";
+        assert_eq!(
+            partition_index_definition(def, "\"Ev_2024_Ev_key\"", "app.\"Ev_2024\"", true),
+            "CREATE UNIQUE INDEX CONCURRENTLY \"Ev_2024_Ev_key\" ON app.\"Ev_2024\" USING btree (\"userId\", at) WHERE (at IS NOT NULL)"
+        );
+        assert_eq!(
+            partition_index_name(&"p".repeat(40), &"i".repeat(40)).len(),
+            63
+        );
+    }
+
+    #[test]
+    fn a_detached_partitions_copies_are_unchanged_and_copies_are_left_to_their_parent() {
+        let mut copy = index(
+            "t_2024_x_idx",
+            "CREATE INDEX t_2024_x_idx ON \"App\".t_2024 USING btree (x)",
+        );
+        copy.inherited = true;
+        let mut detached = copy.clone();
+        detached.inherited = false;
+        assert!(diff(&[copy.clone()], &[detached]).is_empty());
+        // The parent's index was dropped with its copies: only the parent is re-created.
+        let mut parent = index(
+            "t_x_idx",
+            "CREATE INDEX t_x_idx ON ONLY \"App\".t USING btree (x)",
+        );
+        parent.partitioned = true;
+        let ddl = rollback(&diff(&[parent.clone(), copy.clone()], &[]), |_, _| true);
+        assert_eq!(
+            ddl,
+            vec!["CREATE INDEX t_x_idx ON \"App\".t USING btree (x)"]
+        );
+        // Added with copies: only the parent is dropped.
+        let ddl = rollback(&diff(&[], &[parent, copy]), |_, _| true);
+        assert_eq!(ddl, vec!["DROP INDEX IF EXISTS \"App\".\"t_x_idx\""]);
     }
 }
