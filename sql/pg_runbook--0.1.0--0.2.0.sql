@@ -228,7 +228,7 @@ BEGIN
         pids := NULL;
         blockers := NULL;
         PERFORM pg_catalog.set_config('lock_timeout',
-            pg_catalog.ceil(pg_catalog.date_part('epoch', lock_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8::pg_catalog.text || 'ms', true);
+            pg_catalog.ceil(pg_catalog.date_part('epoch', lock_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8::pg_catalog.text OPERATOR(pg_catalog.||) 'ms', true);
         started := pg_catalog.clock_timestamp();
         BEGIN
             EXECUTE sql;
