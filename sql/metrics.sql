@@ -69,6 +69,10 @@ COMMENT ON TABLE @extschema@.metrics_rollup_log IS
 -- ---- ingest ----------------------------------------------------------------------------------------
 CREATE FUNCTION @extschema@.record_requests(requests jsonb) RETURNS bigint
 LANGUAGE sql VOLATILE
+-- A SQL function takes its table lock before any of its code runs, so it cannot read
+-- pg_runbook.lock_timeout in time: it gives up after the setting's default instead of queueing
+-- behind a migration (ALTER FUNCTION ... SET lock_timeout changes it).
+SET lock_timeout = '1s'
 BEGIN ATOMIC
   WITH ins AS (
     INSERT INTO @extschema@.performance_metrics (created_at, endpoint, method, status_code, duration_ms, cache_hit)
@@ -89,6 +93,10 @@ CREATE FUNCTION @extschema@.record_request(endpoint text, duration_ms double pre
                                           cache_hit boolean DEFAULT NULL, method text DEFAULT NULL,
                                           at timestamptz DEFAULT now()) RETURNS bigint
 LANGUAGE sql VOLATILE
+-- A SQL function takes its table lock before any of its code runs, so it cannot read
+-- pg_runbook.lock_timeout in time: it gives up after the setting's default instead of queueing
+-- behind a migration (ALTER FUNCTION ... SET lock_timeout changes it).
+SET lock_timeout = '1s'
 BEGIN ATOMIC
   INSERT INTO @extschema@.performance_metrics (created_at, endpoint, method, status_code, duration_ms, cache_hit)
   SELECT COALESCE(at, now()), endpoint, method, status_code, duration_ms, cache_hit
