@@ -30,6 +30,15 @@ $revoke$;
 
 
 -- ==== parallel refresh (issue 17) ====
+-- Refreshing acts (each view as the caller, who must own it or be a member of its owner role);
+-- reading runs and the log reports; pruning follows a server setting and is the admin's.
+GRANT EXECUTE ON FUNCTION @extschema@.refresh_materialized_views_staggered(text, text, interval, boolean, interval, interval, boolean) TO runbook_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.refresh_materialized_views() TO runbook_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.refresh_analytics_views_concurrent(text, text, integer, interval, boolean, interval, interval, boolean) TO runbook_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.verify_materialized_view_indexes(text, text) TO runbook_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.refresh_status() TO runbook_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.prune_mv_refresh_log() TO runbook_admin;
+GRANT SELECT ON @extschema@.mv_refresh_log, @extschema@.mv_refresh_runs TO runbook_reader;
 -- ==== end parallel refresh ====
 
 

@@ -109,6 +109,13 @@ pub static MAINTENANCE_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(300
 /// Whether an enqueue wakes the worker at commit (off: the worker sees events after a naptime).
 pub static WAKE_ON_ENQUEUE: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+// ---- parallel refresh (issue 17) ----------------------------------------------------------------
+
+/// The most workers one refresh_analytics_views_concurrent() run may start, and its default
+/// parallelism. Four leaves room in the default max_worker_processes (8) for the pg_runbook
+/// worker, parallel query and replication; server-level, so a role cannot raise its own cap.
+pub static REFRESH_MAX_PARALLEL: GucSetting<i32> = GucSetting::<i32>::new(4);
+
 const HOUR_MS: i32 = 3_600_000;
 const DAY_MS: i32 = 24 * HOUR_MS;
 
@@ -275,11 +282,25 @@ pub fn init() {
         &REFRESH_LOG_RETENTION_S,
         0,
         i32::MAX,
-        GucContext::Userset,
+        // Not settable by a role for itself (ALTER ROLE self SET ... = '1s' would make every
+        // prune, run as the extension's owner, delete the whole log): server settings only.
+        GucContext::Suset,
         GucFlags::UNIT_S,
     );
 
     worker_settings();
+
+    // parallel refresh (issue 17)
+    GucRegistry::define_int_guc(
+        c"pg_runbook.refresh_max_parallel",
+        c"Most background workers one refresh_analytics_views_concurrent() run may use (its default parallelism too).",
+        c"",
+        &REFRESH_MAX_PARALLEL,
+        1,
+        crate::matview_refresh::MAX_WORKERS as i32,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     reserve_prefix();
 }
 
