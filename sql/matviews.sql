@@ -60,5 +60,3 @@ COMMENT ON FUNCTION @extschema@.refresh_status() IS
     'Refresh runs in flight, one row per worker: how many views are done, the view it refreshes and for how long. For runbook_reader.';
 COMMENT ON FUNCTION @extschema@.prune_mv_refresh_log() IS
     'Deletes mv_refresh_log rows older than pg_runbook.refresh_log_retention (a server setting); returns how many. For runbook_admin.';
-COMMENT ON FUNCTION @extschema@.refresh_analytics_views_concurrent(text, text, integer, interval, boolean, interval, interval, boolean) IS
-    'Refreshes matching materialized views in dependency order, independent ones in parallel on up to max_parallel background workers (capped by pg_runbook.refresh_max_parallel and the free slots), each as the caller; a row per view and a verdict row against budget naming the slowest chain. For runbook_operator.';

@@ -35,7 +35,7 @@ fn free_worker_slots() -> usize {
 /// verdict against `budget`. Callable by runbook_operator; each view is refreshed as the caller.
 #[pg_extern(volatile)]
 #[allow(clippy::too_many_arguments)]
-pub fn refresh_analytics_views_concurrent(
+fn refresh_analytics_views_concurrent(
     schema_pattern: default!(Option<&str>, "'%'"),
     name_pattern: default!(Option<&str>, "'%'"),
     max_parallel: default!(Option<i32>, "NULL"),
@@ -122,3 +122,12 @@ pub fn refresh_analytics_views_concurrent(
         .collect();
     TableIterator::new(rows)
 }
+
+pgrx::extension_sql!(
+    r#"
+COMMENT ON FUNCTION @extschema@.refresh_analytics_views_concurrent(text, text, integer, interval, boolean, interval, interval, boolean) IS
+    'Refreshes matching materialized views in dependency order, independent ones in parallel on up to max_parallel background workers (capped by pg_runbook.refresh_max_parallel and the free slots), each as the caller; a row per view and a verdict row against budget naming the slowest chain. For runbook_operator.';
+"#,
+    name = "matviews_parallel",
+    requires = ["matviews", refresh_analytics_views_concurrent]
+);

@@ -450,8 +450,7 @@ pgrx::extension_sql_file!(
         refresh_materialized_views_staggered,
         refresh_materialized_views,
         refresh_status,
-        prune_mv_refresh_log,
-        crate::matview_parallel::refresh_analytics_views_concurrent
+        prune_mv_refresh_log
     ]
 );
 
