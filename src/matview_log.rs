@@ -217,7 +217,7 @@ pub fn record_sources(t: &Tables, v: &ViewInfo, sources: &Sources) {
                  AND source::pg_catalog.int8 OPERATOR(pg_catalog.<>) ALL ($2)) \
              INSERT INTO {t} (matview, source, writes, filenode, recorded_at) \
              SELECT $1::pg_catalog.oid, s::pg_catalog.oid, w, f::pg_catalog.oid, pg_catalog.clock_timestamp() \
-             FROM pg_catalog.unnest($2, $3, $4) AS x(s, w, f) \
+             FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4)) AS x(s, w, f) \
              ON CONFLICT (matview, source) DO UPDATE \
                SET writes = excluded.writes, filenode = excluded.filenode, recorded_at = excluded.recorded_at",
                 t = t.sources

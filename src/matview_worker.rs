@@ -141,7 +141,7 @@ fn prepare(shared: &Shared, me: u32) -> Run {
         sources: catalog::ext_object("mv_refresh_sources"),
         runs: catalog::ext_object("mv_refresh_runs"),
         role: catalog::select_one(
-            "SELECT pg_catalog.current_user::pg_catalog.text",
+            "SELECT CURRENT_USER::pg_catalog.text",
             &[],
             |r| col::<String>(r, 1).unwrap_or_default(),
         ),

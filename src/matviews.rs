@@ -383,7 +383,7 @@ fn prune_mv_refresh_log() -> i64 {
     }
     let sql = format!(
         "DELETE FROM {} WHERE started_at OPERATOR(pg_catalog.<) \
-           pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1)",
+           (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
         catalog::ext_object("mv_refresh_log")
     );
     catalog::with_lock_timeout(|| catalog::execute(&sql, &[(retention_s as f64).into()])) as i64
