@@ -21,7 +21,9 @@ use crate::matview_refresh::{
 use crate::matviews::{self, ViewInfo};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
-use runbook_core::matviews::{Outcome, SkipTracker, SlotState, next_ready, sources_unchanged};
+use runbook_core::matviews::{
+    Outcome, SkipTracker, SlotState, heights, next_ready, sources_unchanged,
+};
 use std::collections::BTreeMap;
 use std::ffi::{CString, c_int};
 use std::panic::AssertUnwindSafe;
@@ -248,6 +250,14 @@ fn work(shared: &Shared, run: &Run, me: u32) {
     let h = shared.header();
     let o = h.options;
     let mut tracker = SkipTracker::new(run.names.clone(), &run.edges);
+    // One worker (the staggered refresh) keeps the documented order: dependencies first, then
+    // schema and name. Several take long chains first.
+    let n = run.names.len();
+    let priority = if h.workers.load(Ordering::Acquire) > 1 {
+        heights(n, &run.edges)
+    } else {
+        vec![1; n]
+    };
     let mut previous_refreshed = false;
     loop {
         if caller_gone(h) {
@@ -257,7 +267,7 @@ fn work(shared: &Shared, run: &Run, me: u32) {
         if !states.contains(&SlotState::Pending) {
             break;
         }
-        let Some(i) = next_ready(&states, &run.edges) else {
+        let Some(i) = next_ready(&states, &run.edges, &priority) else {
             wait_latch(20);
             continue;
         };

@@ -149,16 +149,43 @@ pub enum SlotState {
     Done,
 }
 
-/// The next view a worker may take: the first pending one (in refresh order) whose every
-/// dependency is done. `None` when every pending view still waits for one that is not done.
-pub fn next_ready(states: &[SlotState], edges: &[(usize, usize)]) -> Option<usize> {
-    (0..states.len()).find(|&i| {
-        states[i] == SlotState::Pending
-            && edges
-                .iter()
-                .filter(|&&(view, on)| view == i && on != i && on < states.len())
-                .all(|&(_, on)| states[on] == SlotState::Done)
-    })
+/// Each view's height: the number of views on the longest chain of views built on it, itself
+/// included. A worker takes the highest ready view first, so long chains start early and do not
+/// end the run alone (the classic highest-level-first rule of list scheduling).
+pub fn heights(n: usize, edges: &[(usize, usize)]) -> Vec<usize> {
+    let (order, _) = refresh_order(n, edges);
+    let mut height = vec![1usize; n];
+    for &i in order.iter().rev() {
+        for &(view, on) in edges {
+            if on == i && view != on && view < n {
+                height[i] = height[i].max(height[view] + 1);
+            }
+        }
+    }
+    height
+}
+
+/// The next view a worker may take: among the pending views whose every dependency is done, the
+/// one with the greatest `priority` (see [`heights`]), the earliest in refresh order among equals.
+/// `None` when every pending view still waits for one that is not done.
+pub fn next_ready(
+    states: &[SlotState],
+    edges: &[(usize, usize)],
+    priority: &[usize],
+) -> Option<usize> {
+    (0..states.len())
+        .filter(|&i| {
+            states[i] == SlotState::Pending
+                && edges
+                    .iter()
+                    .filter(|&&(view, on)| view == i && on != i && on < states.len())
+                    .all(|&(_, on)| states[on] == SlotState::Done)
+        })
+        .max_by(|&a, &b| {
+            let pa = priority.get(a).copied().unwrap_or(0);
+            let pb = priority.get(b).copied().unwrap_or(0);
+            pa.cmp(&pb).then(b.cmp(&a))
+        })
 }
 
 /// The slowest chain of a run: the dependency path whose refresh durations add up to the most
@@ -213,7 +240,8 @@ pub fn budget_verdict(
     (
         status,
         format!(
-            "{views} views on {workers} workers in {}, {relation} the budget of {}; {chain_text}",
+            "{views} views on {workers} worker{} in {}, {relation} the budget of {}; {chain_text}",
+            if workers == 1 { "" } else { "s" },
             human(total_ms),
             human(budget_ms)
         ),
@@ -342,10 +370,22 @@ mod tests {
         use SlotState::*;
         // 2 reads 0 and 1; 3 is independent
         let edges = [(2, 0), (2, 1)];
-        assert_eq!(next_ready(&[Done, Claimed, Pending, Pending], &edges), Some(3));
-        assert_eq!(next_ready(&[Done, Claimed, Pending, Done], &edges), None);
-        assert_eq!(next_ready(&[Done, Done, Pending, Done], &edges), Some(2));
-        assert_eq!(next_ready(&[Done, Done, Done, Done], &edges), None);
+        let flat = [1, 1, 1, 1];
+        assert_eq!(next_ready(&[Done, Claimed, Pending, Pending], &edges, &flat), Some(3));
+        assert_eq!(next_ready(&[Done, Claimed, Pending, Done], &edges, &flat), None);
+        assert_eq!(next_ready(&[Done, Done, Pending, Done], &edges, &flat), Some(2));
+        assert_eq!(next_ready(&[Done, Done, Done, Done], &edges, &flat), None);
+    }
+
+    #[test]
+    fn the_base_of_the_longest_chain_is_taken_first() {
+        use SlotState::*;
+        // 0 and 1 are independent; 4 reads 3, which reads 2: the chain 2 -> 3 -> 4 starts first.
+        let edges = [(3, 2), (4, 3)];
+        let h = heights(5, &edges);
+        assert_eq!(h, vec![1, 1, 3, 2, 1]);
+        assert_eq!(next_ready(&[Pending; 5], &edges, &h), Some(2));
+        assert_eq!(next_ready(&[Pending, Pending, Claimed, Pending, Pending], &edges, &h), Some(0));
     }
 
     #[test]
@@ -373,6 +413,11 @@ mod tests {
         let (status, detail) = budget_verdict(101.0, 100.0, 2, 5, &chain, 60.0, human);
         assert_eq!(status, "FAIL");
         assert!(detail.contains("over the budget of 100 ms"));
-        assert_eq!(budget_verdict(100.0, 100.0, 1, 0, &[], 0.0, human).0, "PASS");
+        let (status, detail) = budget_verdict(100.0, 100.0, 1, 0, &[], 0.0, human);
+        assert_eq!(status, "PASS");
+        assert_eq!(
+            detail,
+            "0 views on 1 worker in 100 ms, within the budget of 100 ms; no view refreshed"
+        );
     }
 }
