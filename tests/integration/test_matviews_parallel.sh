@@ -72,18 +72,20 @@ check_match "within it: PASS, naming it too" \
 echo "the parallelism cap"
 check_match "a role cannot raise the cap in its session" \
   "$(q "$DB" "SET pg_runbook.refresh_max_parallel = 8" 2>&1)" "cannot be changed now"
-q postgres "ALTER SYSTEM SET pg_runbook.refresh_max_parallel = 1; SELECT pg_reload_conf()" >/dev/null
+q postgres "ALTER SYSTEM SET pg_runbook.refresh_max_parallel = 1" >/dev/null
+q postgres "SELECT pg_reload_conf()" >/dev/null
 sleep 0.5
 check_match "max_parallel above the cap gets the cap" \
   "$(q "$DB" "SELECT detail FROM refresh_analytics_views_concurrent(schema_pattern => 'par', max_parallel => 4) WHERE matview IS NULL")" \
   "^9 views on 1 worker in "
 check "one worker took every view" \
   "$(q "$DB" "SELECT count(DISTINCT worker) FROM mv_refresh_log WHERE run_id = (SELECT max(run_id) FROM mv_refresh_log)")" "1"
-q postgres "ALTER SYSTEM RESET pg_runbook.refresh_max_parallel; SELECT pg_reload_conf()" >/dev/null
+q postgres "ALTER SYSTEM RESET pg_runbook.refresh_max_parallel" >/dev/null
+q postgres "SELECT pg_reload_conf()" >/dev/null
 sleep 0.5
 
 echo "a locked view is reported, not waited on"
-bg "$DB" "BEGIN; LOCK par.i2 IN ACCESS SHARE MODE; SELECT pg_sleep(4); COMMIT;"
+bg "$DB" "BEGIN; SELECT count(*) FROM par.i2; SELECT pg_sleep(4); COMMIT;"
 holder=$!
 wait_for "$DB" "SELECT count(*) = 1 FROM pg_locks WHERE relation = 'par.i2'::regclass AND granted"
 check "i2 fails with the lock timeout, the others succeed" \
