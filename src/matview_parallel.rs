@@ -56,7 +56,9 @@ fn refresh_analytics_views_concurrent(
         name!(detail, Option<String>),
     ),
 > {
-    let cap = settings::REFRESH_MAX_PARALLEL.get().clamp(1, MAX_WORKERS as i32);
+    let cap = settings::REFRESH_MAX_PARALLEL
+        .get()
+        .clamp(1, MAX_WORKERS as i32);
     let requested = max_parallel.unwrap_or(cap);
     if requested < 1 {
         error::invalid_argument("max_parallel", "at least 1 worker is needed");

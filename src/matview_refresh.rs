@@ -203,8 +203,9 @@ impl Shared {
         let n = self.header().edge_count as usize;
         // SAFETY: `edge_count` edges follow the slots, written by the caller before the workers
         // started and never changed.
-        let edges =
-            unsafe { std::slice::from_raw_parts(self.base.add(edges_offset(self.count())) as *const Edge, n) };
+        let edges = unsafe {
+            std::slice::from_raw_parts(self.base.add(edges_offset(self.count())) as *const Edge, n)
+        };
         edges
             .iter()
             .map(|e| (e.view as usize, e.reads as usize))
@@ -385,7 +386,10 @@ pub fn run(plan: &Plan, options: Options, workers: usize) -> RunResult {
             if !reported[i] && shared.slot(i).state.load(Ordering::Acquire) == DONE {
                 k += 1;
                 reported[i] = true;
-                pgrx::notice!("{}", notice_text(k, n, &plan.views[i], shared.slot(i), launched));
+                pgrx::notice!(
+                    "{}",
+                    notice_text(k, n, &plan.views[i], shared.slot(i), launched)
+                );
             }
         }
     };
@@ -401,7 +405,8 @@ pub fn run(plan: &Plan, options: Options, workers: usize) -> RunResult {
                 .filter(|w| {
                     matches!(
                         w.pid(),
-                        Err(BackgroundWorkerStatus::Stopped | BackgroundWorkerStatus::PostmasterDied)
+                        Err(BackgroundWorkerStatus::Stopped
+                            | BackgroundWorkerStatus::PostmasterDied)
                     )
                 })
                 .count();

@@ -118,7 +118,9 @@ fn wait_for(h: &Header, ready: impl Fn() -> bool) -> bool {
 /// 1 also writes the run's row, the others wait for it.
 fn prepare(shared: &Shared, me: u32) -> Run {
     let h = shared.header();
-    let oids: Vec<pg_sys::Oid> = (0..shared.count()).map(|i| shared.slot(i).matview).collect();
+    let oids: Vec<pg_sys::Oid> = (0..shared.count())
+        .map(|i| shared.slot(i).matview)
+        .collect();
     begin();
     if h.user != h.session_user {
         // As SET ROLE would; the caller was running as this role, so the worker may too.
@@ -142,11 +144,9 @@ fn prepare(shared: &Shared, me: u32) -> Run {
         log: catalog::ext_object("mv_refresh_log"),
         sources: catalog::ext_object("mv_refresh_sources"),
         runs: catalog::ext_object("mv_refresh_runs"),
-        role: catalog::select_one(
-            "SELECT CURRENT_USER::pg_catalog.text",
-            &[],
-            |r| col::<String>(r, 1).unwrap_or_default(),
-        ),
+        role: catalog::select_one("SELECT CURRENT_USER::pg_catalog.text", &[], |r| {
+            col::<String>(r, 1).unwrap_or_default()
+        }),
         worker: me as i32,
     };
     if me == 1 {

@@ -230,7 +230,11 @@ pub fn budget_verdict(
     chain_ms: f64,
     human: impl Fn(f64) -> String,
 ) -> (&'static str, String) {
-    let status = if total_ms <= budget_ms { "PASS" } else { "FAIL" };
+    let status = if total_ms <= budget_ms {
+        "PASS"
+    } else {
+        "FAIL"
+    };
     let relation = if status == "PASS" { "within" } else { "over" };
     let chain_text = if chain.is_empty() {
         "no view refreshed".to_string()
@@ -371,9 +375,18 @@ mod tests {
         // 2 reads 0 and 1; 3 is independent
         let edges = [(2, 0), (2, 1)];
         let flat = [1, 1, 1, 1];
-        assert_eq!(next_ready(&[Done, Claimed, Pending, Pending], &edges, &flat), Some(3));
-        assert_eq!(next_ready(&[Done, Claimed, Pending, Done], &edges, &flat), None);
-        assert_eq!(next_ready(&[Done, Done, Pending, Done], &edges, &flat), Some(2));
+        assert_eq!(
+            next_ready(&[Done, Claimed, Pending, Pending], &edges, &flat),
+            Some(3)
+        );
+        assert_eq!(
+            next_ready(&[Done, Claimed, Pending, Done], &edges, &flat),
+            None
+        );
+        assert_eq!(
+            next_ready(&[Done, Done, Pending, Done], &edges, &flat),
+            Some(2)
+        );
         assert_eq!(next_ready(&[Done, Done, Done, Done], &edges, &flat), None);
     }
 
@@ -385,7 +398,10 @@ mod tests {
         let h = heights(5, &edges);
         assert_eq!(h, vec![1, 1, 3, 2, 1]);
         assert_eq!(next_ready(&[Pending; 5], &edges, &h), Some(2));
-        assert_eq!(next_ready(&[Pending, Pending, Claimed, Pending, Pending], &edges, &h), Some(0));
+        assert_eq!(
+            next_ready(&[Pending, Pending, Claimed, Pending, Pending], &edges, &h),
+            Some(0)
+        );
     }
 
     #[test]
