@@ -82,7 +82,6 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.cache_invalidate_on_change, @extschema@.cache_invalidate_off,
     @extschema@.record_request, @extschema@.record_requests, @extschema@.rollup_metrics,
     @extschema@.refresh_materialized_views, @extschema@.refresh_materialized_views_staggered,
-    @extschema@.prune_mv_refresh_log,
     @extschema@.schema_baseline, @extschema@.expect_migration
 TO runbook_operator;
 GRANT SELECT, INSERT, DELETE ON @extschema@.performance_metrics TO runbook_operator;
@@ -101,6 +100,7 @@ TO runbook_admin;
 GRANT INSERT, UPDATE, DELETE ON
     @extschema@.slo_definitions, @extschema@.rollback_triggers, @extschema@.retention_policies
 TO runbook_admin;
+GRANT DELETE ON @extschema@.mv_refresh_log TO runbook_admin;  -- prune_mv_refresh_log()
 -- ==== end security ====
 
 
@@ -111,6 +111,15 @@ TO runbook_admin;
 
 
 -- ==== parallel refresh (issue 17) ====
+-- Refreshing acts (each view as the caller, who must own it or be a member of its owner role);
+-- reading runs and the log reports; pruning follows a server setting and is the admin's.
+GRANT EXECUTE ON FUNCTION @extschema@.refresh_materialized_views_staggered(text, text, interval, boolean, interval, interval, boolean) TO runbook_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.refresh_materialized_views() TO runbook_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.refresh_analytics_views_concurrent(text, text, integer, interval, boolean, interval, interval, boolean) TO runbook_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.verify_materialized_view_indexes(text, text) TO runbook_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.refresh_status() TO runbook_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.prune_mv_refresh_log() TO runbook_admin;
+GRANT SELECT ON @extschema@.mv_refresh_log, @extschema@.mv_refresh_runs TO runbook_reader;
 -- ==== end parallel refresh ====
 
 

@@ -129,6 +129,11 @@ pub fn set_local(name: &str, value: &str) {
     set_option(name, value, pg_sys::GucAction::GUC_ACTION_LOCAL);
 }
 
+/// Sets `name` to `value` for the rest of the session, as `SET` does (for a worker's own settings).
+pub fn set_session(name: &str, value: &str) {
+    set_option(name, value, pg_sys::GucAction::GUC_ACTION_SET);
+}
+
 fn set_option(name: &str, value: &str, action: pg_sys::GucAction::Type) {
     let name = CString::new(name).expect("setting names have no NUL");
     let value = CString::new(value).expect("setting values have no NUL");

@@ -1,5 +1,6 @@
-//! The refresh worker's bookkeeping: its transactions, the log rows, and the source snapshots
-//! behind only_if_changed. Written as the extension's owner, one transaction per view.
+//! The refresh workers' bookkeeping: their transactions, the log rows, and the source snapshots
+//! behind only_if_changed. Written as the extension's owner, one transaction per view, with
+//! every function and operator pg_catalog-qualified (the worker pins its search_path too).
 
 use crate::catalog::{self, col};
 use crate::matview_refresh::mode_word;
@@ -58,6 +59,10 @@ pub struct Tables {
     pub log: String,
     pub sources: String,
     pub runs: String,
+    /// The role the refreshes run as (the caller's), recorded in each log row.
+    pub role: String,
+    /// This worker's number in its run (1-based), recorded in each log row.
+    pub worker: i32,
 }
 
 /// Writes one log row in its own transaction (for views not refreshed: skipped, failed).
@@ -95,12 +100,14 @@ pub fn insert_log(
         catalog::run_prepared(
             &format!(
                 "INSERT INTO {} (run_id, schemaname, matview, mode, status, started_at, finished_at, \
-                             duration_ms, rows_after, error) \
-             VALUES ($1, $2, $3, $4, $5, pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => $6 / 1000.0), \
-                     pg_catalog.clock_timestamp(), $6, $7, $8)",
+                             duration_ms, rows_after, error, worker, refreshed_by) \
+             VALUES ($1, $2, $3, $4, $5, \
+                     pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) \
+                       pg_catalog.make_interval(secs => $6 OPERATOR(pg_catalog./) 1000.0::pg_catalog.float8), \
+                     pg_catalog.clock_timestamp(), $6, $7, $8, $9, $10)",
                 t.log
             ),
-            &[INT8, TEXT, TEXT, TEXT, TEXT, FLOAT8, INT8, TEXT],
+            &[INT8, TEXT, TEXT, TEXT, TEXT, FLOAT8, INT8, TEXT, INT4, TEXT],
             &[
                 run_id.into(),
                 v.schema.as_str().into(),
@@ -110,12 +117,15 @@ pub fn insert_log(
                 ms.into(),
                 rows.into(),
                 err.into(),
+                t.worker.into(),
+                t.role.as_str().into(),
             ],
             |_| (),
         );
     })
 }
 
+const INT4: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT4OID);
 const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
 const INT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID);
 const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
@@ -131,10 +141,12 @@ pub fn sources_of_views(views: &[pg_sys::Oid]) -> BTreeMap<u32, Vec<i64>> {
         "{REFERENCES}, rels AS ( \
            SELECT mv, rel FROM refs \
            UNION SELECT refs.mv, p.relid FROM refs \
-             JOIN pg_catalog.pg_class c ON c.oid = refs.rel AND c.relkind = 'p', \
+             JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) refs.rel \
+              AND c.relkind OPERATOR(pg_catalog.=) 'p', \
              LATERAL pg_catalog.pg_partition_tree(c.oid) p) \
-         SELECT rels.mv::int8, c.oid::int8 \
-         FROM rels JOIN pg_catalog.pg_class c ON c.oid = rels.rel AND c.relkind IN ('r', 'm', 'p', 'f')"
+         SELECT rels.mv::pg_catalog.int8, c.oid::pg_catalog.int8 \
+         FROM rels JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) rels.rel \
+          AND c.relkind OPERATOR(pg_catalog.=) ANY ('{{r,m,p,f}}'::pg_catalog.\"char\"[])"
     );
     let ids: Vec<i64> = views.iter().map(|o| o.to_u32() as i64).collect();
     let mut sources = BTreeMap::<u32, Vec<i64>>::new();
@@ -151,12 +163,14 @@ pub fn sources_of_views(views: &[pg_sys::Oid]) -> BTreeMap<u32, Vec<i64>> {
 pub fn source_states(t: &Tables, v: &ViewInfo, sources: &[i64]) -> (Sources, Sources) {
     as_owner(t, || {
         let sql = format!(
-            "SELECT true, c.oid::int8, pg_catalog.pg_stat_get_tuples_inserted(c.oid) \
-                + pg_catalog.pg_stat_get_tuples_updated(c.oid) + pg_catalog.pg_stat_get_tuples_deleted(c.oid), \
-                c.relfilenode::int8 \
-         FROM pg_catalog.pg_class c WHERE c.oid = ANY ($1::pg_catalog.oid[]) \
+            "SELECT true, c.oid::pg_catalog.int8, pg_catalog.pg_stat_get_tuples_inserted(c.oid) \
+                OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_tuples_updated(c.oid) \
+                OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_tuples_deleted(c.oid), \
+                c.relfilenode::pg_catalog.int8 \
+         FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[]) \
          UNION ALL \
-         SELECT false, source::int8, writes, filenode::int8 FROM {} WHERE matview = $2::pg_catalog.oid",
+         SELECT false, source::pg_catalog.int8, writes, filenode::pg_catalog.int8 FROM {} \
+         WHERE matview OPERATOR(pg_catalog.=) $2::pg_catalog.oid",
             t.sources
         );
         let rows = catalog::run_prepared(
@@ -194,10 +208,11 @@ pub fn record_sources(t: &Tables, v: &ViewInfo, sources: &Sources) {
         let files: Vec<i64> = sources.values().map(|s| s.filenode as i64).collect();
         catalog::run_prepared(
             &format!(
-                "WITH gone AS (DELETE FROM {t} WHERE matview = $1::pg_catalog.oid AND source::int8 <> ALL ($2)) \
+                "WITH gone AS (DELETE FROM {t} WHERE matview OPERATOR(pg_catalog.=) $1::pg_catalog.oid \
+                 AND source::pg_catalog.int8 OPERATOR(pg_catalog.<>) ALL ($2)) \
              INSERT INTO {t} (matview, source, writes, filenode, recorded_at) \
              SELECT $1::pg_catalog.oid, s::pg_catalog.oid, w, f::pg_catalog.oid, pg_catalog.clock_timestamp() \
-             FROM unnest($2, $3, $4) AS x(s, w, f) \
+             FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4)) AS x(s, w, f) \
              ON CONFLICT (matview, source) DO UPDATE \
                SET writes = excluded.writes, filenode = excluded.filenode, recorded_at = excluded.recorded_at",
                 t = t.sources

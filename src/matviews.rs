@@ -9,7 +9,7 @@
 
 use crate::catalog::{self, col, interval_ms, quote_ident};
 use crate::error;
-use crate::matview_refresh::{self, Options};
+use crate::matview_refresh::{self, Options, Plan};
 use crate::settings;
 use pgrx::prelude::*;
 
@@ -24,6 +24,9 @@ pub struct ViewInfo {
     pub unique_index: Option<String>,
     /// Unique indexes it cannot use, each with the reason.
     pub unusable: Vec<String>,
+    /// Whether the current role may refresh it (owns it, or is a member of its owner role).
+    pub may_refresh: bool,
+    pub owner: String,
 }
 
 impl ViewInfo {
@@ -36,26 +39,31 @@ impl ViewInfo {
 /// What PostgreSQL's REFRESH ... CONCURRENTLY accepts (is_usable_unique_index in matview.c): a
 /// unique, immediate, valid btree index without a predicate whose keys are plain columns.
 const USABLE: &str = "i.indisunique AND i.indimmediate AND i.indisvalid AND i.indpred IS NULL \
-                      AND i.indexprs IS NULL AND am.amname = 'btree'";
+                      AND i.indexprs IS NULL AND am.amname OPERATOR(pg_catalog.=) 'btree'";
 
+/// Every function and operator pg_catalog-qualified: the refresh functions run these as the
+/// caller, under the caller's search_path, where a role may have planted `public.=(oid, oid)`.
 fn view_query(condition: &str) -> String {
     format!(
-        "SELECT c.oid, n.nspname::text, c.relname::text, c.relispopulated, \
-           (SELECT ic.relname::text FROM pg_catalog.pg_index i \
-              JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
-              JOIN pg_catalog.pg_am am ON am.oid = ic.relam \
-            WHERE i.indrelid = c.oid AND {USABLE} ORDER BY ic.relname LIMIT 1), \
-           ARRAY(SELECT ic.relname || CASE WHEN NOT i.indisvalid THEN ' is not valid' \
-                                          WHEN i.indpred IS NOT NULL THEN ' is partial' \
-                                          WHEN i.indexprs IS NOT NULL THEN ' indexes an expression' \
-                                          WHEN am.amname <> 'btree' THEN ' is not a btree index' \
-                                          ELSE ' is deferrable' END \
+        "SELECT c.oid, n.nspname::pg_catalog.text, c.relname::pg_catalog.text, c.relispopulated, \
+           (SELECT ic.relname::pg_catalog.text FROM pg_catalog.pg_index i \
+              JOIN pg_catalog.pg_class ic ON ic.oid OPERATOR(pg_catalog.=) i.indexrelid \
+              JOIN pg_catalog.pg_am am ON am.oid OPERATOR(pg_catalog.=) ic.relam \
+            WHERE i.indrelid OPERATOR(pg_catalog.=) c.oid AND {USABLE} ORDER BY ic.relname LIMIT 1), \
+           ARRAY(SELECT ic.relname::pg_catalog.text OPERATOR(pg_catalog.||) \
+                          CASE WHEN NOT i.indisvalid THEN ' is not valid' \
+                               WHEN i.indpred IS NOT NULL THEN ' is partial' \
+                               WHEN i.indexprs IS NOT NULL THEN ' indexes an expression' \
+                               WHEN am.amname OPERATOR(pg_catalog.<>) 'btree' THEN ' is not a btree index' \
+                               ELSE ' is deferrable' END \
                  FROM pg_catalog.pg_index i \
-                 JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
-                 JOIN pg_catalog.pg_am am ON am.oid = ic.relam \
-                 WHERE i.indrelid = c.oid AND i.indisunique AND NOT ({USABLE}) ORDER BY 1) \
-         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind = 'm' AND {condition} ORDER BY 2, 3"
+                 JOIN pg_catalog.pg_class ic ON ic.oid OPERATOR(pg_catalog.=) i.indexrelid \
+                 JOIN pg_catalog.pg_am am ON am.oid OPERATOR(pg_catalog.=) ic.relam \
+                 WHERE i.indrelid OPERATOR(pg_catalog.=) c.oid AND i.indisunique AND NOT ({USABLE}) ORDER BY 1), \
+           pg_catalog.pg_has_role(c.relowner, 'USAGE'), \
+           pg_catalog.pg_get_userbyid(c.relowner)::pg_catalog.text \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+         WHERE c.relkind OPERATOR(pg_catalog.=) 'm' AND {condition} ORDER BY 2, 3"
     )
 }
 
@@ -67,6 +75,8 @@ fn map_view(r: &pgrx::spi::SpiHeapTupleData) -> ViewInfo {
         populated: col::<bool>(r, 4).unwrap_or(false),
         unique_index: col::<String>(r, 5),
         unusable: col::<Vec<String>>(r, 6).unwrap_or_default(),
+        may_refresh: col::<bool>(r, 7).unwrap_or(false),
+        owner: col::<String>(r, 8).unwrap_or_default(),
     }
 }
 
@@ -82,7 +92,8 @@ pub fn filter(schema_pattern: Option<&str>, name_pattern: Option<&str>) -> Filte
     let schema_pattern = error::required("schema_pattern", schema_pattern).to_string();
     let name_pattern = error::required("name_pattern", name_pattern).to_string();
     let exists = catalog::select_one(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname LIKE $1)",
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace \
+         WHERE nspname::pg_catalog.text OPERATOR(pg_catalog.~~) $1)",
         &[schema_pattern.as_str().into()],
         |r| col::<bool>(r, 1).unwrap_or(false),
     );
@@ -101,8 +112,9 @@ pub fn filter(schema_pattern: Option<&str>, name_pattern: Option<&str>) -> Filte
 /// The materialized views matching `f`, by schema and name.
 pub fn views_matching(f: &Filter) -> Vec<ViewInfo> {
     let sql = view_query(
-        "n.nspname LIKE $1 AND c.relname LIKE $2 \
-         AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
+        "n.nspname::pg_catalog.text OPERATOR(pg_catalog.~~) $1 \
+         AND c.relname::pg_catalog.text OPERATOR(pg_catalog.~~) $2 \
+         AND n.nspname OPERATOR(pg_catalog.<>) ALL ('{pg_catalog,information_schema}'::pg_catalog.name[])",
     );
     catalog::select(
         &sql,
@@ -118,7 +130,7 @@ pub fn views_matching(f: &Filter) -> Vec<ViewInfo> {
 pub fn views_by_oid(oids: &[pg_sys::Oid]) -> Vec<ViewInfo> {
     let ids: Vec<i64> = oids.iter().map(|o| o.to_u32() as i64).collect();
     catalog::select(
-        &view_query("c.oid = ANY ($1::pg_catalog.oid[])"),
+        &view_query("c.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[])"),
         &[ids.into()],
         map_view,
     )
@@ -129,23 +141,29 @@ pub fn views_by_oid(oids: &[pg_sys::Oid]) -> Vec<ViewInfo> {
 /// of the views to start from; the result is (view, relation read).
 pub const REFERENCES: &str = "WITH RECURSIVE refs(mv, rel) AS ( \
       SELECT r.ev_class, d.refobjid FROM pg_catalog.pg_rewrite r \
-      JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
-       AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-      WHERE r.ev_class = ANY ($1::pg_catalog.oid[]) AND d.refobjid <> r.ev_class \
+      JOIN pg_catalog.pg_depend d \
+        ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+       AND d.objid OPERATOR(pg_catalog.=) r.oid \
+       AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass \
+      WHERE r.ev_class OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[]) \
+        AND d.refobjid OPERATOR(pg_catalog.<>) r.ev_class \
       UNION \
       SELECT refs.mv, d.refobjid FROM refs \
-      JOIN pg_catalog.pg_class v ON v.oid = refs.rel AND v.relkind = 'v' \
-      JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid \
-      JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
-       AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-      WHERE d.refobjid <> v.oid) ";
+      JOIN pg_catalog.pg_class v ON v.oid OPERATOR(pg_catalog.=) refs.rel \
+       AND v.relkind OPERATOR(pg_catalog.=) 'v' \
+      JOIN pg_catalog.pg_rewrite r ON r.ev_class OPERATOR(pg_catalog.=) v.oid \
+      JOIN pg_catalog.pg_depend d \
+        ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+       AND d.objid OPERATOR(pg_catalog.=) r.oid \
+       AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass \
+      WHERE d.refobjid OPERATOR(pg_catalog.<>) v.oid) ";
 
 /// Dependency edges among `views` as index pairs (view, the view it reads).
 pub fn dependency_edges(views: &[ViewInfo]) -> Vec<(usize, usize)> {
     let ids: Vec<i64> = views.iter().map(|v| v.oid.to_u32() as i64).collect();
     let sql = format!(
-        "{REFERENCES} SELECT DISTINCT mv::int8, rel::int8 FROM refs \
-         WHERE rel = ANY ($1::pg_catalog.oid[]) AND rel <> mv"
+        "{REFERENCES} SELECT DISTINCT mv::pg_catalog.int8, rel::pg_catalog.int8 FROM refs \
+         WHERE rel OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[]) AND rel OPERATOR(pg_catalog.<>) mv"
     );
     let pairs = catalog::select(&sql, &[ids.clone().into()], |r| {
         (col::<i64>(r, 1).unwrap_or(0), col::<i64>(r, 2).unwrap_or(0))
@@ -157,8 +175,9 @@ pub fn dependency_edges(views: &[ViewInfo]) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// `views` in refresh order: each after the views it reads.
-pub fn in_refresh_order(views: Vec<ViewInfo>) -> Vec<ViewInfo> {
+/// `views` in refresh order (each after the views it reads), with the dependency edges among
+/// them as index pairs into that order.
+pub fn in_refresh_order(views: Vec<ViewInfo>) -> Plan {
     let edges = dependency_edges(&views);
     let (order, cyclic) = runbook_core::matviews::refresh_order(views.len(), &edges);
     if !cyclic.is_empty() {
@@ -168,7 +187,17 @@ pub fn in_refresh_order(views: Vec<ViewInfo>) -> Vec<ViewInfo> {
             names.join(", ")
         );
     }
-    order.into_iter().map(|i| views[i].clone()).collect()
+    let mut position = vec![0usize; views.len()];
+    for (new, &old) in order.iter().enumerate() {
+        position[old] = new;
+    }
+    Plan {
+        views: order.iter().map(|&i| views[i].clone()).collect(),
+        edges: edges
+            .iter()
+            .map(|&(view, on)| (position[view], position[on]))
+            .collect(),
+    }
 }
 
 /// One row per materialized view: whether REFRESH ... CONCURRENTLY can be used, and why not.
@@ -226,7 +255,28 @@ fn verify_materialized_view_indexes(
     }))
 }
 
-fn non_negative_ms(arg: &str, value: Option<Interval>, max_ms: f64) -> i64 {
+/// The refresh options every refresh function takes, validated (22023 naming the argument).
+pub fn options(
+    stagger_ms: i64,
+    concurrently: Option<bool>,
+    lock_timeout: Option<Interval>,
+    statement_timeout: Option<Interval>,
+    only_if_changed: Option<bool>,
+) -> Options {
+    Options {
+        stagger_ms,
+        concurrently: error::required("concurrently", concurrently),
+        lock_timeout_ms: non_negative_ms("lock_timeout", lock_timeout, i32::MAX as f64),
+        statement_timeout_ms: non_negative_ms(
+            "statement_timeout",
+            statement_timeout,
+            i32::MAX as f64,
+        ),
+        only_if_changed: error::required("only_if_changed", only_if_changed),
+    }
+}
+
+pub fn non_negative_ms(arg: &str, value: Option<Interval>, max_ms: f64) -> i64 {
     let ms = interval_ms(&error::required(arg, value));
     if ms < 0.0 {
         error::invalid_argument(arg, "a negative interval is not allowed");
@@ -252,7 +302,7 @@ type RefreshRows = TableIterator<
 >;
 
 fn run(views: Vec<ViewInfo>, options: Options) -> RefreshRows {
-    let rows = matview_refresh::run(in_refresh_order(views), options);
+    let rows = matview_refresh::run(&in_refresh_order(views), options, 1).rows;
     TableIterator::new(
         rows.into_iter()
             .map(|r| (r.matview, r.mode, r.status, r.duration_ms, r.error)),
@@ -283,17 +333,13 @@ fn refresh_materialized_views_staggered(
     ),
 > {
     const DAY_MS: f64 = 86_400_000.0;
-    let options = Options {
-        stagger_ms: non_negative_ms("stagger", stagger, DAY_MS),
-        concurrently: error::required("concurrently", concurrently),
-        lock_timeout_ms: non_negative_ms("lock_timeout", lock_timeout, i32::MAX as f64),
-        statement_timeout_ms: non_negative_ms(
-            "statement_timeout",
-            statement_timeout,
-            i32::MAX as f64,
-        ),
-        only_if_changed: error::required("only_if_changed", only_if_changed),
-    };
+    let options = options(
+        non_negative_ms("stagger", stagger, DAY_MS),
+        concurrently,
+        lock_timeout,
+        statement_timeout,
+        only_if_changed,
+    );
     let f = filter(schema_pattern, name_pattern);
     let views = catalog::with_lock_timeout(|| views_matching(&f));
     run(views, options)
@@ -336,14 +382,15 @@ fn prune_mv_refresh_log() -> i64 {
         return 0;
     }
     let sql = format!(
-        "DELETE FROM {} WHERE started_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)",
+        "DELETE FROM {} WHERE started_at OPERATOR(pg_catalog.<) \
+           (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
         catalog::ext_object("mv_refresh_log")
     );
     catalog::with_lock_timeout(|| catalog::execute(&sql, &[(retention_s as f64).into()])) as i64
 }
 
-/// The refresh runs in flight: their worker, how many views are done, and the view being
-/// refreshed now with how long it has taken so far.
+/// The refresh runs in flight, one row per worker: how many views of its run are done, and the
+/// view the worker is refreshing now with how long it has taken so far.
 #[pg_extern(volatile)]
 fn refresh_status() -> TableIterator<
     'static,
@@ -358,31 +405,39 @@ fn refresh_status() -> TableIterator<
         name!(current_ms, Option<f64>),
     ),
 > {
+    // Each worker names its run in application_name (matview_worker.rs); a run's rows are the
+    // workers still connected.
     let sql = format!(
-        "SELECT r.run_id, r.worker_pid, r.caller_pid, r.started_at, r.views, \
-           (SELECT count(*) FROM {log} l WHERE l.run_id = r.run_id)::int4, \
-           CASE WHEN a.query LIKE 'REFRESH MATERIALIZED VIEW %' \
-                THEN regexp_replace(a.query, '^REFRESH MATERIALIZED VIEW (CONCURRENTLY )?', '') END, \
-           CASE WHEN a.query LIKE 'REFRESH MATERIALIZED VIEW %' \
-                THEN EXTRACT(epoch FROM clock_timestamp() - a.query_start)::float8 * 1000 END \
+        "SELECT r.run_id, a.pid, r.caller_pid, r.started_at, r.views, \
+           (SELECT pg_catalog.count(*) FROM {log} l \
+             WHERE l.run_id OPERATOR(pg_catalog.=) r.run_id)::pg_catalog.int4, \
+           CASE WHEN a.query OPERATOR(pg_catalog.~~) 'REFRESH MATERIALIZED VIEW %' \
+                THEN pg_catalog.regexp_replace(a.query, '^REFRESH MATERIALIZED VIEW (CONCURRENTLY )?', '') END, \
+           CASE WHEN a.query OPERATOR(pg_catalog.~~) 'REFRESH MATERIALIZED VIEW %' \
+                THEN pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) a.query_start) \
+                     OPERATOR(pg_catalog.*) 1000::pg_catalog.float8 END \
          FROM {runs} r JOIN pg_catalog.pg_stat_activity a \
-           ON a.pid = r.worker_pid AND a.backend_type = '{kind}' \
-         WHERE r.finished_at IS NULL ORDER BY r.run_id",
+           ON a.application_name OPERATOR(pg_catalog.=) ('{prefix}' OPERATOR(pg_catalog.||) r.run_id::pg_catalog.text) \
+          AND a.backend_type OPERATOR(pg_catalog.=) '{kind}' \
+         WHERE r.finished_at IS NULL ORDER BY r.run_id, a.pid",
         log = catalog::ext_object("mv_refresh_log"),
         runs = catalog::ext_object("mv_refresh_runs"),
         kind = matview_refresh::WORKER_TYPE,
+        prefix = matview_refresh::RUN_APPLICATION_NAME,
     );
-    let rows = catalog::select(&sql, &[], |r| {
-        (
-            col::<i64>(r, 1).unwrap_or(0),
-            col::<i32>(r, 2).unwrap_or(0),
-            col::<i32>(r, 3).unwrap_or(0),
-            col::<TimestampWithTimeZone>(r, 4),
-            col::<i32>(r, 5).unwrap_or(0),
-            col::<i32>(r, 6).unwrap_or(0),
-            col::<String>(r, 7),
-            col::<f64>(r, 8),
-        )
+    let rows = catalog::with_lock_timeout(|| {
+        catalog::select(&sql, &[], |r| {
+            (
+                col::<i64>(r, 1).unwrap_or(0),
+                col::<i32>(r, 2).unwrap_or(0),
+                col::<i32>(r, 3).unwrap_or(0),
+                col::<TimestampWithTimeZone>(r, 4),
+                col::<i32>(r, 5).unwrap_or(0),
+                col::<i32>(r, 6).unwrap_or(0),
+                col::<String>(r, 7),
+                col::<f64>(r, 8),
+            )
+        })
     });
     TableIterator::new(rows)
 }
@@ -443,6 +498,7 @@ mod tests {
         setup();
         let f = super::filter(Some("mvt"), Some("%"));
         let order: Vec<String> = super::in_refresh_order(super::views_matching(&f))
+            .views
             .iter()
             .map(|v| v.name.clone())
             .collect();

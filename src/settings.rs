@@ -129,6 +129,13 @@ pub static LINT_SCAN_RATE_MB: GucSetting<i32> = GucSetting::<i32>::new(200);
 /// them for ever.
 pub static DDL_LOG_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
 
+// ---- parallel refresh (issue 17) ----------------------------------------------------------------
+
+/// The most workers one refresh_analytics_views_concurrent() run may start, and its default
+/// parallelism. Four leaves room in the default max_worker_processes (8) for the pg_runbook
+/// worker, parallel query and replication; server-level, so a role cannot raise its own cap.
+pub static REFRESH_MAX_PARALLEL: GucSetting<i32> = GucSetting::<i32>::new(4);
+
 const HOUR_MS: i32 = 3_600_000;
 const DAY_MS: i32 = 24 * HOUR_MS;
 
@@ -345,6 +352,18 @@ pub fn init() {
         i32::MAX,
         GucContext::Userset,
         GucFlags::UNIT_S,
+    );
+
+    // parallel refresh (issue 17)
+    GucRegistry::define_int_guc(
+        c"pg_runbook.refresh_max_parallel",
+        c"Most background workers one refresh_analytics_views_concurrent() run may use (its default parallelism too).",
+        c"",
+        &REFRESH_MAX_PARALLEL,
+        1,
+        crate::matview_refresh::MAX_WORKERS as i32,
+        GucContext::Sighup,
+        GucFlags::default(),
     );
     reserve_prefix();
 }

@@ -32,6 +32,20 @@ INSERT INTO mvtest.scans SELECT g, 0, 1 FROM generate_series(1001, 1050) g;
 SELECT site, count(*) FROM mvtest.scans GROUP BY site ORDER BY site;
 SELECT matview, mode, status, error FROM refresh_materialized_views_staggered(schema_pattern => 'mvtest');
 
+-- refresh_analytics_views_concurrent(): the same views, rows in the same order, refreshed on up
+-- to two workers; which worker took which view varies, so it is left out here. The last row is the
+-- run's verdict against the budget; its durations, and so which chain was slowest, vary and are
+-- masked (tests/integration/test_matviews_parallel.sh pins the chain with views of known cost).
+SELECT matview, mode, status, rows_after, detail
+FROM refresh_analytics_views_concurrent(schema_pattern => 'mvtest', max_parallel => 2)
+WHERE matview IS NOT NULL;
+SELECT status, regexp_replace(regexp_replace(detail, '[0-9.]+ (ms|s|min|h)\M', '<duration>', 'g'),
+                              'slowest chain .*', 'slowest chain <chain>') AS detail
+FROM refresh_analytics_views_concurrent(schema_pattern => 'mvtest', max_parallel => 2, budget => '0')
+WHERE matview IS NULL;
+SELECT parallelism, total_ms > 0 AS timed, finished_at IS NOT NULL AS finished, refreshed_by
+FROM mv_refresh_runs ORDER BY run_id DESC LIMIT 1;
+
 -- refresh_materialized_views(): every view, plainly, same log.
 SELECT matview, mode, status, error FROM refresh_materialized_views() WHERE matview LIKE 'mvtest.%';
 SELECT status, count(*) FROM mv_refresh_log WHERE schemaname = 'mvtest' GROUP BY status ORDER BY status;
@@ -52,6 +66,11 @@ SELECT regress.error_of($$SELECT * FROM refresh_materialized_views_staggered(con
 SELECT regress.error_of($$SELECT * FROM refresh_materialized_views_staggered(only_if_changed => NULL)$$);
 SELECT regress.error_of($$SELECT * FROM refresh_materialized_views_staggered(statement_timeout => NULL)$$);
 SELECT regress.error_of($$SELECT * FROM verify_materialized_view_indexes(schema_pattern => 'no_such_schema')$$);
+SELECT regress.error_of($$SELECT * FROM refresh_analytics_views_concurrent(max_parallel => 0)$$);
+SELECT regress.error_of($$SELECT * FROM refresh_analytics_views_concurrent(budget => '-1s')$$);
+SELECT regress.error_of($$SELECT * FROM refresh_analytics_views_concurrent(budget => NULL)$$);
+SELECT regress.error_of($$SELECT * FROM refresh_analytics_views_concurrent(schema_pattern => 'no_such_schema')$$);
+SELECT regress.error_of($$SELECT * FROM refresh_analytics_views_concurrent(lock_timeout => NULL)$$);
 SELECT count(*) = :log_rows_before AS nothing_refreshed FROM mv_refresh_log;
 
 -- Nothing is in flight; the log keeps recent rows.
@@ -72,6 +91,12 @@ SELECT count(*) AS old_row_kept FROM mv_refresh_log WHERE matview = 'old_kept';
 DELETE FROM mv_refresh_log WHERE matview = 'old_kept';
 RESET pg_runbook.refresh_log_retention;
 SHOW pg_runbook.refresh_log_retention;
+SHOW pg_runbook.refresh_max_parallel;
+-- Server-level settings: a session cannot raise the cap (retention is checked with a plain role
+-- in tests/integration/test_matviews_attacker.sh; this session is a superuser's).
+SELECT regress.error_of($$SET pg_runbook.refresh_max_parallel = 8$$);
+-- Nothing at all to refresh: only the verdict row.
+SELECT matview, status, detail FROM refresh_analytics_views_concurrent(schema_pattern => 'mvtest', name_pattern => 'nothing%');
 
 DROP SCHEMA mvtest CASCADE;
 DELETE FROM mv_refresh_log WHERE schemaname = 'mvtest';

@@ -126,6 +126,132 @@ pub fn sources_unchanged(
     !previous.is_empty() && previous == now
 }
 
+/// How many workers a parallel run starts: the caller's `requested` count, capped by the server's
+/// `cap` (so a refresh never takes every worker slot), by the background worker slots free now less
+/// one kept for others, and by the number of views; at least one whenever there is a view (a run
+/// that cannot get that one slot fails to start with a clear error instead).
+pub fn parallelism(requested: usize, cap: usize, free_slots: usize, views: usize) -> usize {
+    if views == 0 {
+        return 0;
+    }
+    requested
+        .min(cap)
+        .min(free_slots.saturating_sub(1))
+        .min(views)
+        .max(1)
+}
+
+/// Where each view of a parallel run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotState {
+    Pending,
+    Claimed,
+    Done,
+}
+
+/// Each view's height: the number of views on the longest chain of views built on it, itself
+/// included. A worker takes the highest ready view first, so long chains start early and do not
+/// end the run alone (the classic highest-level-first rule of list scheduling).
+pub fn heights(n: usize, edges: &[(usize, usize)]) -> Vec<usize> {
+    let (order, _) = refresh_order(n, edges);
+    let mut height = vec![1usize; n];
+    for &i in order.iter().rev() {
+        for &(view, on) in edges {
+            if on == i && view != on && view < n {
+                height[i] = height[i].max(height[view] + 1);
+            }
+        }
+    }
+    height
+}
+
+/// The next view a worker may take: among the pending views whose every dependency is done, the
+/// one with the greatest `priority` (see [`heights`]), the earliest in refresh order among equals.
+/// `None` when every pending view still waits for one that is not done.
+pub fn next_ready(
+    states: &[SlotState],
+    edges: &[(usize, usize)],
+    priority: &[usize],
+) -> Option<usize> {
+    (0..states.len())
+        .filter(|&i| {
+            states[i] == SlotState::Pending
+                && edges
+                    .iter()
+                    .filter(|&&(view, on)| view == i && on != i && on < states.len())
+                    .all(|&(_, on)| states[on] == SlotState::Done)
+        })
+        .max_by(|&a, &b| {
+            let pa = priority.get(a).copied().unwrap_or(0);
+            let pb = priority.get(b).copied().unwrap_or(0);
+            pa.cmp(&pb).then(b.cmp(&a))
+        })
+}
+
+/// The slowest chain of a run: the dependency path whose refresh durations add up to the most
+/// (with parallel workers, the run cannot be shorter than it). Returns the views from the base
+/// upwards and their summed milliseconds; a run without views gives an empty chain.
+pub fn slowest_chain(durations_ms: &[f64], edges: &[(usize, usize)]) -> (Vec<usize>, f64) {
+    let n = durations_ms.len();
+    let (order, _) = refresh_order(n, edges);
+    let mut total = vec![0.0f64; n];
+    let mut via: Vec<Option<usize>> = vec![None; n];
+    for &i in &order {
+        let before = edges
+            .iter()
+            .filter(|&&(view, on)| view == i && on != i && on < n)
+            .map(|&(_, on)| on)
+            .max_by(|&a, &b| total[a].total_cmp(&total[b]));
+        total[i] = durations_ms[i] + before.map_or(0.0, |b| total[b]);
+        via[i] = before;
+    }
+    let Some(mut end) = (0..n).max_by(|&a, &b| total[a].total_cmp(&total[b]).then(b.cmp(&a)))
+    else {
+        return (Vec::new(), 0.0);
+    };
+    let ms = total[end];
+    let mut chain = vec![end];
+    while let Some(b) = via[end] {
+        chain.push(b);
+        end = b;
+    }
+    chain.reverse();
+    (chain, ms)
+}
+
+/// The run's verdict against its budget: PASS when the whole run took at most `budget_ms`, FAIL
+/// over it; the detail names the slowest chain so a FAIL says where the time went.
+pub fn budget_verdict(
+    total_ms: f64,
+    budget_ms: f64,
+    workers: usize,
+    views: usize,
+    chain: &[String],
+    chain_ms: f64,
+    human: impl Fn(f64) -> String,
+) -> (&'static str, String) {
+    let status = if total_ms <= budget_ms {
+        "PASS"
+    } else {
+        "FAIL"
+    };
+    let relation = if status == "PASS" { "within" } else { "over" };
+    let chain_text = if chain.is_empty() {
+        "no view refreshed".to_string()
+    } else {
+        format!("slowest chain {} ({})", chain.join(" -> "), human(chain_ms))
+    };
+    (
+        status,
+        format!(
+            "{views} views on {workers} worker{} in {}, {relation} the budget of {}; {chain_text}",
+            if workers == 1 { "" } else { "s" },
+            human(total_ms),
+            human(budget_ms)
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +355,85 @@ mod tests {
     fn a_view_never_refreshed_or_without_sources_is_refreshed() {
         assert!(!sources_unchanged(&state(&[]), &state(&[(1, 0, 1)])));
         assert!(!sources_unchanged(&state(&[]), &state(&[])));
+    }
+
+    #[test]
+    fn parallelism_is_capped_by_the_setting_the_free_slots_and_the_views() {
+        assert_eq!(parallelism(8, 4, 10, 20), 4);
+        assert_eq!(parallelism(2, 4, 10, 20), 2);
+        // one free slot is left to others
+        assert_eq!(parallelism(8, 8, 3, 20), 2);
+        assert_eq!(parallelism(8, 8, 10, 3), 3);
+        // never zero while there is a view: the run then fails to start with a clear error
+        assert_eq!(parallelism(8, 8, 0, 3), 1);
+        assert_eq!(parallelism(8, 8, 10, 0), 0);
+    }
+
+    #[test]
+    fn a_view_is_ready_only_when_all_it_reads_is_done() {
+        use SlotState::*;
+        // 2 reads 0 and 1; 3 is independent
+        let edges = [(2, 0), (2, 1)];
+        let flat = [1, 1, 1, 1];
+        assert_eq!(
+            next_ready(&[Done, Claimed, Pending, Pending], &edges, &flat),
+            Some(3)
+        );
+        assert_eq!(
+            next_ready(&[Done, Claimed, Pending, Done], &edges, &flat),
+            None
+        );
+        assert_eq!(
+            next_ready(&[Done, Done, Pending, Done], &edges, &flat),
+            Some(2)
+        );
+        assert_eq!(next_ready(&[Done, Done, Done, Done], &edges, &flat), None);
+    }
+
+    #[test]
+    fn the_base_of_the_longest_chain_is_taken_first() {
+        use SlotState::*;
+        // 0 and 1 are independent; 4 reads 3, which reads 2: the chain 2 -> 3 -> 4 starts first.
+        let edges = [(3, 2), (4, 3)];
+        let h = heights(5, &edges);
+        assert_eq!(h, vec![1, 1, 3, 2, 1]);
+        assert_eq!(next_ready(&[Pending; 5], &edges, &h), Some(2));
+        assert_eq!(
+            next_ready(&[Pending, Pending, Claimed, Pending, Pending], &edges, &h),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn the_slowest_chain_is_the_longest_sum_along_dependencies() {
+        // 0 -> 1 -> 2 is a chain of 10 + 10 + 10; 3 alone takes 25; 4 on 3 takes 1.
+        let (chain, ms) = slowest_chain(&[10.0, 10.0, 10.0, 25.0, 1.0], &[(1, 0), (2, 1), (4, 3)]);
+        assert_eq!(chain, vec![0, 1, 2]);
+        assert_eq!(ms, 30.0);
+        let (chain, ms) = slowest_chain(&[10.0, 10.0, 10.0, 35.0, 1.0], &[(1, 0), (2, 1), (4, 3)]);
+        assert_eq!(chain, vec![3, 4]);
+        assert_eq!(ms, 36.0);
+        assert_eq!(slowest_chain(&[], &[]), (vec![], 0.0));
+    }
+
+    #[test]
+    fn the_budget_verdict_passes_under_fails_over_and_names_the_chain() {
+        let chain = vec!["a.x".to_string(), "a.y".to_string()];
+        let human = |ms: f64| format!("{ms:.0} ms");
+        let (status, detail) = budget_verdict(90.0, 100.0, 2, 5, &chain, 60.0, human);
+        assert_eq!(status, "PASS");
+        assert_eq!(
+            detail,
+            "5 views on 2 workers in 90 ms, within the budget of 100 ms; slowest chain a.x -> a.y (60 ms)"
+        );
+        let (status, detail) = budget_verdict(101.0, 100.0, 2, 5, &chain, 60.0, human);
+        assert_eq!(status, "FAIL");
+        assert!(detail.contains("over the budget of 100 ms"));
+        let (status, detail) = budget_verdict(100.0, 100.0, 1, 0, &[], 0.0, human);
+        assert_eq!(status, "PASS");
+        assert_eq!(
+            detail,
+            "0 views on 1 worker in 100 ms, within the budget of 100 ms; no view refreshed"
+        );
     }
 }

@@ -1,0 +1,501 @@
+//! A refresh worker: connects as the caller, takes views from the run's segment as their
+//! dependencies complete, and refreshes each in its own transaction.
+//!
+//! Security: the worker refreshes as the calling role (never as the extension's owner), with
+//! `search_path = pg_catalog, pg_temp` pinned on connect (it takes neither the caller's nor a
+//! role-level one), and switches to the extension's owner only for its own bookkeeping statements
+//! (matview_log::as_owner), which are fully qualified and carry no caller-built text. A view the
+//! role may not refresh is logged `skipped` with the reason: it is the caller's missing right,
+//! not a failed refresh, so it does not count toward the `mv_refresh_failures` rollback trigger.
+
+use crate::catalog::{self, col};
+use crate::error;
+use crate::matview_log::{
+    Tables, as_owner, begin, commit, insert_log, log_row, record_sources, source_states,
+    sources_of_views, without_flush_wait,
+};
+use crate::matview_refresh::{
+    CLAIMED, Header, Options, PENDING, RUN_APPLICATION_NAME, Shared, SlotResult, outcome_of,
+    wait_latch,
+};
+use crate::matviews::{self, ViewInfo};
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::prelude::*;
+use runbook_core::matviews::{
+    Outcome, SkipTracker, SlotState, heights, next_ready, sources_unchanged,
+};
+use std::collections::BTreeMap;
+use std::ffi::{CString, c_int};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+unsafe extern "C-unwind" {
+    // utils/timeout.h is not in pgrx's bindings. SPI does not arm statement_timeout (only the
+    // client protocol loop does), so the worker arms it around each REFRESH itself.
+    fn enable_timeout_after(id: c_int, delay_ms: c_int);
+    fn disable_timeout(id: c_int, keep_indicator: bool);
+    // PostgreSQL's SIGTERM handler for backends (tcop/postgres.c).
+    fn die(signal: c_int);
+}
+/// `STATEMENT_TIMEOUT` in PostgreSQL's `TimeoutId` enum (the same from 13 to 18).
+const STATEMENT_TIMEOUT: c_int = 3;
+
+/// What one worker knows of its run.
+struct Run {
+    tables: Tables,
+    run_id: i64,
+    views: Vec<Option<ViewInfo>>,
+    sources: BTreeMap<u32, Vec<i64>>,
+    names: Vec<String>,
+    edges: Vec<(usize, usize)>,
+}
+
+fn report_activity(text: Option<&str>) {
+    // SAFETY: plain calls into the statistics system of this backend; the text is copied.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        match text.and_then(|t| CString::new(t).ok()) {
+            Some(t) => {
+                pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, t.as_ptr())
+            }
+            None => {
+                pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null())
+            }
+        }
+    }
+}
+
+/// The worker's entry point; its argument is the handle of the caller's segment.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_runbook_matview_refresh_main(arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    // pgrx's SIGTERM handler only sets a flag; PostgreSQL's `die` also interrupts a running
+    // REFRESH, so terminating the worker (as a cancelled caller does) takes effect at once.
+    unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as c_int, Some(die)) };
+    let Some(shared) = Shared::attach(arg.value() as pg_sys::dsm_handle) else {
+        return; // the caller has gone
+    };
+    let h = shared.header();
+    let me = h.joined.fetch_add(1, Ordering::AcqRel) + 1;
+    if me as usize <= h.pids.len() {
+        h.pids[me as usize - 1].store(unsafe { pg_sys::MyProcPid }, Ordering::Release);
+    }
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(h.database), Some(h.session_user));
+    if !wait_for(h, || h.go.load(Ordering::Acquire) == 1) {
+        return;
+    }
+    let run = prepare(&shared, me);
+    work(&shared, &run, me);
+    report_activity(None);
+    if h.left.fetch_add(1, Ordering::AcqRel) + 1 == h.workers.load(Ordering::Acquire) {
+        finish(h, &run);
+        h.finished.store(1, Ordering::Release);
+    }
+    shared.wake_all();
+}
+
+fn caller_gone(h: &Header) -> bool {
+    unsafe {
+        pg_sys::BackendPidGetProc(h.caller_pid).is_null() || pg_sys::ShutdownRequestPending != 0
+    }
+}
+
+/// Waits (on the latch, woken by the caller and the other workers) until `ready`; false when the
+/// caller has gone or the server shuts down.
+fn wait_for(h: &Header, ready: impl Fn() -> bool) -> bool {
+    while !ready() {
+        if caller_gone(h) {
+            return false;
+        }
+        wait_latch(20);
+    }
+    true
+}
+
+/// The worker's first transaction: become the caller, pin the search_path, read the views; worker
+/// 1 also writes the run's row, the others wait for it.
+fn prepare(shared: &Shared, me: u32) -> Run {
+    let h = shared.header();
+    let oids: Vec<pg_sys::Oid> = (0..shared.count())
+        .map(|i| shared.slot(i).matview)
+        .collect();
+    begin();
+    if h.user != h.session_user {
+        // As SET ROLE would; the caller was running as this role, so the worker may too.
+        unsafe { pg_sys::SetCurrentRoleId(h.user, pg_sys::superuser_arg(h.user)) };
+    }
+    // Session-level: every later statement of this worker resolves names without any role's or
+    // caller's search_path.
+    catalog::set_session("search_path", catalog::OWN_SEARCH_PATH);
+    without_flush_wait();
+    let tables = Tables {
+        owner: catalog::select_one(
+            "SELECT extowner FROM pg_catalog.pg_extension \
+             WHERE extname OPERATOR(pg_catalog.=) 'pg_runbook'",
+            &[],
+            |r| col::<pg_sys::Oid>(r, 1).unwrap_or(pg_sys::BOOTSTRAP_SUPERUSERID.into()),
+        ),
+        log: catalog::ext_object("mv_refresh_log"),
+        sources: catalog::ext_object("mv_refresh_sources"),
+        runs: catalog::ext_object("mv_refresh_runs"),
+        role: catalog::select_one("SELECT CURRENT_USER::pg_catalog.text", &[], |r| {
+            col::<String>(r, 1).unwrap_or_default()
+        }),
+        worker: me as i32,
+    };
+    if me == 1 {
+        let run_id = start_run(h, &tables, oids.len());
+        h.run_id.store(run_id, Ordering::Release);
+    }
+    let found = matviews::views_by_oid(&oids);
+    let views: Vec<Option<ViewInfo>> = oids
+        .iter()
+        .map(|oid| found.iter().find(|v| v.oid == *oid).cloned())
+        .collect();
+    let present: Vec<pg_sys::Oid> = views.iter().flatten().map(|v| v.oid).collect();
+    let sources = sources_of_views(&present);
+    commit();
+    if me == 1 {
+        h.setup_done.store(1, Ordering::Release);
+        shared.wake_all();
+    }
+    let names = views
+        .iter()
+        .map(|v| v.as_ref().map(|v| v.display()).unwrap_or_default())
+        .collect();
+    let run_id = if wait_for(h, || h.setup_done.load(Ordering::Acquire) == 1) {
+        h.run_id.load(Ordering::Acquire)
+    } else {
+        0
+    };
+    begin();
+    catalog::set_session(
+        "application_name",
+        &format!("{RUN_APPLICATION_NAME}{run_id}"),
+    );
+    commit();
+    Run {
+        tables,
+        run_id,
+        views,
+        sources,
+        names,
+        edges: shared.edges(),
+    }
+}
+
+/// Prunes the log, takes a run id and writes the run's row (worker 1, as the extension's owner).
+fn start_run(h: &Header, t: &Tables, views: usize) -> i64 {
+    let o = h.options;
+    let options = format!(
+        "stagger {} ms, concurrently {}, lock_timeout {} ms, statement_timeout {} ms, only_if_changed {}",
+        o.stagger_ms, o.concurrently, o.lock_timeout_ms, o.statement_timeout_ms, o.only_if_changed
+    );
+    as_owner(t, || {
+        catalog::select_one(
+            &format!("SELECT {}.prune_mv_refresh_log()", catalog::ext_schema()),
+            &[],
+            |_| (),
+        );
+        catalog::select_mut_one(
+            &format!(
+                "INSERT INTO {} (run_id, worker_pid, caller_pid, views, options, started_at, \
+                                 parallelism, refreshed_by) \
+                 VALUES (pg_catalog.nextval($1::pg_catalog.regclass), pg_catalog.pg_backend_pid(), \
+                         $2, $3, $4, pg_catalog.now(), $5, $6) RETURNING run_id",
+                t.runs
+            ),
+            &[
+                catalog::ext_object("mv_refresh_run_id").into(),
+                h.caller_pid.into(),
+                (views as i32).into(),
+                options.into(),
+                (h.workers.load(Ordering::Acquire) as i32).into(),
+                t.role.as_str().into(),
+            ],
+            |r| col::<i64>(r, 1).unwrap_or(0),
+        )
+    })
+}
+
+/// The last worker out writes the run's end, its total time and its parallelism.
+fn finish(h: &Header, run: &Run) {
+    let total_us = unsafe { pg_sys::GetCurrentTimestamp() } - h.started_at;
+    h.total_us.store(total_us, Ordering::Release);
+    begin();
+    without_flush_wait();
+    as_owner(&run.tables, || {
+        catalog::execute(
+            &format!(
+                "UPDATE {} SET finished_at = pg_catalog.clock_timestamp(), total_ms = $2 \
+                 WHERE run_id OPERATOR(pg_catalog.=) $1",
+                run.tables.runs
+            ),
+            &[run.run_id.into(), (total_us as f64 / 1000.0).into()],
+        )
+    });
+    commit();
+}
+
+/// Takes ready views until none is left; waits while every pending view waits for another's
+/// refresh.
+fn work(shared: &Shared, run: &Run, me: u32) {
+    let h = shared.header();
+    let o = h.options;
+    let mut tracker = SkipTracker::new(run.names.clone(), &run.edges);
+    // One worker (the staggered refresh) keeps the documented order: dependencies first, then
+    // schema and name. Several take long chains first.
+    let n = run.names.len();
+    let priority = if h.workers.load(Ordering::Acquire) > 1 {
+        heights(n, &run.edges)
+    } else {
+        vec![1; n]
+    };
+    let mut previous_refreshed = false;
+    loop {
+        if caller_gone(h) {
+            break;
+        }
+        let states = shared.states();
+        if !states.contains(&SlotState::Pending) {
+            break;
+        }
+        let Some(i) = next_ready(&states, &run.edges, &priority) else {
+            wait_latch(20);
+            continue;
+        };
+        let claimed = shared.slot(i).state.compare_exchange(
+            PENDING,
+            CLAIMED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if claimed.is_err() {
+            continue;
+        }
+        if previous_refreshed && o.stagger_ms > 0 {
+            stagger(o.stagger_ms);
+        }
+        for &(view, reads) in &run.edges {
+            if view == i && states[reads] == SlotState::Done {
+                tracker.record(reads, outcome_of(shared.slot(reads).outcome));
+            }
+        }
+        let result = take(run, i, tracker.skip_reason(i), &o, me);
+        previous_refreshed = matches!(result.outcome, Outcome::Success | Outcome::Failed);
+        shared.complete(i, &result);
+        shared.wake_all();
+    }
+}
+
+/// Refreshes (or skips) view `i` of the run.
+fn take(run: &Run, i: usize, skip: Option<String>, o: &Options, me: u32) -> SlotResult {
+    let t = &run.tables;
+    let skipped = |v: &ViewInfo, reason: String| {
+        let concurrent = o.concurrently && v.populated && v.unique_index.is_some();
+        log_row(
+            t,
+            run.run_id,
+            v,
+            concurrent,
+            Outcome::Skipped,
+            0.0,
+            None,
+            Some(&reason),
+        );
+        SlotResult {
+            worker: me,
+            outcome: Outcome::Skipped,
+            concurrent,
+            ms: 0.0,
+            rows: None,
+            error: Some(reason),
+        }
+    };
+    match (&run.views[i], skip) {
+        (None, _) => SlotResult {
+            worker: me,
+            outcome: Outcome::Failed,
+            concurrent: false,
+            ms: 0.0,
+            rows: None,
+            error: Some("the materialized view no longer exists".to_string()),
+        },
+        (Some(v), _) if !v.may_refresh => skipped(
+            v,
+            format!(
+                "role {} may not refresh it: only its owner {} and members of that role may",
+                catalog::quote_ident(&t.role),
+                catalog::quote_ident(&v.owner)
+            ),
+        ),
+        (Some(v), Some(reason)) => skipped(v, reason),
+        (Some(v), None) => {
+            let sources = run
+                .sources
+                .get(&v.oid.to_u32())
+                .map_or(&[][..], |s| s.as_slice());
+            let mut r = refresh_one(t, run.run_id, v, sources, o);
+            r.worker = me;
+            r
+        }
+    }
+}
+
+fn stagger(ms: i64) {
+    report_activity(Some(&format!(
+        "stagger: waiting {} before the next refresh",
+        catalog::human_ms(ms as f64)
+    )));
+    let deadline = Instant::now() + Duration::from_millis(ms as u64);
+    while let Some(left) = deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+    {
+        wait_latch(left.as_millis().max(1) as i64);
+    }
+}
+
+/// Runs a REFRESH statement the way SPI runs a utility statement, but keeps the row count the
+/// executor reports for it (the rows the view holds afterwards, what pg_stat_statements records),
+/// which SPI drops for REFRESH: mv_refresh_log.rows_after then costs no second scan of the view.
+fn refresh_counting_rows(sql: &str) -> i64 {
+    let text = CString::new(sql)
+        .unwrap_or_else(|_| error::spi_failure("refreshing", "a NUL byte in the statement"));
+    // SAFETY: the statement is one REFRESH we built from a quoted name; it is parsed and run
+    // inside this worker's open transaction, with a snapshot pushed as ProcessUtility expects.
+    unsafe {
+        let parsed = pg_sys::raw_parser(text.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
+        if parsed.is_null() || (*parsed).length != 1 {
+            error::spi_failure("refreshing", "the statement did not parse as one REFRESH");
+        }
+        let raw = (*(*parsed).elements).ptr_value as *mut pg_sys::RawStmt;
+        let stmt =
+            pg_sys::palloc0(std::mem::size_of::<pg_sys::PlannedStmt>()) as *mut pg_sys::PlannedStmt;
+        (*stmt).type_ = pg_sys::NodeTag::T_PlannedStmt;
+        (*stmt).commandType = pg_sys::CmdType::CMD_UTILITY;
+        (*stmt).canSetTag = true;
+        (*stmt).utilityStmt = (*raw).stmt;
+        (*stmt).stmt_location = (*raw).stmt_location;
+        (*stmt).stmt_len = (*raw).stmt_len;
+        let mut qc = pg_sys::QueryCompletion::default();
+        pg_sys::CommandCounterIncrement();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        pg_sys::ProcessUtility(
+            stmt,
+            text.as_ptr(),
+            false,
+            pg_sys::ProcessUtilityContext::PROCESS_UTILITY_QUERY,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            pg_sys::None_Receiver,
+            &mut qc,
+        );
+        pg_sys::PopActiveSnapshot();
+        pg_sys::CommandCounterIncrement();
+        qc.nprocessed as i64
+    }
+}
+
+/// Refreshes one view in its own transaction; a failure is rolled back and logged in another.
+fn refresh_one(t: &Tables, run_id: i64, v: &ViewInfo, sources: &[i64], o: &Options) -> SlotResult {
+    let started = Instant::now();
+    let concurrent =
+        std::cell::Cell::new(o.concurrently && v.populated && v.unique_index.is_some());
+    let attempt = PgTryBuilder::new(AssertUnwindSafe(|| {
+        begin();
+        // Not through SQL: a set_config(..., true) run by a catalog helper would end with it.
+        catalog::set_local("lock_timeout", &format!("{}ms", o.lock_timeout_ms));
+        catalog::set_local(
+            "statement_timeout",
+            &format!("{}ms", o.statement_timeout_ms),
+        );
+        // The view and its sources as the worker read them when the run started (a view dropped
+        // since then makes the REFRESH fail, and that is logged); not re-read per view, to keep
+        // overhead small.
+        let (sources, before) = source_states(t, v, sources);
+        if o.only_if_changed && v.populated && sources_unchanged(&before, &sources) {
+            without_flush_wait();
+            insert_log(
+                t,
+                run_id,
+                v,
+                concurrent.get(),
+                Outcome::Unchanged,
+                0.0,
+                None,
+                None,
+            );
+            commit();
+            return Ok((Outcome::Unchanged, None));
+        }
+        let sql = format!(
+            "REFRESH MATERIALIZED VIEW {}{}",
+            if concurrent.get() {
+                "CONCURRENTLY "
+            } else {
+                ""
+            },
+            v.display()
+        );
+        report_activity(Some(&sql));
+        if o.statement_timeout_ms > 0 {
+            unsafe { enable_timeout_after(STATEMENT_TIMEOUT, o.statement_timeout_ms as c_int) };
+        }
+        let rows = refresh_counting_rows(&sql);
+        unsafe { disable_timeout(STATEMENT_TIMEOUT, false) };
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        insert_log(
+            t,
+            run_id,
+            v,
+            concurrent.get(),
+            Outcome::Success,
+            ms,
+            Some(rows),
+            None,
+        );
+        record_sources(t, v, &sources);
+        commit();
+        Ok((Outcome::Success, Some(rows)))
+    }))
+    .catch_others(|e| Err(catalog::caught_message(&e)))
+    .execute();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    match attempt {
+        Ok((outcome, rows)) => SlotResult {
+            worker: 0,
+            outcome,
+            concurrent: concurrent.get(),
+            ms: if outcome == Outcome::Success { ms } else { 0.0 },
+            rows,
+            error: None,
+        },
+        Err(message) => {
+            unsafe {
+                disable_timeout(STATEMENT_TIMEOUT, false);
+                pg_sys::AbortCurrentTransaction();
+            }
+            log_row(
+                t,
+                run_id,
+                v,
+                concurrent.get(),
+                Outcome::Failed,
+                ms,
+                None,
+                Some(&message),
+            );
+            SlotResult {
+                worker: 0,
+                outcome: Outcome::Failed,
+                concurrent: concurrent.get(),
+                ms,
+                rows: None,
+                error: Some(message),
+            }
+        }
+    }
+}
