@@ -526,8 +526,8 @@ pub fn drain_batch(schema: &str, floor: i64, size: i32, max_entries: i32) -> Bat
            SELECT DISTINCT tag FROM claimed WHERE cache_key IS NULL AND tag IS NOT NULL \
            ORDER BY tag LIMIT $4), \
          per_tag AS MATERIALIZED ( \
-           SELECT pg_catalog.greatest($3::pg_catalog.int8 OPERATOR(pg_catalog./) \
-                  pg_catalog.greatest((SELECT pg_catalog.count(*) FROM tag_list), 1), 1) AS n), \
+           SELECT greatest($3::pg_catalog.int8 OPERATOR(pg_catalog./) \
+                  greatest((SELECT pg_catalog.count(*) FROM tag_list), 1), 1) AS n), \
          same_tag AS MATERIALIZED ( \
            SELECT q.ctid AS row_id, q.id, q.cache_key, q.tag FROM {schema}.cache_invalidation_queue q \
            WHERE q.tag OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT tag FROM tag_list)) AND q.cache_key IS NULL \
@@ -583,7 +583,7 @@ pub fn drain_batch(schema: &str, floor: i64, size: i32, max_entries: i32) -> Bat
            SELECT DISTINCT ON (cache_key) cache_key, query_sql, tags, ttl, hits \
            FROM gone WHERE query_sql IS NOT NULL ORDER BY cache_key \
            ON CONFLICT (cache_key) DO UPDATE SET query_sql = excluded.query_sql, tags = excluded.tags, \
-             ttl = excluded.ttl, hits = pg_catalog.greatest(s.hits, excluded.hits), invalidated_at = pg_catalog.now() \
+             ttl = excluded.ttl, hits = greatest(s.hits, excluded.hits), invalidated_at = pg_catalog.now() \
            RETURNING 1) \
          SELECT (SELECT pg_catalog.count(*) FROM ev), (SELECT pg_catalog.count(*) FROM claimed), \
                 (SELECT pg_catalog.count(*) FROM claimed c WHERE NOT EXISTS \
@@ -594,7 +594,7 @@ pub fn drain_batch(schema: &str, floor: i64, size: i32, max_entries: i32) -> Bat
     );
     let int4 = PgOid::BuiltIn(PgBuiltInOids::INT4OID);
     let tags = drain::tags_per_batch(max_entries as i64);
-    let (outcome, rejected) = catalog::run_prepared(
+    let outcome = catalog::run_prepared(
         &sql,
         &[
             PgOid::BuiltIn(PgBuiltInOids::INT8OID),
@@ -611,19 +611,15 @@ pub fn drain_batch(schema: &str, floor: i64, size: i32, max_entries: i32) -> Bat
                 unfinished: n(3),
                 entries_deleted: n(4),
                 max_id: col::<i64>(r, 5).unwrap_or(floor),
+                rejected: n(6),
             };
-            (outcome, n(6))
+            outcome
         },
     )
     .into_iter()
     .next()
     .unwrap_or_default();
     note_drained(outcome.events_done);
-    if rejected > 0 {
-        pgrx::warning!(
-            "pg_runbook: moved {rejected} malformed cache invalidation event(s) to cache_invalidation_rejected"
-        );
-    }
     outcome
 }
 
@@ -651,6 +647,7 @@ pub fn drain(schema: &str, batch_size: i32, max_seconds: i32) -> i64 {
         let s = schema.to_string();
         match catalog::in_subtransaction(move || drain_step(&s, at, batch_size)) {
             Ok(b) => {
+                warn_rejected(&b);
                 total += b.events_done;
                 floor = drain::next_floor(at, batch_size as i64, &b);
             }
@@ -667,6 +664,17 @@ pub fn drain(schema: &str, batch_size: i32, max_seconds: i32) -> i64 {
         pgrx::check_for_interrupts!();
     }
     total
+}
+
+/// Tells a caller of the drain about malformed events (the worker records them in
+/// worker_status instead).
+fn warn_rejected(b: &BatchOutcome) {
+    if b.rejected > 0 {
+        pgrx::warning!(
+            "pg_runbook: moved {} malformed cache invalidation event(s) to cache_invalidation_rejected",
+            b.rejected
+        );
+    }
 }
 
 fn valid_batch_size(batch_size: Option<i32>) -> i32 {
@@ -717,6 +725,7 @@ fn drain_cache_invalidation_batch(
     }
     let schema = catalog::ext_schema();
     let b = drain_step(&schema, after_id, batch_size);
+    warn_rejected(&b);
     TableIterator::once((
         b.events_done,
         drain::next_floor(after_id, batch_size as i64, &b),

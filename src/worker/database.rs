@@ -177,6 +177,13 @@ fn drain_round(me: Me) -> Drained {
             }
             Ok(None) => return Drained::NoExtension,
             Ok(Some(batch)) => {
+                if batch.rejected > 0 {
+                    let why = format!(
+                        "moved {} malformed event(s) to cache_invalidation_rejected",
+                        batch.rejected
+                    );
+                    record_error(me, "draining the cache invalidation queue", &why);
+                }
                 if batch.events_done > 0 {
                     let at = shared::now_micros();
                     shared::update(me.index, |s| {

@@ -12,8 +12,9 @@ wait_for "$DB" "SELECT EXISTS (SELECT 1 FROM worker_status() WHERE database = '$
 check "worker serves the test database" "$(q "$DB" "SELECT database FROM worker_status()")" "$DB"
 
 # Every deleted event is logged once, in the deleting transaction (a rolled-back batch logs nothing).
+# The worker runs with search_path = pg_catalog, pg_temp, so the trigger it fires names its own path.
 q "$DB" "CREATE TABLE drained_log (id bigint);
-  CREATE FUNCTION log_drained() RETURNS trigger LANGUAGE plpgsql AS \$\$
+  CREATE FUNCTION log_drained() RETURNS trigger LANGUAGE plpgsql SET search_path = public AS \$\$
   BEGIN INSERT INTO drained_log SELECT id FROM gone; RETURN NULL; END \$\$;
   CREATE TRIGGER log_drained AFTER DELETE ON cache_invalidation_queue
     REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION log_drained();" >/dev/null

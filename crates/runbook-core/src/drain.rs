@@ -17,6 +17,8 @@ pub struct BatchOutcome {
     pub entries_deleted: i64,
     /// The highest id claimed (the floor given when none was).
     pub max_id: i64,
+    /// Malformed events moved to cache_invalidation_rejected.
+    pub rejected: i64,
 }
 
 impl BatchOutcome {
@@ -71,6 +73,7 @@ mod tests {
             unfinished,
             entries_deleted: deleted,
             max_id,
+            rejected: 0,
         }
     }
 
