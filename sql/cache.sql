@@ -102,7 +102,7 @@ DECLARE
     deadline pg_catalog.timestamptz;
 BEGIN
     IF max_seconds IS NULL THEN
-        RAISE EXCEPTION 'argument "max_seconds" must not be NULL' USING ERRCODE = '22004';
+        RAISE EXCEPTION 'argument "max_seconds" must not be NULL' USING ERRCODE = '22023';
     END IF;
     IF max_seconds OPERATOR(pg_catalog.<) 0 THEN
         RAISE EXCEPTION 'invalid value for argument "max_seconds": must not be negative, got %', max_seconds

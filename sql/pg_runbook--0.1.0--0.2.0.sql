@@ -44,7 +44,7 @@ DECLARE
     deadline pg_catalog.timestamptz;
 BEGIN
     IF max_seconds IS NULL THEN
-        RAISE EXCEPTION 'argument "max_seconds" must not be NULL' USING ERRCODE = '22004';
+        RAISE EXCEPTION 'argument "max_seconds" must not be NULL' USING ERRCODE = '22023';
     END IF;
     IF max_seconds OPERATOR(pg_catalog.<) 0 THEN
         RAISE EXCEPTION 'invalid value for argument "max_seconds": must not be negative, got %', max_seconds
@@ -67,6 +67,8 @@ COMMENT ON FUNCTION @extschema@.drain_cache_invalidation_batch(integer, bigint) 
     'One batch of the invalidation drain (the procedure drain_cache_invalidation_queue_batches loops over it): events finished and the id the next batch starts after, NULL when done. For runbook_operator';
 GRANT EXECUTE ON FUNCTION @extschema@.drain_cache_invalidation_batch(integer, bigint) TO runbook_operator;
 GRANT EXECUTE ON PROCEDURE @extschema@.drain_cache_invalidation_queue_batches(integer, integer, bigint) TO runbook_operator;
+COMMENT ON FUNCTION @extschema@.worker_status() IS
+    'pg_runbook background workers, one row per database served or asked for: pid (NULL when none runs), database, state (starting, waiting for CREATE EXTENSION, idle, draining, rolling up, cleaning up, backing off, unserved, disabled, standby, stopped), last drain, events drained, last error or reason, naptime';
 -- ==== end worker ====
 
 

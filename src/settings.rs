@@ -91,8 +91,8 @@ pub static METRICS_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_
 pub static REFRESH_LOG_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
 // ---- query cache and background worker ----------------------------------------------------------
 
-/// Databases the worker serves, comma-separated: one worker per database, started with the
-/// server (a longer list needs a restart; renaming an entry takes a reload).
+/// Databases the workers serve, comma-separated; empty: every database that accepts connections.
+/// The launcher applies a change at the next reload.
 pub static DATABASE: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"postgres"));
 pub static WORKER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
@@ -318,8 +318,8 @@ fn worker_setting_ms(
 fn worker_settings() {
     GucRegistry::define_string_guc(
         c"pg_runbook.database",
-        c"Databases the pg_runbook worker serves, comma-separated (one worker each).",
-        c"The number of workers is fixed at server start; changing a name takes a reload.",
+        c"Databases the pg_runbook workers serve, comma-separated (one worker each); empty: all.",
+        c"The launcher applies a change at the next reload, within pg_runbook.max_workers.",
         &DATABASE,
         GucContext::Sighup,
         GucFlags::default(),
