@@ -605,15 +605,14 @@ pub fn drain_batch(schema: &str, floor: i64, size: i32, max_entries: i32) -> Bat
         &[floor.into(), size.into(), max_entries.into(), tags.into()],
         |r| {
             let n = |i| col::<i64>(r, i).unwrap_or(0);
-            let outcome = BatchOutcome {
+            BatchOutcome {
                 events_done: n(1),
                 claimed: n(2),
                 unfinished: n(3),
                 entries_deleted: n(4),
                 max_id: col::<i64>(r, 5).unwrap_or(floor),
                 rejected: n(6),
-            };
-            outcome
+            }
         },
     )
     .into_iter()

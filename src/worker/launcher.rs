@@ -153,9 +153,17 @@ fn show(name: &str, database: pg_sys::Oid, state: State, reason: Option<&str>) -
     kept
 }
 
-/// Slots of databases no longer asked for stop being shown (their counters stay).
-fn forget_unlisted(wanted: &[String]) {
+/// Slots of databases no longer asked for stop being shown (their counters stay while the
+/// database exists); slots of dropped databases are freed for others.
+fn forget_unlisted(wanted: &[String], existing: &[(pg_sys::Oid, String)]) {
     shared::write(|slots| {
+        for s in slots.iter_mut() {
+            let dropped = s.database != pg_sys::InvalidOid
+                && !existing.iter().any(|(oid, _)| *oid == s.database);
+            if dropped && s.pid == 0 {
+                s.claim(pg_sys::InvalidOid, "");
+            }
+        }
         for s in slots.iter_mut().filter(|s| s.managed) {
             if !wanted.contains(&s.name()) {
                 s.managed = false;
@@ -214,14 +222,12 @@ impl Launcher {
         let names: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();
         self.entries.retain(|name, e| {
             let keep = names.contains(name);
-            if !keep {
-                if let Some(h) = e.handle.take() {
-                    h.terminate();
-                }
+            if !keep && let Some(h) = e.handle.take() {
+                h.terminate();
             }
             keep
         });
-        forget_unlisted(&names);
+        forget_unlisted(&names, &found);
         let budget = settings::MAX_WORKERS.get().max(0) as usize;
         let mut running = 0usize;
         for (name, oid) in &wanted {

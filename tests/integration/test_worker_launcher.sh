@@ -73,8 +73,21 @@ wait_for it_many_01 "SELECT state = 'idle' AND pid IS NOT NULL FROM worker_statu
 check "create_extension_later_is_picked_up_without_a_restart" \
   "$(q it_many_01 "SELECT state FROM worker_status() WHERE database = 'it_late'")" "idle"
 
+# --- shared memory sized by pg_runbook.max_databases: a database beyond it is said to be unserved
+# and its counters are not kept, never written over another database's
+q postgres "ALTER SYSTEM SET pg_runbook.max_databases = 3" >/dev/null
+q postgres "ALTER SYSTEM SET pg_runbook.database = 'it_many_01,it_many_02,it_many_03,it_many_04'" >/dev/null
+cluster_restart integration
+wait_for it_many_01 "SELECT count(*) = 3 FROM worker_status() WHERE state = 'idle'" 30 || true
+check "shared_memory_holds_max_databases_slots" "$(q it_many_01 "SELECT count(*) FROM worker_status()")" "3"
+check "the database beyond it is named in the log" \
+  "$(grep -c 'database "it_many_04" unserved: shared memory has room for 3 databases' "$log")" "1"
+check_match "a session there is told its counters are not kept" \
+  "$(psql -X -q -d it_many_04 -c "SELECT cache_get('x')" 2>&1)" "WARNING: .*room for 3 databases.*not kept"
+check "the served databases' counters are untouched by it" "$(q it_many_01 "SELECT misses FROM cache_stats()")" "0"
+q postgres "ALTER SYSTEM RESET pg_runbook.max_databases" >/dev/null
 q postgres "ALTER SYSTEM RESET pg_runbook.database" >/dev/null
 q postgres "ALTER SYSTEM RESET pg_runbook.max_workers" >/dev/null
-q postgres "SELECT pg_reload_conf()" >/dev/null
+cluster_restart integration
 for db in "${dbs[@]}" it_late; do psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null; done
 finish
