@@ -8,7 +8,7 @@ export PG_CONFIG
 PGDATA_TEST := $(CURDIR)/.run/pgrx-test
 
 .PHONY: help setup build install test test-core test-pgrx test-regress test-integration \
-        test-bench-smoke demo demo-stop bench clean
+        test-security test-bench-smoke demo demo-stop bench clean
 
 help:
 	@echo "make demo        run a demo on a throwaway cluster (make demo-stop to stop it)"
@@ -25,7 +25,7 @@ build: setup
 install: setup
 	cargo pgrx install --pg-config $(PG_CONFIG) >/dev/null
 
-test: setup test-core test-pgrx install test-regress test-integration test-bench-smoke
+test: setup test-core test-pgrx install test-regress test-integration test-security test-bench-smoke
 	@echo "all tests passed"
 
 # Layer 0: pure logic, no server.
@@ -49,6 +49,11 @@ test-regress: install
 # Layer 3: several sessions, preloading, restarts, pg_cron.
 test-integration: install
 	scripts/integration.sh
+
+# Layer 4: pgspot over the install script, sqlsmith against a live database (the attacker suite
+# itself is an integration test).
+test-security: install
+	scripts/security.sh
 
 # The benchmarks at tiny sizes, one run: keeps them from rotting. No timing is asserted.
 test-bench-smoke: install

@@ -11,8 +11,9 @@ q bench "$(cat "$(dirname "$0")/drain_baseline.sql")" >/dev/null
 q bench "CREATE EXTENSION IF NOT EXISTS pgq" >/dev/null
 q bench "$(cat "$(dirname "$0")/drain_pgq.sql")" >/dev/null
 fill="TRUNCATE query_cache, cache_invalidation_queue;
-  INSERT INTO query_cache (cache_key, result, tags, expires_at)
-  SELECT 'key:' || i, '{\"v\": 1}', ARRAY['tag:' || (i % $TAGS)], now() + interval '1 hour' FROM generate_series(1, $ENTRIES) i;
+  INSERT INTO query_cache (cache_key, result, tags, expires_at, owner_role)
+  SELECT 'key:' || i, '{\"v\": 1}', ARRAY['tag:' || (i % $TAGS)], now() + interval '1 hour', 'postgres'::regrole
+  FROM generate_series(1, $ENTRIES) i;
   INSERT INTO cache_invalidation_queue (cache_key, tag, reason)
   SELECT CASE WHEN i % 2 = 0 THEN 'key:' || (i / 2) END, CASE WHEN i % 2 = 1 THEN 'tag:' || (i % $TAGS) END, 'bench'
   FROM generate_series(1, $EVENTS) i"
@@ -25,8 +26,9 @@ fill_pgq() {
     echo "SELECT pgq.drop_queue('bench_invalidation', true) FROM pgq.queue WHERE queue_name = 'bench_invalidation';"
     echo "SELECT pgq.create_queue('bench_invalidation'), pgq.register_consumer('bench_invalidation', 'bench_drain');"
     echo "TRUNCATE query_cache, cache_invalidation_queue;"
-    echo "INSERT INTO query_cache (cache_key, result, tags, expires_at)
-          SELECT 'key:' || i, '{\"v\": 1}', ARRAY['tag:' || (i % $TAGS)], now() + interval '1 hour' FROM generate_series(1, $ENTRIES) i;"
+    echo "INSERT INTO query_cache (cache_key, result, tags, expires_at, owner_role)
+          SELECT 'key:' || i, '{\"v\": 1}', ARRAY['tag:' || (i % $TAGS)], now() + interval '1 hour', 'postgres'::regrole
+          FROM generate_series(1, $ENTRIES) i;"
     for ((s = 1; s <= EVENTS; s += 1000)); do
       echo "SELECT count(pgq.insert_event('bench_invalidation', CASE WHEN i % 2 = 0 THEN 'key' ELSE 'tag' END,
               CASE WHEN i % 2 = 0 THEN 'key:' || (i / 2) ELSE 'tag:' || (i % $TAGS) END))

@@ -27,4 +27,14 @@ $(say "the demo cluster is running")
   connect:  psql -h $PGHOST -p $PGPORT -U postgres $DB
             (or over TCP: psql -h 127.0.0.1 -p $PGPORT -U postgres $DB)
   stop:     make demo-stop
+
+$(say "Prometheus and Grafana (docs/monitoring.md)")
+  exporter role:  psql -h $PGHOST -p $PGPORT -U postgres $DB -c "CREATE ROLE runbook_exporter LOGIN; GRANT runbook_reader, pg_monitor TO runbook_exporter"
+  exporter:       DATA_SOURCE_NAME='postgresql://runbook_exporter@127.0.0.1:$PGPORT/$DB?sslmode=disable' \\
+                    prometheus-postgres-exporter --extend.query-path=$REPO/monitoring/queries.yaml --web.listen-address=127.0.0.1:9187
+  alert rules:    psql -At -h $PGHOST -p $PGPORT -U postgres $DB -c 'SELECT prometheus_alert_rules()' > pg_runbook_rules.yml
+  prometheus.yml: rule_files: [pg_runbook_rules.yml]; scrape_configs: [{job_name: pg_runbook, static_configs: [{targets: ['127.0.0.1:9187']}]}]
+  Grafana:        PostgreSQL data source host 127.0.0.1:$PGPORT, database $DB, user runbook_exporter (runbook_reader, pg_monitor),
+                  a Prometheus data source, then import $REPO/monitoring/grafana/*.json
+  alerts by NOTIFY: psql -h $PGHOST -p $PGPORT -U postgres $DB -c 'LISTEN pg_runbook_alerts' -c 'SELECT pg_sleep(300)'
 EOT

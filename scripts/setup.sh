@@ -5,8 +5,11 @@
 . "$(dirname "$0")/lib.sh"
 
 PACKAGES=(postgresql-15 postgresql-contrib postgresql-server-dev-15 postgresql-15-cron
-          libclang-dev clang sudo python3)
+          libclang-dev clang sudo python3 sqlsmith)
 [ "${WITH_BENCH_PACKAGES:-0}" = 1 ] && PACKAGES+=(postgresql-15-tdigest postgresql-15-pgq3)
+# The monitoring tests (tests/integration/test_monitoring_*.sh) run these by hand on loopback ports.
+MONITORING_PACKAGES=(prometheus prometheus-postgres-exporter prometheus-alertmanager)
+[ "${WITH_MONITORING_PACKAGES:-0}" = 1 ] && PACKAGES+=("${MONITORING_PACKAGES[@]}")
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -17,6 +20,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
   apt-get install -y -q "${missing[@]}" >/dev/null
+  # Where systemd runs, the packages start their services; the tests run their own copies.
+  if [ -d /run/systemd/system ]; then
+    for p in "${missing[@]}"; do
+      if [[ " ${MONITORING_PACKAGES[*]} " == *" $p "* ]]; then systemctl disable --now "$p" >/dev/null 2>&1 || true; fi
+    done
+  fi
+fi
+
+# pgspot (PyPI) lints the install script in `make test-security`.
+if ! python3 -c "import pgspot" 2>/dev/null; then
+  say "installing pgspot"
+  python3 -m pip install --quiet pgspot==0.9.4 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages pgspot==0.9.4
 fi
 
 # Debian's server package starts a cluster on 5432; the project's clusters never use it.

@@ -8,12 +8,22 @@ CREATE TABLE @extschema@.query_cache (
     created_at  timestamptz NOT NULL DEFAULT now(),
     expires_at  timestamptz,
     hits        bigint NOT NULL DEFAULT 0,
-    last_hit_at timestamptz
+    last_hit_at timestamptz,
+    owner_role  oid NOT NULL,
+    query_search_path text
 );
 CREATE INDEX query_cache_tags_idx ON @extschema@.query_cache USING gin (tags);
 CREATE INDEX query_cache_expires_at_idx ON @extschema@.query_cache (expires_at);
 COMMENT ON TABLE @extschema@.query_cache IS
     'pg_runbook query-result cache: one row per key; cache_get/cached_query read it, the invalidation queue empties it';
+
+-- What monitoring may know of the cache: each entry's key, role, tags and use, never its result
+-- or query. The view reads query_cache with its owner's rights; readers get only this.
+CREATE VIEW @extschema@.cache_entries AS
+SELECT cache_key, owner_role::pg_catalog.regrole AS owner_role, tags, hits, created_at, expires_at, last_hit_at
+FROM @extschema@.query_cache;
+COMMENT ON VIEW @extschema@.cache_entries IS
+    'pg_runbook query cache entries without their results or queries (for dashboards; runbook_reader)';
 
 -- Entries removed by an invalidation that were computed by cached_query: their query is kept so
 -- warm_cache_top_queries() can recompute the most used ones.
@@ -23,7 +33,9 @@ CREATE TABLE @extschema@.query_cache_stale (
     tags           text[] NOT NULL DEFAULT '{}',
     ttl            interval,
     hits           bigint NOT NULL DEFAULT 0,
-    invalidated_at timestamptz NOT NULL DEFAULT now()
+    invalidated_at timestamptz NOT NULL DEFAULT now(),
+    owner_role     oid NOT NULL,
+    query_search_path text
 );
 COMMENT ON TABLE @extschema@.query_cache_stale IS
     'pg_runbook: queries of invalidated cache entries, kept for warm_cache_top_queries()';
@@ -54,8 +66,10 @@ CREATE TABLE @extschema@.cache_invalidation_rejected (
 COMMENT ON TABLE @extschema@.cache_invalidation_rejected IS
     'pg_runbook: malformed invalidation events (neither or both of cache_key and tag), moved aside by the drain';
 
+-- SECURITY DEFINER: the writing role needs no right on the queue. The body runs no text from
+-- the caller (the tags are the trigger's arguments, fixed by whoever created the trigger).
 CREATE FUNCTION @extschema@.cache_invalidate_trigger() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO @extschema@.cache_invalidation_queue (tag, reason)
     SELECT t, lower(TG_OP) || ' on ' || quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME)

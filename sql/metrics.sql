@@ -77,6 +77,7 @@ BEGIN ATOMIC
            AS (endpoint text, method text, status_code integer, duration_ms double precision, cache_hit boolean, at timestamptz))
          WITH ORDINALITY AS r(endpoint, method, status_code, duration_ms, cache_hit, at, n)
     WHERE @extschema@.check_request(r.endpoint, r.duration_ms, r.status_code, r.n)
+      AND @extschema@.check_request_time(r.at, r.n)
     RETURNING 1
   )
   SELECT count(*) FROM ins;
@@ -92,9 +93,12 @@ BEGIN ATOMIC
   INSERT INTO @extschema@.performance_metrics (created_at, endpoint, method, status_code, duration_ms, cache_hit)
   SELECT COALESCE(at, now()), endpoint, method, status_code, duration_ms, cache_hit
   WHERE @extschema@.check_request(endpoint, duration_ms, status_code, NULL)
+    AND @extschema@.check_request_time(at, NULL)
   RETURNING id;
 END;
 COMMENT ON FUNCTION @extschema@.record_request(text, double precision, integer, boolean, text, timestamptz) IS
   'Records one request (at defaults to now(); pass it for late or replayed rows) and returns its id. Invalid values raise 22023.';
 COMMENT ON FUNCTION @extschema@.check_request(text, double precision, integer, bigint) IS
   'Validates one request for record_request()/record_requests(): true, or 22023 naming the problem (and the element number n of a batch).';
+COMMENT ON FUNCTION @extschema@.check_request_time(timestamptz, bigint) IS
+  'Validates a request''s time for record_request()/record_requests(): NULL or finite, else 22023.';

@@ -19,7 +19,60 @@ END
 $roles$;
 GRANT runbook_reader TO runbook_operator;
 GRANT runbook_operator TO runbook_admin;
+-- The checks read every session, lock and setting, as a monitoring role does.
+GRANT pg_monitor TO runbook_reader;
 -- ==== end privileges ====
+
+
+
+-- ==== security (issue 14): cache entries belong to a role; the cache trigger needs no rights ====
+ALTER TABLE @extschema@.query_cache ADD COLUMN owner_role oid, ADD COLUMN query_search_path text;
+ALTER TABLE @extschema@.query_cache_stale ADD COLUMN owner_role oid, ADD COLUMN query_search_path text;
+-- Entries cached by 0.1.0 had no owner: they become the extension owner's.
+UPDATE @extschema@.query_cache SET owner_role = (SELECT extowner FROM pg_catalog.pg_extension
+    WHERE extname OPERATOR(pg_catalog.=) 'pg_runbook');
+UPDATE @extschema@.query_cache_stale SET owner_role = (SELECT extowner FROM pg_catalog.pg_extension
+    WHERE extname OPERATOR(pg_catalog.=) 'pg_runbook');
+ALTER TABLE @extschema@.query_cache ALTER COLUMN owner_role SET NOT NULL;
+ALTER TABLE @extschema@.query_cache_stale ALTER COLUMN owner_role SET NOT NULL;
+ALTER FUNCTION @extschema@.cache_invalidate_trigger() SECURITY DEFINER;
+CREATE VIEW @extschema@.cache_entries AS
+SELECT cache_key, owner_role::pg_catalog.regrole AS owner_role, tags, hits, created_at, expires_at, last_hit_at
+FROM @extschema@.query_cache;
+COMMENT ON VIEW @extschema@.cache_entries IS
+    'pg_runbook query cache entries without their results or queries (for dashboards; runbook_reader)';
+-- A request's time must be finite (record_request(at => 'infinity') landed in the year 294276).
+CREATE FUNCTION @extschema@.check_request_time("at" timestamp with time zone, "n" bigint) RETURNS bool
+IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'check_request_time_wrapper';
+COMMENT ON FUNCTION @extschema@.check_request_time(timestamptz, bigint) IS
+  'Validates a request''s time for record_request()/record_requests(): NULL or finite, else 22023.';
+CREATE OR REPLACE FUNCTION @extschema@.record_requests(requests jsonb) RETURNS bigint
+LANGUAGE sql VOLATILE
+BEGIN ATOMIC
+  WITH ins AS (
+    INSERT INTO @extschema@.performance_metrics (created_at, endpoint, method, status_code, duration_ms, cache_hit)
+    SELECT COALESCE(r.at, now()), r.endpoint, r.method, r.status_code, r.duration_ms, r.cache_hit
+    FROM ROWS FROM (jsonb_to_recordset(requests)
+           AS (endpoint text, method text, status_code integer, duration_ms double precision, cache_hit boolean, at timestamptz))
+         WITH ORDINALITY AS r(endpoint, method, status_code, duration_ms, cache_hit, at, n)
+    WHERE @extschema@.check_request(r.endpoint, r.duration_ms, r.status_code, r.n)
+      AND @extschema@.check_request_time(r.at, r.n)
+    RETURNING 1
+  )
+  SELECT count(*) FROM ins;
+END;
+CREATE OR REPLACE FUNCTION @extschema@.record_request(endpoint text, duration_ms double precision, status_code integer,
+                                          cache_hit boolean DEFAULT NULL, method text DEFAULT NULL,
+                                          at timestamptz DEFAULT now()) RETURNS bigint
+LANGUAGE sql VOLATILE
+BEGIN ATOMIC
+  INSERT INTO @extschema@.performance_metrics (created_at, endpoint, method, status_code, duration_ms, cache_hit)
+  SELECT COALESCE(at, now()), endpoint, method, status_code, duration_ms, cache_hit
+  WHERE @extschema@.check_request(endpoint, duration_ms, status_code, NULL)
+    AND @extschema@.check_request_time(at, NULL)
+  RETURNING id;
+END;
+-- ==== end security ====
 
 
 
@@ -65,8 +118,6 @@ COMMENT ON PROCEDURE @extschema@.drain_cache_invalidation_queue_batches(integer,
     'Drains the invalidation queue committing after every batch (CALL it outside a transaction block); returns the events drained. For runbook_operator';
 COMMENT ON FUNCTION @extschema@.drain_cache_invalidation_batch(integer, bigint) IS
     'One batch of the invalidation drain (the procedure drain_cache_invalidation_queue_batches loops over it): events finished and the id the next batch starts after, NULL when done. For runbook_operator';
-GRANT EXECUTE ON FUNCTION @extschema@.drain_cache_invalidation_batch(integer, bigint) TO runbook_operator;
-GRANT EXECUTE ON PROCEDURE @extschema@.drain_cache_invalidation_queue_batches(integer, integer, bigint) TO runbook_operator;
 COMMENT ON FUNCTION @extschema@.worker_status() IS
     'pg_runbook background workers, one row per database served or asked for: pid (NULL when none runs), database, state (starting, waiting for CREATE EXTENSION, idle, draining, rolling up, cleaning up, backing off, unserved, disabled, standby, stopped), last drain, events drained, last error or reason, naptime';
 -- ==== end worker ====
@@ -89,4 +140,348 @@ COMMENT ON FUNCTION @extschema@.worker_status() IS
 
 
 -- ==== monitoring (issue 18) ====
+-- The same objects as sql/monitoring.sql, and the grants of its section of sql/privileges.sql.
+-- Monitoring: what dashboards, Prometheus and chat bridges read (docs/monitoring.md).
+--   performance_analytics_live  the rollups plus the not yet rolled-up tail, computed from raw rows
+--   prometheus_alert_rules()    a Prometheus rules file built from slo_definitions/rollback_triggers
+--   notify_alert_changes()      NOTIFY pg_runbook_alerts once per SLO level / trigger state change
+
+-- ---- the rollups and the current bucket ----------------------------------------------------------
+-- Buckets before the one the last rollup ran in are complete in performance_analytics_5min. From
+-- that bucket on, the figures are computed from the raw rows (which stay until
+-- pg_runbook.metrics_retention, far longer than a bucket), so a dashboard is never a rollup behind.
+CREATE VIEW @extschema@.performance_analytics_live AS
+WITH cut AS (
+    SELECT COALESCE(pg_catalog.date_bin('5 minutes', s.last_run_at, '2000-01-01 00:00:00+00'),
+                    '-infinity'::timestamptz) AS at
+    FROM @extschema@.metrics_rollup_state s
+)
+SELECT p.bucket, p.endpoint, p.requests, p.errors, p.err_rate, p.p50_ms, p.p95_ms, p.p99_ms,
+       p.max_ms, p.avg_ms, p.cache_hits, p.cache_hit_rate_percent, true AS rolled_up
+FROM @extschema@.performance_analytics_5min p, cut
+WHERE p.bucket OPERATOR(pg_catalog.<) cut.at
+UNION ALL
+SELECT t.bucket, t.endpoint, f.requests, f.errors, f.err_rate, f.p50_ms, f.p95_ms, f.p99_ms,
+       f.max_ms, f.avg_ms, f.cache_hits, f.cache_hit_rate_percent, false AS rolled_up
+FROM (
+    SELECT m.bucket, m.endpoint,
+           @extschema@.request_sketch(m.duration_ms, m.status_code, m.cache_hit) AS sketch
+    FROM (SELECT pg_catalog.date_bin('5 minutes', r.created_at, '2000-01-01 00:00:00+00') AS bucket,
+                 r.endpoint, r.duration_ms, r.status_code, r.cache_hit
+          FROM @extschema@.performance_metrics r, cut
+          WHERE r.created_at OPERATOR(pg_catalog.>=) cut.at) m
+    GROUP BY GROUPING SETS ((m.bucket, m.endpoint), (m.bucket))
+) t
+CROSS JOIN LATERAL @extschema@.sketch_stats(t.sketch) f;
+COMMENT ON VIEW @extschema@.performance_analytics_live IS
+  'performance_analytics_5min''s figures (without the sketch) up to the bucket of the last rollup_metrics() run, and from that bucket on the same figures computed from the raw rows (rolled_up false): the current bucket is never missing. endpoint NULL = all endpoints. For dashboards; readable by runbook_reader.';
+
+-- ---- Prometheus alert rules ----------------------------------------------------------------------
+-- One alert per SLO rule and per enabled rollback trigger, on the metrics monitoring/queries.yaml
+-- exports (the database judges consecutive buckets; Prometheus only routes the verdict), plus the
+-- fixed rules for the worker, the queue, error-budget burn and health. Names and texts reach the
+-- YAML as JSON strings, which are valid YAML double-quoted scalars and valid PromQL strings.
+CREATE FUNCTION @extschema@.prometheus_alert_rules() RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    out text := E'# Generated by pg_runbook''s prometheus_alert_rules(); edit the rules in SQL\n'
+                '# (slo_definitions, rollback_triggers), not here.\ngroups:\n';
+    r record;
+    -- an alert name must be a valid metric name
+    alert text;
+BEGIN
+    out := out || E'- name: pg_runbook_slo\n  rules:\n';
+    FOR r IN SELECT d.name, d.metric, d.comparison, d.threshold, d.level, d.consecutive_buckets,
+                    d.endpoint, d.description
+             FROM @extschema@.slo_definitions d ORDER BY d.name LOOP
+        alert := 'PgRunbookSLO_' || pg_catalog.regexp_replace(r.name, '[^A-Za-z0-9_]', '_', 'g');
+        out := out
+            || '  - alert: ' || alert || E'\n'
+            || '    expr: ' || pg_catalog.to_json('pg_runbook_slo_level{slo=' || pg_catalog.to_json(r.name)::text || '} > 0')::text || E'\n'
+            || E'    labels:\n'
+            || '      severity: ' || pg_catalog.to_json(r.level)::text || E'\n'
+            || '      slo: ' || pg_catalog.to_json(r.name)::text || E'\n'
+            || E'    annotations:\n'
+            || '      summary: ' || pg_catalog.to_json(COALESCE(r.description, r.name))::text || E'\n'
+            || '      description: ' || pg_catalog.to_json(pg_catalog.format(
+                   'SLO %s on {{ $labels.datname }}: %s %s %s for %s consecutive 5-minute bucket(s)%s (check_slo_compliance())',
+                   r.name, r.metric, r.comparison, r.threshold, r.consecutive_buckets,
+                   COALESCE(' on endpoint ' || r.endpoint, '')))::text || E'\n';
+    END LOOP;
+
+    out := out || E'- name: pg_runbook_rollback\n  rules:\n';
+    FOR r IN SELECT t.name, t.metric, t.comparison, t.threshold, t.consecutive_buckets, t.description
+             FROM @extschema@.rollback_triggers t WHERE t.enabled ORDER BY t.name LOOP
+        alert := 'PgRunbookRollback_' || pg_catalog.regexp_replace(r.name, '[^A-Za-z0-9_]', '_', 'g');
+        out := out
+            || '  - alert: ' || alert || E'\n'
+            || '    expr: ' || pg_catalog.to_json('pg_runbook_rollback_trigger_fired{trigger=' || pg_catalog.to_json(r.name)::text || '} > 0')::text || E'\n'
+            || E'    labels:\n'
+            || E'      severity: "CRITICAL"\n'
+            || '      trigger: ' || pg_catalog.to_json(r.name)::text || E'\n'
+            || E'    annotations:\n'
+            || '      summary: ' || pg_catalog.to_json('rollback trigger fired: ' || COALESCE(r.description, r.name))::text || E'\n'
+            || '      description: ' || pg_catalog.to_json(pg_catalog.format(
+                   'Rollback trigger %s on {{ $labels.datname }}: %s %s %s for %s bucket(s); see should_rollback()',
+                   r.name, r.metric, r.comparison, r.threshold, r.consecutive_buckets))::text || E'\n';
+    END LOOP;
+
+    RETURN out || $rules$- name: pg_runbook_operations
+  rules:
+  - alert: PgRunbookWorkerDown
+    expr: "pg_runbook_worker_up == 0"
+    for: 5m
+    labels:
+      severity: "PAGE"
+    annotations:
+      summary: "no pg_runbook background worker serves this database"
+      description: "Worker state on {{ $labels.datname }}: {{ $labels.state }}. Check shared_preload_libraries and pg_runbook.database; see worker_status()."
+  - alert: PgRunbookInvalidationBacklog
+    expr: "pg_runbook_cache_oldest_event_age_seconds > 300"
+    for: 5m
+    labels:
+      severity: "WARN"
+    annotations:
+      summary: "cache invalidation events wait longer than 5 minutes"
+      description: "The oldest queued invalidation on {{ $labels.datname }} is {{ $value }} s old; see cache_stats() and worker_status()."
+  - alert: PgRunbookErrorBudgetFastBurn
+    expr: "pg_runbook_error_budget_fast_burn == 1"
+    labels:
+      severity: "PAGE"
+    annotations:
+      summary: "error budget burning at 14.4x or more over 1 h and 5 min"
+      description: "See slo_error_budget() on {{ $labels.datname }}."
+  - alert: PgRunbookErrorBudgetSlowBurn
+    expr: "pg_runbook_error_budget_slow_burn == 1"
+    labels:
+      severity: "WARN"
+    annotations:
+      summary: "error budget burning at 6x or more over 6 h and 30 min"
+      description: "See slo_error_budget() on {{ $labels.datname }}."
+  - alert: PgRunbookUnhealthy
+    expr: "pg_runbook_health_status{check=\"overall\"} >= 2"
+    for: 2m
+    labels:
+      severity: "PAGE"
+    annotations:
+      summary: "health_check() says unhealthy"
+      description: "A pre-deployment check fails on {{ $labels.datname }}; see health_check() -> 'problems'."
+  - alert: PgRunbookRefreshFailing
+    expr: "pg_runbook_refresh_failures_1h > 0"
+    labels:
+      severity: "WARN"
+    annotations:
+      summary: "a materialized view refresh failed in the last hour"
+      description: "{{ $labels.schemaname }}.{{ $labels.matview }} on {{ $labels.datname }}; see mv_refresh_log."
+$rules$;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.prometheus_alert_rules() IS
+  'A Prometheus rules file (YAML): one alert per SLO rule (pg_runbook_slo_level > 0, severity = the rule''s level) and per enabled rollback trigger (pg_runbook_rollback_trigger_fired > 0, CRITICAL), plus worker, queue, error-budget, health and refresh alerts, on the metrics of monitoring/queries.yaml. Callable by runbook_reader.';
+
+-- ---- NOTIFY on changes ---------------------------------------------------------------------------
+-- The last level sent per SLO rule and rollback trigger: one row per rule, so it stays small.
+CREATE TABLE @extschema@.alert_state (
+    kind       text NOT NULL CHECK (kind IN ('slo', 'rollback')),
+    name       text NOT NULL,
+    level      text NOT NULL,
+    changed_at timestamptz NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+COMMENT ON TABLE @extschema@.alert_state IS
+  'The level last announced by notify_alert_changes() for each SLO rule (OK, WARN, PAGE, CRITICAL) and rollback trigger (OK, FIRED). Rows of deleted rules are removed by the next call. Do not edit.';
+
+CREATE FUNCTION @extschema@.notify_alert_changes() RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r record;
+    sent integer := 0;
+BEGIN
+    -- Two concurrent calls would both see the old level and announce the change twice.
+    LOCK TABLE @extschema@.alert_state IN SHARE ROW EXCLUSIVE MODE;
+    FOR r IN
+        WITH now_ AS (
+            SELECT 'slo'::text AS kind, c.slo AS name, c.level, c.observed, c.threshold, c.detail
+            FROM @extschema@.check_slo_compliance() c
+            UNION ALL
+            SELECT 'rollback', b."trigger", CASE WHEN b.fired THEN 'FIRED' ELSE 'OK' END,
+                   b.observed, b.threshold, b.detail
+            FROM @extschema@.should_rollback() b
+        )
+        SELECT n.*, COALESCE(s.level, 'OK') AS previous
+        FROM now_ n
+        LEFT JOIN @extschema@.alert_state s
+          ON s.kind OPERATOR(pg_catalog.=) n.kind AND s.name OPERATOR(pg_catalog.=) n.name
+        WHERE n.level OPERATOR(pg_catalog.<>) COALESCE(s.level, 'OK')
+    LOOP
+        PERFORM pg_catalog.pg_notify('pg_runbook_alerts', pg_catalog.json_build_object(
+            'database', pg_catalog.current_database(), 'kind', r.kind, 'name', r.name,
+            'level', r.level, 'previous', r.previous, 'observed', r.observed,
+            'threshold', r.threshold, 'detail', r.detail, 'at', pg_catalog.now())::text);
+        INSERT INTO @extschema@.alert_state AS s (kind, name, level, changed_at)
+        VALUES (r.kind, r.name, r.level, pg_catalog.now())
+        ON CONFLICT (kind, name) DO UPDATE SET level = EXCLUDED.level, changed_at = EXCLUDED.changed_at;
+        sent := sent OPERATOR(pg_catalog.+) 1;
+    END LOOP;
+    -- Rules deleted or rollback triggers disabled since: forget them (no notification).
+    DELETE FROM @extschema@.alert_state s
+    WHERE (s.kind OPERATOR(pg_catalog.=) 'slo' AND NOT EXISTS (
+               SELECT FROM @extschema@.slo_definitions d WHERE d.name OPERATOR(pg_catalog.=) s.name))
+       OR (s.kind OPERATOR(pg_catalog.=) 'rollback' AND NOT EXISTS (
+               SELECT FROM @extschema@.rollback_triggers t
+               WHERE t.name OPERATOR(pg_catalog.=) s.name AND t.enabled));
+    RETURN sent;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.notify_alert_changes() IS
+  'Compares each SLO rule''s level (check_slo_compliance) and each rollback trigger''s state (should_rollback, OK/FIRED) over their default 15-minute window with the last one announced (alert_state) and sends NOTIFY pg_runbook_alerts with a JSON payload {database, kind, name, level, previous, observed, threshold, detail, at} once per change; returns how many it sent. A rule never announced counts as OK. The background worker calls it after each rollup. Callable by runbook_operator.';
+
+-- (Its grants: the privileges section at the end.)
 -- ==== end monitoring ====
+
+
+
+-- ==== privileges, applied last: sql/privileges.sql as a fresh install runs it ====
+-- Who may call what: the privilege model of docs/security.md, applied after every object exists.
+-- First PUBLIC loses EXECUTE on every function of the extension; then each role gets what its job
+-- needs. A function missing from every list below is callable by superusers and the owner only.
+DO $revoke$
+DECLARE
+    f pg_catalog.regprocedure;
+BEGIN
+    FOR f IN
+        SELECT d.objid::pg_catalog.regprocedure
+        FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid
+        WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+          AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+          AND d.deptype OPERATOR(pg_catalog.=) 'e'
+          AND e.extname OPERATOR(pg_catalog.=) 'pg_runbook'
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE EXECUTE ON ROUTINE %s FROM PUBLIC', f);
+    END LOOP;
+END
+$revoke$;
+
+-- ==== security (issue 14) ====
+-- Pure computations over their arguments (sketch math, request validation): anyone.
+GRANT EXECUTE ON FUNCTION
+    @extschema@.health_live,
+    @extschema@.runbook_setting,
+    @extschema@.check_request, @extschema@.check_request_time,
+    @extschema@.sketch_quantile, @extschema@.sketch_stats,
+    @extschema@.sketch_merge, @extschema@.sketch_count,
+    @extschema@.sketch_mean, @extschema@.sketch_max, @extschema@.sketch_errors,
+    @extschema@.sketch_cache_hits, @extschema@.sketch_cache_lookups,
+    @extschema@.rollup_rows
+TO PUBLIC;
+GRANT EXECUTE ON ROUTINE
+    @extschema@.request_sketch,
+    @extschema@.sketch_union,
+    @extschema@.request_rollup,
+    @extschema@.request_sketch_trans,
+    @extschema@.sketch_union_trans,
+    @extschema@.sketch_combine, @extschema@.sketch_final,
+    @extschema@.sketch_serialize, @extschema@.sketch_deserialize,
+    @extschema@.request_rollup_trans,
+    @extschema@.rollup_combine, @extschema@.rollup_final,
+    @extschema@.rollup_serialize, @extschema@.rollup_deserialize
+TO PUBLIC;
+
+-- runbook_reader: checks and reports. Read-only; a check of the caller's query
+-- (check_query_plan) runs it through the read-only query guard.
+GRANT EXECUTE ON FUNCTION
+    @extschema@.preflight_checks, @extschema@.assert_preflight,
+    @extschema@.health_check,
+    @extschema@.analyze_index_usage, @extschema@.find_redundant_indexes,
+    @extschema@.find_unused_indexes, @extschema@.find_missing_fk_indexes,
+    @extschema@.index_build_progress,
+    @extschema@.verify_migration_success, @extschema@.assert_migration_success,
+    @extschema@.verify_migration, @extschema@.check_query_plan,
+    @extschema@.schema_diff, @extschema@.rollback_ddl,
+    @extschema@.verify_materialized_view_indexes, @extschema@.refresh_status,
+    @extschema@.check_slo_compliance, @extschema@.should_rollback, @extschema@.assert_no_rollback,
+    @extschema@.slo_error_budget,
+    @extschema@.cache_stats, @extschema@.worker_status,
+    @extschema@.check_data_integrity, @extschema@.validate_security_configuration,
+    @extschema@.analyze_partition_distribution, @extschema@.generate_compliance_report
+TO runbook_reader;
+GRANT SELECT ON
+    @extschema@.performance_analytics_5min, @extschema@.api_metrics_5m,
+    @extschema@.mv_refresh_log, @extschema@.mv_refresh_runs, @extschema@.mv_refresh_sources,
+    @extschema@.slo_definitions, @extschema@.rollback_triggers, @extschema@.retention_policies,
+    @extschema@.schema_baselines, @extschema@.schema_baseline_objects,
+    @extschema@.migration_expectations,
+    @extschema@.metrics_rollup_state, @extschema@.metrics_rollup_log,
+    @extschema@.cache_entries
+TO runbook_reader;
+
+-- runbook_operator: acts. The query cache's tables are not granted: an entry belongs to the
+-- role that stored it and the cache functions read and write them as the extension's owner.
+GRANT EXECUTE ON FUNCTION
+    @extschema@.cache_put, @extschema@.cache_get, @extschema@.cached_query,
+    @extschema@.invalidate_cache, @extschema@.invalidate_cache_tag,
+    @extschema@.clean_expired_cache, @extschema@.drain_cache_invalidation_queue,
+    @extschema@.warm_cache_top_queries, @extschema@.cache_wake_worker,
+    @extschema@.cache_invalidate_on_change, @extschema@.cache_invalidate_off,
+    @extschema@.record_request, @extschema@.record_requests, @extschema@.rollup_metrics,
+    @extschema@.refresh_materialized_views, @extschema@.refresh_materialized_views_staggered,
+    @extschema@.prune_mv_refresh_log,
+    @extschema@.schema_baseline, @extschema@.expect_migration
+TO runbook_operator;
+GRANT SELECT, INSERT, DELETE ON @extschema@.performance_metrics TO runbook_operator;
+GRANT SELECT, INSERT, UPDATE, DELETE ON
+    @extschema@.performance_analytics_5min, @extschema@.metrics_rollup_state,
+    @extschema@.metrics_rollup_log,
+    @extschema@.cache_invalidation_queue, @extschema@.cache_invalidation_rejected,
+    @extschema@.schema_baselines, @extschema@.schema_baseline_objects,
+    @extschema@.migration_expectations
+TO runbook_operator;
+
+-- runbook_admin: configures, and runs retention (which drops and deletes application data).
+GRANT EXECUTE ON FUNCTION
+    @extschema@.apply_data_retention_policies, @extschema@.drop_old_partitions
+TO runbook_admin;
+GRANT INSERT, UPDATE, DELETE ON
+    @extschema@.slo_definitions, @extschema@.rollback_triggers, @extschema@.retention_policies
+TO runbook_admin;
+-- ==== end security ====
+
+
+
+-- ==== worker (issue 16) ====
+GRANT EXECUTE ON FUNCTION @extschema@.drain_cache_invalidation_batch(integer, bigint) TO runbook_operator;
+GRANT EXECUTE ON PROCEDURE @extschema@.drain_cache_invalidation_queue_batches(integer, integer, bigint) TO runbook_operator;
+-- ==== end worker ====
+
+
+
+-- ==== parallel refresh (issue 17) ====
+-- ==== end parallel refresh ====
+
+
+
+-- ==== migration lint (issue 19) ====
+-- ==== end migration lint ====
+
+
+
+-- ==== schema correctness (issue 15) ====
+-- ==== end schema correctness ====
+
+
+
+-- ==== monitoring (issue 18) ====
+-- The monitoring objects (sql/monitoring.sql).
+GRANT EXECUTE ON FUNCTION @extschema@.prometheus_alert_rules() TO runbook_reader;
+GRANT SELECT ON @extschema@.performance_analytics_live TO runbook_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.notify_alert_changes() TO runbook_operator;
+GRANT SELECT ON @extschema@.alert_state TO runbook_reader;
+-- (What monitoring/queries.yaml and the dashboards read besides these, the security section
+-- above grants to runbook_reader.)
+-- ==== end monitoring ====
+-- ==== end privileges, applied last ====

@@ -20,6 +20,87 @@ END
 $revoke$;
 
 -- ==== security (issue 14) ====
+-- Pure computations over their arguments (sketch math, request validation): anyone.
+GRANT EXECUTE ON FUNCTION
+    @extschema@.health_live,
+    @extschema@.runbook_setting,
+    @extschema@.check_request, @extschema@.check_request_time,
+    @extschema@.sketch_quantile, @extschema@.sketch_stats,
+    @extschema@.sketch_merge, @extschema@.sketch_count,
+    @extschema@.sketch_mean, @extschema@.sketch_max, @extschema@.sketch_errors,
+    @extschema@.sketch_cache_hits, @extschema@.sketch_cache_lookups,
+    @extschema@.rollup_rows
+TO PUBLIC;
+GRANT EXECUTE ON ROUTINE
+    @extschema@.request_sketch,
+    @extschema@.sketch_union,
+    @extschema@.request_rollup,
+    @extschema@.request_sketch_trans,
+    @extschema@.sketch_union_trans,
+    @extschema@.sketch_combine, @extschema@.sketch_final,
+    @extschema@.sketch_serialize, @extschema@.sketch_deserialize,
+    @extschema@.request_rollup_trans,
+    @extschema@.rollup_combine, @extschema@.rollup_final,
+    @extschema@.rollup_serialize, @extschema@.rollup_deserialize
+TO PUBLIC;
+
+-- runbook_reader: checks and reports. Read-only; a check of the caller's query
+-- (check_query_plan) runs it through the read-only query guard.
+GRANT EXECUTE ON FUNCTION
+    @extschema@.preflight_checks, @extschema@.assert_preflight,
+    @extschema@.health_check,
+    @extschema@.analyze_index_usage, @extschema@.find_redundant_indexes,
+    @extschema@.find_unused_indexes, @extschema@.find_missing_fk_indexes,
+    @extschema@.index_build_progress,
+    @extschema@.verify_migration_success, @extschema@.assert_migration_success,
+    @extschema@.verify_migration, @extschema@.check_query_plan,
+    @extschema@.schema_diff, @extschema@.rollback_ddl,
+    @extschema@.verify_materialized_view_indexes, @extschema@.refresh_status,
+    @extschema@.check_slo_compliance, @extschema@.should_rollback, @extschema@.assert_no_rollback,
+    @extschema@.slo_error_budget,
+    @extschema@.cache_stats, @extschema@.worker_status,
+    @extschema@.check_data_integrity, @extschema@.validate_security_configuration,
+    @extschema@.analyze_partition_distribution, @extschema@.generate_compliance_report
+TO runbook_reader;
+GRANT SELECT ON
+    @extschema@.performance_analytics_5min, @extschema@.api_metrics_5m,
+    @extschema@.mv_refresh_log, @extschema@.mv_refresh_runs, @extschema@.mv_refresh_sources,
+    @extschema@.slo_definitions, @extschema@.rollback_triggers, @extschema@.retention_policies,
+    @extschema@.schema_baselines, @extschema@.schema_baseline_objects,
+    @extschema@.migration_expectations,
+    @extschema@.metrics_rollup_state, @extschema@.metrics_rollup_log,
+    @extschema@.cache_entries
+TO runbook_reader;
+
+-- runbook_operator: acts. The query cache's tables are not granted: an entry belongs to the
+-- role that stored it and the cache functions read and write them as the extension's owner.
+GRANT EXECUTE ON FUNCTION
+    @extschema@.cache_put, @extschema@.cache_get, @extschema@.cached_query,
+    @extschema@.invalidate_cache, @extschema@.invalidate_cache_tag,
+    @extschema@.clean_expired_cache, @extschema@.drain_cache_invalidation_queue,
+    @extschema@.warm_cache_top_queries, @extschema@.cache_wake_worker,
+    @extschema@.cache_invalidate_on_change, @extschema@.cache_invalidate_off,
+    @extschema@.record_request, @extschema@.record_requests, @extschema@.rollup_metrics,
+    @extschema@.refresh_materialized_views, @extschema@.refresh_materialized_views_staggered,
+    @extschema@.prune_mv_refresh_log,
+    @extschema@.schema_baseline, @extschema@.expect_migration
+TO runbook_operator;
+GRANT SELECT, INSERT, DELETE ON @extschema@.performance_metrics TO runbook_operator;
+GRANT SELECT, INSERT, UPDATE, DELETE ON
+    @extschema@.performance_analytics_5min, @extschema@.metrics_rollup_state,
+    @extschema@.metrics_rollup_log,
+    @extschema@.cache_invalidation_queue, @extschema@.cache_invalidation_rejected,
+    @extschema@.schema_baselines, @extschema@.schema_baseline_objects,
+    @extschema@.migration_expectations
+TO runbook_operator;
+
+-- runbook_admin: configures, and runs retention (which drops and deletes application data).
+GRANT EXECUTE ON FUNCTION
+    @extschema@.apply_data_retention_policies, @extschema@.drop_old_partitions
+TO runbook_admin;
+GRANT INSERT, UPDATE, DELETE ON
+    @extschema@.slo_definitions, @extschema@.rollback_triggers, @extschema@.retention_policies
+TO runbook_admin;
 -- ==== end security ====
 
 
@@ -47,4 +128,11 @@ GRANT EXECUTE ON PROCEDURE @extschema@.drain_cache_invalidation_queue_batches(in
 
 
 -- ==== monitoring (issue 18) ====
+-- The monitoring objects (sql/monitoring.sql).
+GRANT EXECUTE ON FUNCTION @extschema@.prometheus_alert_rules() TO runbook_reader;
+GRANT SELECT ON @extschema@.performance_analytics_live TO runbook_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.notify_alert_changes() TO runbook_operator;
+GRANT SELECT ON @extschema@.alert_state TO runbook_reader;
+-- (What monitoring/queries.yaml and the dashboards read besides these, the security section
+-- above grants to runbook_reader.)
 -- ==== end monitoring ====

@@ -19,3 +19,5 @@ END
 $roles$;
 GRANT runbook_reader TO runbook_operator;
 GRANT runbook_operator TO runbook_admin;
+-- The checks read every session, lock and setting, as a monitoring role does.
+GRANT pg_monitor TO runbook_reader;

@@ -7,12 +7,11 @@
 //! set-based statement, through a plan prepared once per backend.
 
 use crate::catalog::{self, col, quote_ident, quote_literal};
-use crate::error;
-use crate::worker;
-use pgrx::JsonB;
+use crate::jsonb_datum::RawJsonb;
+use crate::{error, query_guard, worker};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use pgrx::{PgList, PgOid, PgRelation};
+use pgrx::{PgOid, PgRelation};
 use runbook_core::drain::{self, BatchOutcome};
 use std::cell::{Cell, RefCell};
 
@@ -54,75 +53,130 @@ fn valid_tags(tags: Option<Vec<Option<String>>>) -> Vec<String> {
 }
 
 // ---- the cache ------------------------------------------------------------------------------
+//
+// An entry belongs to the role that stored it (`owner_role`): it is returned only to that role
+// and its members, and only they may overwrite it while it is live. Callers have no rights on the
+// cache tables; the statements below run as the extension's owner, fully qualified and built from
+// no caller text, with the caller's role passed as an argument.
 
-/// The live result for key, counting the hit; `None` when missing or expired.
-fn lookup(schema: &str, key: &str) -> Option<JsonB> {
-    let sql = format!(
-        "UPDATE {schema}.query_cache SET hits = hits + 1, last_hit_at = now() \
-         WHERE cache_key = $1 AND (expires_at IS NULL OR expires_at > now()) RETURNING result"
-    );
-    let found = catalog::run_prepared(&sql, &[text()], &[key.into()], |r| col::<JsonB>(r, 1));
-    match found.into_iter().next() {
-        Some(result) => {
-            worker::note_cache_hit();
-            Some(result.unwrap_or(JsonB(serde_json::Value::Null)))
-        }
-        None => None,
-    }
+/// The role the current statement runs as (inside a SECURITY DEFINER function: its owner).
+fn current_role() -> pg_sys::Oid {
+    // SAFETY: GetUserId only reads backend-local state.
+    unsafe { pg_sys::GetUserId() }
 }
 
-/// Stores an entry; `query_sql` is kept when the entry was computed by cached_query, and its
-/// stale twin (from an earlier invalidation) is then forgotten.
+/// The live result for key, if `role` may read it, counting the hit; `None` otherwise.
+fn lookup(schema: &str, key: &str, role: pg_sys::Oid) -> Option<RawJsonb> {
+    let sql = format!(
+        "UPDATE {schema}.query_cache SET hits = hits + 1, last_hit_at = now() \
+         WHERE cache_key = $1 AND (expires_at IS NULL OR expires_at > now()) \
+           AND pg_catalog.pg_has_role($2, owner_role, 'USAGE') \
+         RETURNING result"
+    );
+    let found = catalog::as_extension_owner(|| {
+        catalog::run_prepared(
+            &sql,
+            &[text(), PgOid::BuiltIn(PgBuiltInOids::OIDOID)],
+            &[key.into(), role.into()],
+            |r| col::<RawJsonb>(r, 1).map(|result| result.to_bytes()),
+        )
+    });
+    let bytes = found.into_iter().next()?;
+    worker::note_cache_hit();
+    Some(RawJsonb::from_bytes(&bytes.unwrap_or_else(json_null_bytes)))
+}
+
+/// The bytes of the jsonb value `null`, for an entry whose result is SQL NULL.
+fn json_null_bytes() -> Vec<u8> {
+    catalog::select_one("SELECT 'null'::pg_catalog.jsonb", &[], |r| {
+        col::<RawJsonb>(r, 1).map(|null| null.to_bytes())
+    })
+    .unwrap_or_else(|| error::spi_failure("jsonb null", "no value"))
+}
+
+/// What a caller's query needs to run again later: its text, and the search_path it was
+/// written for.
+struct StoredQuery<'a> {
+    sql: &'a str,
+    search_path: String,
+}
+
+/// Stores an entry owned by `role`; the stored query is kept when the entry was computed by
+/// cached_query, and its stale twin (from an earlier invalidation) is then forgotten. Returns
+/// false, storing nothing, when a live entry under `key` belongs to a role `role` is not a
+/// member of.
 fn store(
     schema: &str,
     key: &str,
-    result: JsonB,
-    query_sql: Option<&str>,
+    role: pg_sys::Oid,
+    result: &RawJsonb,
+    query: Option<&StoredQuery>,
     ttl: Option<Interval>,
     tags: &[String],
     hits: i64,
-) {
+) -> bool {
     let sql = format!(
         "WITH put AS ( \
-           INSERT INTO {schema}.query_cache AS c (cache_key, result, query_sql, tags, created_at, expires_at, hits) \
-           VALUES ($1, $2, $3, $5, now(), now() + $4, $6) \
+           INSERT INTO {schema}.query_cache AS c \
+             (cache_key, result, query_sql, query_search_path, tags, created_at, expires_at, hits, owner_role) \
+           VALUES ($1, $2, $3, $7, $5, now(), now() + $4, $6, $8) \
            ON CONFLICT (cache_key) DO UPDATE SET result = excluded.result, query_sql = excluded.query_sql, \
-             tags = excluded.tags, created_at = excluded.created_at, expires_at = excluded.expires_at \
-           RETURNING 1) \
-         DELETE FROM {schema}.query_cache_stale WHERE $3 IS NOT NULL AND cache_key = $1"
+             query_search_path = excluded.query_search_path, tags = excluded.tags, \
+             created_at = excluded.created_at, expires_at = excluded.expires_at, owner_role = excluded.owner_role \
+           WHERE pg_catalog.pg_has_role(excluded.owner_role, c.owner_role, 'USAGE') \
+              OR c.expires_at <= now() \
+           RETURNING 1), \
+         forget AS ( \
+           DELETE FROM {schema}.query_cache_stale \
+           WHERE $3 IS NOT NULL AND cache_key = $1 AND EXISTS (SELECT FROM put)) \
+         SELECT count(*) FROM put"
     );
+    let oid = |o: PgBuiltInOids| PgOid::BuiltIn(o);
     let types = [
         text(),
-        PgOid::BuiltIn(PgBuiltInOids::JSONBOID),
+        oid(PgBuiltInOids::JSONBOID),
         text(),
-        PgOid::BuiltIn(PgBuiltInOids::INTERVALOID),
+        oid(PgBuiltInOids::INTERVALOID),
         text_array(),
-        PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+        oid(PgBuiltInOids::INT8OID),
+        text(),
+        oid(PgBuiltInOids::OIDOID),
     ];
-    let query: DatumWithOid = match query_sql {
-        Some(q) => q.into(),
-        None => DatumWithOid::null::<&str>(),
+    let optional_text = |t: Option<&str>| -> DatumWithOid {
+        match t {
+            Some(t) => t.into(),
+            None => DatumWithOid::null::<&str>(),
+        }
     };
     let ttl: DatumWithOid = match ttl {
         Some(t) => t.into(),
         None => DatumWithOid::null::<Interval>(),
     };
+    // SAFETY: the datum is a jsonb of this call, and the SPI argument's type is jsonb.
+    let result = unsafe { DatumWithOid::new(result.datum(), pg_sys::JSONBOID) };
     let args = [
         key.into(),
-        result.into(),
-        query,
+        result,
+        optional_text(query.map(|q| q.sql)),
         ttl,
         tags.to_vec().into(),
         hits.into(),
+        optional_text(query.map(|q| q.search_path.as_str())),
+        role.into(),
     ];
-    catalog::run_prepared(&sql, &types, &args, |_| ());
+    let stored = catalog::as_extension_owner(|| {
+        catalog::run_prepared(&sql, &types, &args, |r| col::<i64>(r, 1).unwrap_or(0))
+    });
+    stored.first().copied().unwrap_or(0) > 0
 }
 
-/// Stores `result` under `key` for `ttl`, with `tags` for invalidation by tag.
+/// Stores `result` under `key` for `ttl`, with `tags` for invalidation by tag. The entry belongs
+/// to the calling role: only it and its members read it, and a live entry of another role under
+/// the same key is not overwritten (42501). Callers: runbook_operator.
 #[pg_extern(volatile)]
 fn cache_put(
     key: Option<&str>,
-    result: Option<JsonB>,
+    result: Option<RawJsonb>,
     ttl: Option<Interval>,
     tags: default!(Option<Vec<Option<String>>>, "'{}'"),
 ) {
@@ -131,105 +185,90 @@ fn cache_put(
     let ttl = valid_ttl(ttl);
     let tags = valid_tags(tags);
     let schema = catalog::ext_schema();
-    store(&schema, key, result, None, Some(ttl), &tags, 0);
+    if !store(
+        &schema,
+        key,
+        current_role(),
+        &result,
+        None,
+        Some(ttl),
+        &tags,
+        0,
+    ) {
+        error::insufficient_privilege(format!(
+            "cache key \"{key}\" holds a live entry of a role you are not a member of"
+        ));
+    }
 }
 
-/// The cached result for `key`, or NULL when it is missing or expired.
+/// The cached result for `key`, or NULL when it is missing, expired, or stored by a role the
+/// caller is not a member of. Callers: runbook_operator.
 #[pg_extern(volatile)]
-fn cache_get(key: Option<&str>) -> Option<JsonB> {
+fn cache_get(key: Option<&str>) -> Option<RawJsonb> {
     let key = valid_key(key);
     let schema = catalog::ext_schema();
-    let found = lookup(&schema, key);
+    let found = lookup(&schema, key, current_role());
     if found.is_none() {
         worker::note_cache_miss();
     }
     found
 }
 
-/// The query text without trailing semicolons, or 22023 unless it is one plain SELECT (no
-/// SELECT INTO, no FOR UPDATE, no data-modifying WITH).
-fn read_only_query(query: &str) -> String {
-    let trimmed = query
-        .trim()
-        .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
-        .to_string();
-    let owned = trimmed.clone();
-    let verdict = catalog::in_subtransaction(move || unsafe { classify(&owned) });
-    match verdict {
-        Err(syntax) => error::invalid_argument("query", syntax),
-        Ok(Err(why)) => error::invalid_argument("query", why),
-        Ok(Ok(())) => trimmed,
-    }
+/// Runs the caller's checked query through the query guard, as the current role under the
+/// current search_path, and returns its rows as the bytes of a jsonb array.
+fn compute(query: &str) -> Vec<u8> {
+    query_guard::run_read_only("query", || rows_as_jsonb(query))
 }
 
-unsafe fn classify(query: &str) -> Result<(), String> {
-    let c = std::ffi::CString::new(query).map_err(|_| "contains a NUL byte".to_string())?;
-    let list = unsafe { pg_sys::raw_parser(c.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT) };
-    let stmts = unsafe { PgList::<pg_sys::RawStmt>::from_pg(list) };
-    if stmts.len() != 1 {
-        return Err(format!(
-            "must be exactly one statement, got {}",
-            stmts.len()
-        ));
-    }
-    let raw = stmts.get_ptr(0).ok_or("must be exactly one statement")?;
-    let node = unsafe { (*raw).stmt };
-    if node.is_null() || unsafe { (*node).type_ } != pg_sys::NodeTag::T_SelectStmt {
-        return Err("must be a read-only SELECT".into());
-    }
-    let select = node as *mut pg_sys::SelectStmt;
+/// The rows of `query` (already checked, run inside the guard) as the bytes of a jsonb array.
+fn rows_as_jsonb(query: &str) -> Vec<u8> {
+    let sql = format!(
+        "SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(q)), '[]'::pg_catalog.jsonb) \
+         FROM (\n{query}\n) AS q"
+    );
+    Spi::connect(|client| {
+        let rows = catalog::spi("running the cached query", client.select(&sql, None, &[]));
+        rows.into_iter()
+            .next()
+            .and_then(|r| col::<RawJsonb>(&r, 1))
+            .map(|rows| rows.to_bytes())
+            .unwrap_or_else(|| error::spi_failure("running the cached query", "no row"))
+    })
+}
+
+/// The current search_path, as the caller's query was written for it.
+fn current_search_path() -> String {
+    // SAFETY: namespace_search_path is the backend-local string behind search_path.
     unsafe {
-        if !(*select).intoClause.is_null() {
-            return Err("SELECT INTO writes a table; must be a read-only SELECT".into());
-        }
-        if !(*select).lockingClause.is_null() {
-            return Err("FOR UPDATE/SHARE locks rows; must be a read-only SELECT".into());
-        }
-        if !(*select).withClause.is_null() {
-            let ctes = PgList::<pg_sys::CommonTableExpr>::from_pg((*(*select).withClause).ctes);
-            for cte in ctes.iter_ptr() {
-                let q = (*cte).ctequery;
-                if !q.is_null() && (*q).type_ != pg_sys::NodeTag::T_SelectStmt {
-                    return Err(
-                        "a data-modifying WITH query writes; must be a read-only SELECT".into(),
-                    );
-                }
-            }
+        let p = pg_sys::namespace_search_path;
+        if p.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
         }
     }
-    Ok(())
 }
 
-/// Runs the caller's query and returns its rows as a jsonb array.
-fn compute(query: &str) -> JsonB {
-    let sql =
-        format!("SELECT coalesce(jsonb_agg(to_jsonb(q)), '[]'::jsonb) FROM (\n{query}\n) AS q");
-    let result = Spi::connect_mut(|client| {
-        let rows = catalog::spi(
-            "running the cached query",
-            client.update(sql.as_str(), None, &[]),
-        );
-        rows.into_iter().next().and_then(|r| col::<JsonB>(&r, 1))
-    });
-    result.unwrap_or(JsonB(serde_json::json!([])))
-}
-
-/// The cached result for `key`, or the rows of the read-only `query` (run as the caller), cached
-/// for `ttl` with `tags`. Concurrent misses on one key run the query once: the others wait on a
-/// transaction-level advisory lock and then read the first caller's result.
+/// The cached result for `key`, or the rows of the read-only `query` run as the caller, cached
+/// for `ttl` with `tags`. The query passes the read-only query guard (one SELECT that writes and
+/// locks nothing, run read-only in a subtransaction that is rolled back). Concurrent misses on
+/// one key run the query once: the others wait on a transaction-level advisory lock and then
+/// read the first caller's result. When the key holds a live entry of another role, the rows are
+/// returned uncached. Callers: runbook_operator.
 #[pg_extern(volatile)]
 fn cached_query(
     key: Option<&str>,
     query: Option<&str>,
     ttl: Option<Interval>,
     tags: default!(Option<Vec<Option<String>>>, "'{}'"),
-) -> JsonB {
+) -> RawJsonb {
     let key = valid_key(key);
-    let query = read_only_query(error::required("query", query));
+    let query = query_guard::checked_select("query", error::required("query", query));
     let ttl = valid_ttl(ttl);
     let tags = valid_tags(tags);
     let schema = catalog::ext_schema();
-    if let Some(hit) = lookup(&schema, key) {
+    let role = current_role();
+    if let Some(hit) = lookup(&schema, key, role) {
         return hit;
     }
     catalog::run_prepared(
@@ -238,16 +277,21 @@ fn cached_query(
         &[FILL_LOCK_CLASS.into(), key.into()],
         |_| (),
     );
-    if let Some(hit) = lookup(&schema, key) {
+    if let Some(hit) = lookup(&schema, key, role) {
         return hit;
     }
     worker::note_cache_miss();
-    let result = compute(&query);
+    let stored_query = StoredQuery {
+        sql: &query,
+        search_path: current_search_path(),
+    };
+    let result = RawJsonb::from_bytes(&compute(&query));
     store(
         &schema,
         key,
-        JsonB(result.0.clone()),
-        Some(&query),
+        role,
+        &result,
+        Some(&stored_query),
         Some(ttl),
         &tags,
         0,
@@ -284,23 +328,26 @@ fn cache_stats() -> TableIterator<
     ),
 > {
     let schema = catalog::ext_schema();
-    let (entries, expired, depth, oldest) = catalog::select_one(
-        &format!(
-            "SELECT (SELECT count(*) FROM {schema}.query_cache), \
+    // Counts only: computed as the extension's owner, since readers have no right on the tables.
+    let (entries, expired, depth, oldest) = catalog::as_extension_owner(|| {
+        catalog::select_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM {schema}.query_cache), \
                     (SELECT count(*) FROM {schema}.query_cache WHERE expires_at <= now()), \
                     (SELECT count(*) FROM {schema}.cache_invalidation_queue), \
                     (SELECT now() - min(enqueued_at) FROM {schema}.cache_invalidation_queue)"
-        ),
-        &[],
-        |r| {
-            (
-                col::<i64>(r, 1).unwrap_or(0),
-                col::<i64>(r, 2).unwrap_or(0),
-                col::<i64>(r, 3).unwrap_or(0),
-                col::<Interval>(r, 4),
-            )
-        },
-    );
+            ),
+            &[],
+            |r| {
+                (
+                    col::<i64>(r, 1).unwrap_or(0),
+                    col::<i64>(r, 2).unwrap_or(0),
+                    col::<i64>(r, 3).unwrap_or(0),
+                    col::<Interval>(r, 4),
+                )
+            },
+        )
+    });
     let s = worker::database_counters();
     let lookups = s.hits + s.misses;
     let rate = (lookups > 0).then(|| (s.hits as f64 * 1000.0 / lookups as f64).round() / 10.0);
@@ -459,10 +506,10 @@ fn qualified(rel: &PgRelation) -> String {
 /// every INSERT, UPDATE, DELETE and TRUNCATE.
 #[pg_extern(volatile)]
 fn cache_invalidate_on_change(
-    tbl: Option<PgRelation>,
+    tbl: Option<catalog::Regclass>,
     tags: Option<Vec<Option<String>>>,
 ) -> String {
-    let rel = error::required("tbl", tbl);
+    let rel = error::required("tbl", tbl).relation("tbl");
     let tags = valid_tags(Some(error::required("tags", tags)));
     if tags.is_empty() {
         error::invalid_argument("tags", "must name at least one tag");
@@ -487,8 +534,8 @@ fn cache_invalidate_on_change(
 
 /// Removes the trigger installed by cache_invalidate_on_change(); false when there was none.
 #[pg_extern(volatile)]
-fn cache_invalidate_off(tbl: Option<PgRelation>) -> bool {
-    let rel = error::required("tbl", tbl);
+fn cache_invalidate_off(tbl: Option<catalog::Regclass>) -> bool {
+    let rel = error::required("tbl", tbl).relation("tbl");
     let exists = catalog::select_one(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
         &[rel.oid().into(), TRIGGER_NAME.into()],
@@ -551,7 +598,8 @@ pub fn drain_batch(schema: &str, floor: i64, size: i32, max_entries: i32) -> Bat
          gone AS ( \
            DELETE FROM {schema}.query_cache c \
            WHERE c.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT row_id FROM locked)) \
-           RETURNING c.cache_key, c.query_sql, c.tags, c.expires_at OPERATOR(pg_catalog.-) c.created_at AS ttl, c.hits), \
+           RETURNING c.cache_key, c.query_sql, c.tags, c.expires_at OPERATOR(pg_catalog.-) c.created_at AS ttl, c.hits, \
+                     c.owner_role, c.query_search_path), \
          held_keys AS MATERIALIZED ( \
            SELECT k.cache_key FROM key_cand k \
            WHERE NOT EXISTS (SELECT 1 FROM locked l WHERE l.row_id OPERATOR(pg_catalog.=) k.row_id)), \
@@ -579,11 +627,12 @@ pub fn drain_batch(schema: &str, floor: i64, size: i32, max_entries: i32) -> Bat
            FROM ev WHERE (cache_key IS NULL) OPERATOR(pg_catalog.=) (tag IS NULL) \
            ON CONFLICT (id) DO NOTHING RETURNING id), \
          remembered AS ( \
-           INSERT INTO {schema}.query_cache_stale AS s (cache_key, query_sql, tags, ttl, hits) \
-           SELECT DISTINCT ON (cache_key) cache_key, query_sql, tags, ttl, hits \
+           INSERT INTO {schema}.query_cache_stale AS s (cache_key, query_sql, tags, ttl, hits, owner_role, query_search_path) \
+           SELECT DISTINCT ON (cache_key) cache_key, query_sql, tags, ttl, hits, owner_role, query_search_path \
            FROM gone WHERE query_sql IS NOT NULL ORDER BY cache_key \
            ON CONFLICT (cache_key) DO UPDATE SET query_sql = excluded.query_sql, tags = excluded.tags, \
-             ttl = excluded.ttl, hits = greatest(s.hits, excluded.hits), invalidated_at = pg_catalog.now() \
+             ttl = excluded.ttl, hits = greatest(s.hits, excluded.hits), invalidated_at = pg_catalog.now(), \
+             owner_role = excluded.owner_role, query_search_path = excluded.query_search_path \
            RETURNING 1) \
          SELECT (SELECT pg_catalog.count(*) FROM ev), (SELECT pg_catalog.count(*) FROM claimed), \
                 (SELECT pg_catalog.count(*) FROM claimed c WHERE NOT EXISTS \
@@ -736,6 +785,12 @@ fn drain_cache_invalidation_batch(
 /// Recomputes the `n` most-hit cached queries that are expired or were invalidated, and, when
 /// pg_prewarm is installed, loads the relations they read into shared buffers. Returns how many
 /// entries were warmed; a query that fails is reported in a WARNING and skipped.
+///
+/// A stored query runs again only as the role that stored it (with SECURITY_RESTRICTED_OPERATION,
+/// under the search_path it was written for) and only through the read-only query guard, so
+/// warming gives the stored text no right its author did not have. Entries of roles the caller
+/// is not a member of are left alone (a superuser, e.g. a pg_cron job, warms them all).
+/// Callers: runbook_operator.
 #[pg_extern(volatile)]
 fn warm_cache_top_queries(n: default!(Option<i32>, 20)) -> i64 {
     let n = error::required("n", n);
@@ -743,30 +798,34 @@ fn warm_cache_top_queries(n: default!(Option<i32>, 20)) -> i64 {
         error::invalid_argument("n", format!("must not be negative, got {n}"));
     }
     let schema = catalog::ext_schema();
-    let candidates = catalog::select(
-        &format!(
-            "SELECT cache_key, query_sql, tags, ttl, hits FROM ( \
-               SELECT cache_key, query_sql, tags, expires_at - created_at AS ttl, hits \
-               FROM {schema}.query_cache WHERE query_sql IS NOT NULL AND expires_at <= now() \
-               UNION ALL \
-               SELECT s.cache_key, s.query_sql, s.tags, s.ttl, s.hits FROM {schema}.query_cache_stale s \
-               WHERE NOT EXISTS (SELECT 1 FROM {schema}.query_cache c WHERE c.cache_key = s.cache_key \
-                                 AND (c.expires_at IS NULL OR c.expires_at > now()))) x \
-             ORDER BY hits DESC, cache_key LIMIT $1"
-        ),
-        &[(n as i64).into()],
-        |r| {
-            (
-                col::<String>(r, 1).unwrap_or_default(),
-                col::<String>(r, 2).unwrap_or_default(),
-                col::<Vec<String>>(r, 3).unwrap_or_default(),
-                col::<Interval>(r, 4),
-                col::<i64>(r, 5).unwrap_or(0),
-            )
-        },
-    );
+    let candidates = catalog::as_extension_owner(|| {
+        catalog::select(
+            &format!(
+                "SELECT cache_key, query_sql, tags, ttl, hits, owner_role, query_search_path FROM ( \
+                   SELECT cache_key, query_sql, tags, expires_at - created_at AS ttl, hits, owner_role, query_search_path \
+                   FROM {schema}.query_cache WHERE query_sql IS NOT NULL AND expires_at <= now() \
+                   UNION ALL \
+                   SELECT s.cache_key, s.query_sql, s.tags, s.ttl, s.hits, s.owner_role, s.query_search_path \
+                   FROM {schema}.query_cache_stale s \
+                   WHERE NOT EXISTS (SELECT 1 FROM {schema}.query_cache c WHERE c.cache_key = s.cache_key \
+                                     AND (c.expires_at IS NULL OR c.expires_at > now()))) x \
+                 WHERE pg_catalog.pg_has_role($2, owner_role, 'MEMBER') \
+                 ORDER BY hits DESC, cache_key LIMIT $1"
+            ),
+            &[(n as i64).into(), current_role().into()],
+            |r| Candidate {
+                key: col::<String>(r, 1).unwrap_or_default(),
+                query: col::<String>(r, 2).unwrap_or_default(),
+                tags: col::<Vec<String>>(r, 3).unwrap_or_default(),
+                ttl: col::<Interval>(r, 4),
+                hits: col::<i64>(r, 5).unwrap_or(0),
+                owner: col::<pg_sys::Oid>(r, 6).unwrap_or(pg_sys::InvalidOid),
+                search_path: col::<String>(r, 7).unwrap_or_else(|| "pg_catalog".into()),
+            },
+        )
+    });
     let prewarm = catalog::select(
-        "SELECT n.nspname::text FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n \
+        "SELECT n.nspname::pg_catalog.text FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n \
          ON n.oid = e.extnamespace WHERE e.extname = 'pg_prewarm'",
         &[],
         |r| col::<String>(r, 1),
@@ -780,40 +839,65 @@ fn warm_cache_top_queries(n: default!(Option<i32>, 20)) -> i64 {
         );
     }
     let mut warmed = 0i64;
-    for (key, query, tags, ttl, hits) in candidates {
+    for candidate in candidates {
         let (s, p) = (schema.clone(), prewarm.clone());
-        let outcome = catalog::in_subtransaction(move || {
-            let result = compute(&query);
-            store(&s, &key, result, Some(&query), ttl, &tags, hits);
-            if let Some(p) = p {
-                prewarm_relations(&p, &query);
-            }
-            key
-        });
+        let outcome = catalog::in_subtransaction(move || warm_one(&s, candidate, p.as_deref()));
         match outcome {
-            Ok(_) => warmed += 1,
+            Ok(()) => warmed += 1,
             Err(e) => pgrx::warning!("pg_runbook: could not warm a cached query: {e}"),
         }
     }
     warmed
 }
 
-/// Loads the tables and indexes a query's plan reads into shared buffers with pg_prewarm.
-fn prewarm_relations(prewarm_schema: &str, query: &str) {
-    let plan = catalog::select(
-        &format!("EXPLAIN (FORMAT JSON, VERBOSE) {query}"),
-        &[],
-        |r| col::<pgrx::Json>(r, 1),
-    )
-    .into_iter()
-    .flatten()
-    .next();
-    let mut names = Vec::new();
-    if let Some(plan) = plan {
-        collect_relations(&plan.0, &mut names);
-    }
-    names.sort();
-    names.dedup();
+/// A stored query that warming may run again.
+struct Candidate {
+    key: String,
+    query: String,
+    tags: Vec<String>,
+    ttl: Option<Interval>,
+    hits: i64,
+    owner: pg_sys::Oid,
+    search_path: String,
+}
+
+/// Runs one stored query again as its owner and stores the fresh result.
+fn warm_one(schema: &str, c: Candidate, prewarm_schema: Option<&str>) {
+    catalog::as_role(c.owner, true, || {
+        catalog::with_settings(&[("search_path", c.search_path.clone())], || {
+            let query = query_guard::checked_select("query_sql", &c.query);
+            let (rows, relations) = query_guard::run_read_only("query_sql", || {
+                let rows = rows_as_jsonb(&query);
+                let relations = match prewarm_schema {
+                    Some(_) => relations_read_by(&query),
+                    None => Vec::new(),
+                };
+                (rows, relations)
+            });
+            let stored = StoredQuery {
+                sql: &query,
+                search_path: c.search_path.clone(),
+            };
+            let result = RawJsonb::from_bytes(&rows);
+            store(
+                schema,
+                &c.key,
+                c.owner,
+                &result,
+                Some(&stored),
+                c.ttl,
+                &c.tags,
+                c.hits,
+            );
+            if let Some(p) = prewarm_schema {
+                prewarm_relations(p, relations);
+            }
+        })
+    })
+}
+
+/// Loads the given relations into shared buffers with pg_prewarm.
+fn prewarm_relations(prewarm_schema: &str, names: Vec<String>) {
     let sql = format!(
         "SELECT {}.pg_prewarm(c) FROM pg_catalog.to_regclass($1) AS c WHERE c IS NOT NULL",
         quote_ident(prewarm_schema)
@@ -821,6 +905,31 @@ fn prewarm_relations(prewarm_schema: &str, query: &str) {
     for name in names {
         catalog::select(&sql, &[name.as_str().into()], |_| ());
     }
+}
+
+/// The tables and indexes the plan of a (checked) query reads, qualified; planned under the
+/// current search_path, inside the query guard.
+fn relations_read_by(query: &str) -> Vec<String> {
+    let plan = Spi::connect(|client| {
+        let rows = catalog::spi(
+            "planning the cached query",
+            client.select(
+                &format!("EXPLAIN (FORMAT JSON, VERBOSE) {query}"),
+                None,
+                &[],
+            ),
+        );
+        rows.into_iter()
+            .next()
+            .and_then(|r| col::<pgrx::Json>(&r, 1))
+    });
+    let mut names = Vec::new();
+    if let Some(plan) = plan {
+        collect_relations(&plan.0, &mut names);
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 fn collect_relations(node: &serde_json::Value, out: &mut Vec<String>) {

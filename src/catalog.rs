@@ -18,11 +18,51 @@ pub fn col<T: IntoDatum + FromDatum>(row: &SpiHeapTupleData, n: usize) -> Option
     spi("reading a column", row.get::<T>(n))
 }
 
+/// The search_path every statement of the extension's own runs under: built-in functions,
+/// operators and types come from pg_catalog, whatever an ordinary role has planted in `public` or
+/// in its own temporary schema (pg_temp is searched for relations and types only, and last).
+pub const OWN_SEARCH_PATH: &str = "pg_catalog, pg_temp";
+
+/// Runs `f`, one or more of the extension's own statements, with `search_path` pinned to
+/// [`OWN_SEARCH_PATH`] and `lock_timeout` at most `pg_runbook.lock_timeout`, then restores the
+/// caller's values. Every helper below runs its statement through this; a statement that must
+/// see the caller's search_path (the caller's own query) does not use these helpers.
+/// Settings already in force are not set again, so nested and repeated calls cost two reads.
+pub fn as_own_statement<R>(f: impl FnOnce() -> R) -> R {
+    let mut settings: Vec<(&str, String)> = Vec::new();
+    if !search_path_is_pinned() {
+        settings.push(("search_path", OWN_SEARCH_PATH.to_string()));
+    }
+    let ours = crate::settings::LOCK_TIMEOUT_MS.get();
+    // SAFETY: LockTimeout is the backend-local variable behind the lock_timeout setting.
+    let current = unsafe { pg_sys::LockTimeout };
+    if ours > 0 && (current == 0 || current > ours) {
+        settings.push(("lock_timeout", format!("{ours}ms")));
+    }
+    if settings.is_empty() {
+        f()
+    } else {
+        with_settings(&settings, f)
+    }
+}
+
+fn search_path_is_pinned() -> bool {
+    // SAFETY: namespace_search_path is the backend-local string behind the search_path setting,
+    // NUL-terminated or NULL; it is only read here.
+    unsafe {
+        let current = pg_sys::namespace_search_path;
+        !current.is_null()
+            && std::ffi::CStr::from_ptr(current).to_bytes() == OWN_SEARCH_PATH.as_bytes()
+    }
+}
+
 /// Runs a read-only query and maps each row.
 pub fn select<T>(sql: &str, args: &[DatumWithOid], map: impl Fn(&SpiHeapTupleData) -> T) -> Vec<T> {
-    Spi::connect(|client| {
-        let rows = spi(sql, client.select(sql, None, args));
-        rows.map(|row| map(&row)).collect()
+    as_own_statement(|| {
+        Spi::connect(|client| {
+            let rows = spi(sql, client.select(sql, None, args));
+            rows.map(|row| map(&row)).collect()
+        })
     })
 }
 
@@ -36,7 +76,7 @@ pub fn select_one<T>(sql: &str, args: &[DatumWithOid], map: impl Fn(&SpiHeapTupl
 
 /// Runs a statement that may write, and returns the number of rows it processed.
 pub fn execute(sql: &str, args: &[DatumWithOid]) -> usize {
-    Spi::connect_mut(|client| spi(sql, client.update(sql, None, args)).len())
+    as_own_statement(|| Spi::connect_mut(|client| spi(sql, client.update(sql, None, args)).len()))
 }
 
 /// `ident` quoted as an SQL identifier when it needs to be (as `quote_ident` does).
@@ -72,26 +112,39 @@ pub fn ext_object(name: &str) -> String {
 /// Runs `f` with the given settings in force, then restores the caller's values, as a function's
 /// `SET` clause would. On an ERROR, the (sub)transaction abort restores them.
 pub fn with_settings<R>(settings: &[(&str, String)], f: impl FnOnce() -> R) -> R {
+    // SAFETY: a new GUC nest level, popped (and its settings undone) by AtEOXact_GUC below.
     let nest_level = unsafe { pg_sys::NewGUCNestLevel() };
     for (name, value) in settings {
-        let name = CString::new(*name).expect("setting names have no NUL");
-        let value = CString::new(value.as_str()).expect("setting values have no NUL");
-        unsafe {
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
-        }
+        set_option(name, value, pg_sys::GucAction::GUC_ACTION_SAVE);
     }
     let result = f();
+    // SAFETY: pops the level pushed above.
     unsafe { pg_sys::AtEOXact_GUC(true, nest_level) };
     result
+}
+
+/// Sets `name` to `value` until the end of the current transaction, as `SET LOCAL` does. Not
+/// through SQL: a `set_config(..., true)` run by the helpers above would end with their statement.
+pub fn set_local(name: &str, value: &str) {
+    set_option(name, value, pg_sys::GucAction::GUC_ACTION_LOCAL);
+}
+
+fn set_option(name: &str, value: &str, action: pg_sys::GucAction::Type) {
+    let name = CString::new(name).expect("setting names have no NUL");
+    let value = CString::new(value).expect("setting values have no NUL");
+    // SAFETY: both strings are NUL-terminated and live for the call; set_config_option copies them.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            action,
+            true,
+            0,
+            false,
+        );
+    }
 }
 
 /// Runs `f` under the extension's own short lock_timeout (`pg_runbook.lock_timeout`), so its
@@ -141,12 +194,14 @@ pub fn select_mut_one<T>(
     args: &[DatumWithOid],
     map: impl Fn(&SpiHeapTupleData) -> T,
 ) -> T {
-    Spi::connect_mut(|client| {
-        let rows = spi(sql, client.update(sql, None, args));
-        rows.into_iter()
-            .next()
-            .map(|row| map(&row))
-            .unwrap_or_else(|| error::spi_failure(sql, "the query returned no row"))
+    as_own_statement(|| {
+        Spi::connect_mut(|client| {
+            let rows = spi(sql, client.update(sql, None, args));
+            rows.into_iter()
+                .next()
+                .map(|row| map(&row))
+                .unwrap_or_else(|| error::spi_failure(sql, "the query returned no row"))
+        })
     })
 }
 /// The extension's schema (quoted), or `None` while pg_runbook is not created in this database.
@@ -181,18 +236,84 @@ pub fn run_prepared<T>(
     map: impl Fn(&SpiHeapTupleData) -> T,
 ) -> Vec<T> {
     let cached = PLANS.with(|p| p.borrow().get(sql).copied());
-    Spi::connect_mut(|client| {
-        let plan = match cached {
-            Some(plan) => plan,
-            None => {
-                let plan = spi(sql, client.prepare_mut(sql, types)).keep();
-                let plan: &'static pgrx::spi::OwnedPreparedStatement = Box::leak(Box::new(plan));
-                PLANS.with(|p| p.borrow_mut().insert(sql.to_string(), plan));
-                plan
-            }
-        };
-        let rows = spi(sql, client.update(plan, None, args));
-        rows.map(|row| map(&row)).collect()
+    as_own_statement(|| {
+        Spi::connect_mut(|client| {
+            let plan = match cached {
+                Some(plan) => plan,
+                None => {
+                    let plan = spi(sql, client.prepare_mut(sql, types)).keep();
+                    let plan: &'static pgrx::spi::OwnedPreparedStatement =
+                        Box::leak(Box::new(plan));
+                    PLANS.with(|p| p.borrow_mut().insert(sql.to_string(), plan));
+                    plan
+                }
+            };
+            let rows = spi(sql, client.update(plan, None, args));
+            rows.map(|row| map(&row)).collect()
+        })
+    })
+}
+
+/// The relation a user names in text (`orders`, `app."Orders"`), resolved as the caller's own
+/// statements would resolve it: through the caller's search_path, which the extension's own
+/// statements never use. `None` when there is no such relation (or the text is not a name).
+pub fn user_regclass(name: &str) -> Option<pg_sys::Oid> {
+    if name.contains('\0') {
+        return None;
+    }
+    // SAFETY: to_regclass takes one text argument and returns an OID, or NULL for an unknown
+    // name or bad syntax (it does not raise for those).
+    let oid = unsafe {
+        pgrx::direct_function_call::<pg_sys::Oid>(pg_sys::to_regclass, &[name.into_datum()])
+    };
+    oid.filter(|o| *o != pg_sys::InvalidOid)
+}
+
+/// Runs `f` as the extension's owner, as a SECURITY DEFINER function would, and back as the
+/// caller after it. For the statements that write the extension's own tables on a caller's
+/// behalf (cache entries, log rows): those are fully qualified and built from no caller text.
+pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
+    as_role(extension_owner(), false, f)
+}
+
+/// Runs `f` as `role`, and back as the current user after it. `restricted` adds
+/// SECURITY_RESTRICTED_OPERATION (as REFRESH MATERIALIZED VIEW and maintenance commands do): code
+/// run for another role can then not change session state that outlives it. An ERROR inside
+/// leaves the switch back to the (sub)transaction abort, which restores the user.
+pub fn as_role<R>(role: pg_sys::Oid, restricted: bool, f: impl FnOnce() -> R) -> R {
+    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+    let mut switched = pg_sys::SECURITY_LOCAL_USERID_CHANGE as std::ffi::c_int;
+    if restricted {
+        switched |= pg_sys::SECURITY_RESTRICTED_OPERATION as std::ffi::c_int;
+    }
+    // SAFETY: Get/SetUserIdAndSecContext only read and write backend-local state; the previous
+    // user and context are put back below, and by the transaction abort on an ERROR.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(role, context | switched);
+    }
+    let result = f();
+    // SAFETY: as above.
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    result
+}
+
+/// The role that owns the extension (its objects and tables).
+pub fn extension_owner() -> pg_sys::Oid {
+    run_prepared(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_runbook'",
+        &[],
+        &[],
+        |r| col::<pg_sys::Oid>(r, 1),
+    )
+    .into_iter()
+    .flatten()
+    .next()
+    .unwrap_or_else(|| {
+        error::not_ready(
+            "extension \"pg_runbook\" is not installed in this database",
+            "run CREATE EXTENSION pg_runbook",
+        )
     })
 }
 
@@ -248,3 +369,65 @@ pub fn caught_message(e: &pgrx::pg_sys::panic::CaughtError) -> String {
         CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
     }
 }
+
+/// A `regclass` argument, taken as its OID and checked before use: PostgreSQL passes any OID as a
+/// regclass (`0::oid::regclass`), and opening a relation that does not exist is an internal error.
+pub struct Regclass(pg_sys::Oid);
+
+impl Regclass {
+    /// The relation's OID, or 42P01 naming `arg` when no relation has it.
+    pub fn oid(&self, arg: &str) -> pg_sys::Oid {
+        // SAFETY: a syscache lookup by OID; it only reads the catalog.
+        let exists = unsafe {
+            pg_sys::SearchSysCacheExists(
+                pg_sys::SysCacheIdentifier::RELOID as _,
+                self.0.into(),
+                pg_sys::Datum::from(0),
+                pg_sys::Datum::from(0),
+                pg_sys::Datum::from(0),
+            )
+        };
+        if !exists {
+            error::undefined_table(arg, format!("no relation has OID {}", self.0.to_u32()));
+        }
+        self.0
+    }
+
+    /// The relation, opened without a lock (as pgrx opens a `PgRelation` argument).
+    pub fn relation(&self, arg: &str) -> pgrx::PgRelation {
+        let oid = self.oid(arg);
+        // SAFETY: the relation exists (checked above).
+        unsafe { pgrx::PgRelation::open(oid) }
+    }
+}
+
+impl FromDatum for Regclass {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        (!is_null).then(|| Regclass(pg_sys::Oid::from(datum.value() as u32)))
+    }
+}
+
+impl IntoDatum for Regclass {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(self.0.into())
+    }
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::REGCLASSOID
+    }
+}
+
+// SAFETY: the argument is declared regclass in SQL: its datum is an OID; NULL goes through
+// `unbox_nullable_arg`'s default.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for Regclass {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        // SAFETY: as above.
+        unsafe { arg.unbox_arg_using_from_datum() }
+            .unwrap_or_else(|| error::spi_failure("a regclass argument", "NULL"))
+    }
+}
+
+pgrx::impl_sql_translatable!(Regclass, "regclass");

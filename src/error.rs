@@ -56,6 +56,36 @@ pub fn undefined_object(kind: &str, name: impl Display) -> ! {
     )
 }
 
+/// 54001 statement_too_complex, naming the argument.
+pub fn too_complex(arg: &str, problem: impl Display) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_STATEMENT_TOO_COMPLEX,
+        format!("invalid value for argument \"{arg}\": {problem}"),
+        None,
+        None,
+    )
+}
+
+/// 42P01 undefined_table, naming the argument.
+pub fn undefined_table(arg: &str, problem: impl Display) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+        format!("invalid value for argument \"{arg}\": {problem}"),
+        None,
+        None,
+    )
+}
+
+/// 42501 insufficient_privilege.
+pub fn insufficient_privilege(message: impl Display) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        message.to_string(),
+        None,
+        None,
+    )
+}
+
 /// 55000 object_not_in_prerequisite_state, with a hint saying how to get there.
 pub fn not_ready(message: impl Display, hint: impl Display) -> ! {
     raise(

@@ -6,8 +6,9 @@
 //! catalog work. Without `shared_preload_libraries` there is no shared memory: each backend keeps
 //! its own cache, and the result says `"cache": "backend"`.
 
+use crate::jsonb_datum::{self, RawJsonb};
 use crate::preflight::{self, Thresholds};
-use crate::settings;
+use crate::{catalog, settings};
 use pgrx::lwlock::PgLwLock;
 use pgrx::pg_shmem_init;
 use pgrx::prelude::*;
@@ -69,55 +70,14 @@ thread_local! {
     static BACKEND_CACHE: RefCell<Option<(i64, Vec<u8>)>> = const { RefCell::new(None) };
 }
 
-/// A jsonb datum built here. Returning it as is spares the cached path the text round trip
-/// (serde value -> text -> jsonb_in) that `pgrx::JsonB` would make on every call.
-pub struct RawJsonb(pg_sys::Datum);
-
-impl IntoDatum for RawJsonb {
-    fn into_datum(self) -> Option<pg_sys::Datum> {
-        Some(self.0)
-    }
-    fn type_oid() -> pg_sys::Oid {
-        pg_sys::JSONBOID
-    }
-}
-
-// SAFETY: the datum is a valid jsonb allocated in the function's memory context.
-unsafe impl pgrx::callconv::BoxRet for RawJsonb {
-    unsafe fn box_into<'fcx>(
-        self,
-        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
-    ) -> pgrx::datum::Datum<'fcx> {
-        unsafe { fcinfo.return_raw_datum(self.0) }
-    }
-}
-
-pgrx::impl_sql_translatable!(RawJsonb, "jsonb");
-
-fn jsonb_from_text(text: &str) -> pg_sys::Datum {
+fn jsonb_from_text(text: &str) -> Vec<u8> {
     let text = std::ffi::CString::new(text).unwrap_or_default();
-    unsafe { pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(text.as_ptr().into())]) }
-        .unwrap_or_else(|| crate::error::spi_failure("health_check", "jsonb_in returned NULL"))
-}
-
-/// The bytes of a jsonb datum (a varlena with a 4-byte header, as jsonb_in and jsonb_concat make).
-fn jsonb_bytes(datum: pg_sys::Datum) -> Vec<u8> {
-    unsafe {
-        let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
-        let len = pgrx::varsize_any(ptr);
-        std::slice::from_raw_parts(ptr as *const u8, len).to_vec()
+    // SAFETY: jsonb_in takes a NUL-terminated cstring and returns a jsonb datum.
+    let datum = unsafe {
+        pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(text.as_ptr().into())])
     }
-}
-
-/// A jsonb datum in the current memory context holding `bytes`, a datum written by
-/// `runbook_core::jsonb` with room left for the varlena header, which is set here.
-fn jsonb_from_bytes(bytes: &[u8]) -> pg_sys::Datum {
-    unsafe {
-        let ptr = pg_sys::palloc(bytes.len()) as *mut u8;
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len());
-        pgrx::set_varsize_4b(ptr as *mut pg_sys::varlena, bytes.len() as i32);
-        pg_sys::Datum::from(ptr)
-    }
+    .unwrap_or_else(|| crate::error::spi_failure("health_check", "jsonb_in returned NULL"));
+    jsonb_datum::bytes_of(datum)
 }
 
 /// The bytes of `n` as a numeric datum, for a jsonb number.
@@ -127,7 +87,7 @@ fn numeric_bytes(n: i64) -> Vec<u8> {
             .unwrap_or_else(|| {
                 crate::error::spi_failure("health_check", "int8_numeric returned NULL")
             });
-    jsonb_bytes(numeric)
+    jsonb_datum::bytes_of(numeric)
 }
 
 /// Requests the shared cache; only called while the library is being preloaded.
@@ -193,8 +153,14 @@ fn cut(text: &str) -> &str {
 /// `status`, `checks` (each check's status word), `problems` (what each check that did not pass
 /// observed, and its detail) and `checked_at`. A probe polling many times a second gets a few
 /// hundred bytes when all is well; preflight_checks() has every observed value.
+///
+/// Query text never enters the body: it is shared with every caller, and pg_stat_activity shows
+/// a query only to its own role and to members of pg_read_all_stats (preflight_checks() shows
+/// what the caller may see).
 fn compute_body(checked_at: i64) -> Vec<u8> {
-    let rows = preflight::operational_checks(&Thresholds::from_settings());
+    let mut thresholds = Thresholds::from_settings();
+    thresholds.show_query_text = false;
+    let rows = preflight::operational_checks(&thresholds);
     let worst = Status::worst(rows.iter().map(|r| r.status));
     let checks: serde_json::Map<String, serde_json::Value> = rows
         .iter()
@@ -220,7 +186,7 @@ fn compute_body(checked_at: i64) -> Vec<u8> {
         "problems": problems,
         "checked_at": checked_at,
     });
-    jsonb_bytes(jsonb_from_text(&body.to_string()))
+    jsonb_from_text(&body.to_string())
 }
 
 fn now_micros() -> i64 {
@@ -228,16 +194,26 @@ fn now_micros() -> i64 {
 }
 
 /// The service's health as jsonb: `status` ('healthy'|'degraded'|'unhealthy'), `checks`,
-/// `checked_at`, `cached`, `age_ms` and `cache` ('shared' or, without shared_preload_libraries,
-/// 'backend'). Results are reused for `pg_runbook.health_cache_ttl`.
+/// `problems`, `checked_at`, `cached`, `age_ms` and `cache`: 'shared' (one result per database
+/// for every session, computed as the extension's owner so that it sees every session),
+/// 'backend' (without shared_preload_libraries: per session), or 'private' when this session
+/// overrides a pg_runbook setting (SET, ALTER ROLE ... SET, PGOPTIONS): its answer is then
+/// computed as the caller at its own settings, never cached, and names the setting in
+/// `private_because`, so no session can change what the others are served. Results are reused
+/// for `pg_runbook.health_cache_ttl`. Callers: runbook_reader.
 #[pg_extern(volatile, parallel_safe)]
 fn health_check() -> RawJsonb {
-    let ttl_us = settings::HEALTH_CACHE_TTL_MS.get() as i64 * 1000;
     let now = now_micros();
+    if let Some(setting) = settings::overridden_in_session() {
+        let body = compute_body(now);
+        let reason = format!("{setting} is set for this session");
+        return with_call_members(&body, now, now, false, "private", Some(&reason));
+    }
+    let ttl_us = settings::HEALTH_CACHE_TTL_MS.get() as i64 * 1000;
     let (checked_at, body, cached) = match load() {
         Some((at, body)) if ttl_us > 0 && now - at < ttl_us && now >= at => (at, body, true),
         _ => {
-            let body = compute_body(now);
+            let body = catalog::as_extension_owner(|| compute_body(now));
             store(now, &body);
             (now, body, false)
         }
@@ -247,16 +223,30 @@ fn health_check() -> RawJsonb {
     } else {
         "backend"
     };
-    // The stored members plus this call's three, written straight into jsonb's binary form: a
-    // cached call parses no text and sorts nothing but seven keys.
+    with_call_members(&body, now, checked_at, cached, scope, None)
+}
+
+/// The stored members plus this call's, written straight into jsonb's binary form: a cached call
+/// parses no text and sorts nothing but a few keys.
+fn with_call_members(
+    body: &[u8],
+    now: i64,
+    checked_at: i64,
+    cached: bool,
+    scope: &str,
+    private_because: Option<&str>,
+) -> RawJsonb {
     let age_ms = numeric_bytes((now - checked_at) / 1000);
-    let mut members = jsonb::read_object(&body).unwrap_or_else(|e| {
+    let mut members = jsonb::read_object(body).unwrap_or_else(|e| {
         crate::error::spi_failure("health_check", format!("stored result unreadable: {}", e.0))
     });
     members.push(("cached", jsonb::Value::Bool(cached)));
     members.push(("age_ms", jsonb::Value::Numeric(&age_ms)));
     members.push(("cache", jsonb::Value::Str(scope)));
-    RawJsonb(jsonb_from_bytes(&jsonb::write_object(&members)))
+    if let Some(reason) = private_because {
+        members.push(("private_because", jsonb::Value::Str(reason)));
+    }
+    RawJsonb::from_bytes(&jsonb::write_object(&members))
 }
 
 /// Liveness: true whenever the server can run a query. Costs nothing beyond the call itself.
@@ -271,19 +261,20 @@ mod tests {
     use pgrx::prelude::*;
 
     #[pg_test]
-    fn second_call_within_ttl_is_cached_with_the_same_checked_at() {
+    fn a_session_override_gets_a_private_uncached_answer_naming_the_setting() {
         Spi::run("SET pg_runbook.health_cache_ttl = '1h'").unwrap();
-        let first = Spi::get_one::<pgrx::JsonB>("SELECT health_check()")
-            .unwrap()
-            .unwrap()
-            .0;
-        let second = Spi::get_one::<pgrx::JsonB>("SELECT health_check()")
-            .unwrap()
-            .unwrap()
-            .0;
-        assert_eq!(second["cached"], serde_json::json!(true));
-        assert_eq!(first["checked_at"], second["checked_at"]);
-        assert_eq!(second["cache"], serde_json::json!("shared"));
+        for _ in 0..2 {
+            let result = Spi::get_one::<pgrx::JsonB>("SELECT health_check()")
+                .unwrap()
+                .unwrap()
+                .0;
+            assert_eq!(result["cached"], serde_json::json!(false));
+            assert_eq!(result["cache"], serde_json::json!("private"));
+            assert_eq!(
+                result["private_because"],
+                serde_json::json!("pg_runbook.health_cache_ttl is set for this session")
+            );
+        }
     }
 
     #[pg_test]
@@ -303,8 +294,7 @@ mod tests {
     #[pg_test]
     fn jsonb_written_from_parts_is_byte_for_byte_what_jsonb_in_makes() {
         use runbook_core::jsonb::{self, Value};
-        let nested_datum =
-            super::jsonb_bytes(super::jsonb_from_text(r#"{"b": [1, 2], "a": {"x": 1.5}}"#));
+        let nested_datum = super::jsonb_from_text(r#"{"b": [1, 2], "a": {"x": 1.5}}"#);
         let nested = &nested_datum[jsonb::VARLENA_HEADER..];
         let big = super::numeric_bytes(1_234_567_890_123);
         let negative = super::numeric_bytes(-7);
@@ -330,8 +320,9 @@ mod tests {
                 .map(|k| format!(r#", "{k}": "v""#))
                 .collect::<String>()
             + "}";
-        let expected = super::jsonb_bytes(super::jsonb_from_text(&text));
-        let written = super::jsonb_bytes(super::jsonb_from_bytes(&jsonb::write_object(&members)));
+        let expected = super::jsonb_from_text(&text);
+        let written =
+            crate::jsonb_datum::RawJsonb::from_bytes(&jsonb::write_object(&members)).to_bytes();
         assert_eq!(written, expected);
     }
 

@@ -47,12 +47,7 @@ pub fn as_owner<R>(t: &Tables, f: impl FnOnce() -> R) -> R {
 /// their WAL flush: losing one in a crash is harmless, and each would otherwise cost a disk flush
 /// that a bare REFRESH does not pay. Refreshes and failures keep synchronous_commit as configured.
 pub fn without_flush_wait() {
-    catalog::run_prepared(
-        "SELECT pg_catalog.set_config('synchronous_commit', 'off', true)",
-        &[],
-        &[],
-        |_| (),
-    );
+    catalog::set_local("synchronous_commit", "off");
 }
 
 /// The extension's tables, qualified once per run.

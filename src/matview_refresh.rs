@@ -529,11 +529,10 @@ fn refresh_one(
         std::cell::Cell::new(o.concurrently && v.populated && v.unique_index.is_some());
     let attempt = PgTryBuilder::new(AssertUnwindSafe(|| {
         begin();
-        catalog::run_prepared(
-            "SELECT pg_catalog.set_config('lock_timeout', $1, true), pg_catalog.set_config('statement_timeout', $2, true)",
-            &[PgOid::BuiltIn(PgBuiltInOids::TEXTOID), PgOid::BuiltIn(PgBuiltInOids::TEXTOID)],
-            &[format!("{}ms", o.lock_timeout_ms).into(), format!("{}ms", o.statement_timeout_ms).into()],
-            |_| (),
+        catalog::set_local("lock_timeout", &format!("{}ms", o.lock_timeout_ms));
+        catalog::set_local(
+            "statement_timeout",
+            &format!("{}ms", o.statement_timeout_ms),
         );
         // The view and its sources as the worker read them when the run started (a view dropped
         // since then makes the REFRESH fail, and that is logged); not re-read per view, to keep
@@ -541,13 +540,26 @@ fn refresh_one(
         let (sources, before) = source_states(t, v, sources);
         if o.only_if_changed && v.populated && sources_unchanged(&before, &sources) {
             without_flush_wait();
-            insert_log(t, run_id, v, concurrent.get(), Outcome::Unchanged, 0.0, None, None);
+            insert_log(
+                t,
+                run_id,
+                v,
+                concurrent.get(),
+                Outcome::Unchanged,
+                0.0,
+                None,
+                None,
+            );
             commit();
             return Ok(Outcome::Unchanged);
         }
         let sql = format!(
             "REFRESH MATERIALIZED VIEW {}{}",
-            if concurrent.get() { "CONCURRENTLY " } else { "" },
+            if concurrent.get() {
+                "CONCURRENTLY "
+            } else {
+                ""
+            },
             v.display()
         );
         report_activity(Some(&sql));
@@ -557,7 +569,16 @@ fn refresh_one(
         let rows = refresh_counting_rows(&sql);
         unsafe { disable_timeout(STATEMENT_TIMEOUT, false) };
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        insert_log(t, run_id, v, concurrent.get(), Outcome::Success, ms, Some(rows), None);
+        insert_log(
+            t,
+            run_id,
+            v,
+            concurrent.get(),
+            Outcome::Success,
+            ms,
+            Some(rows),
+            None,
+        );
         record_sources(t, v, &sources);
         commit();
         Ok(Outcome::Success)

@@ -13,6 +13,22 @@ use crate::error;
 use crate::settings;
 use pgrx::prelude::*;
 
+/// Validates a request's time: NULL (now) or a finite time; `infinity` would land in a bucket
+/// in the year 294276. 22023 naming the argument (and the element `n` of a batch).
+#[pg_extern(immutable, parallel_safe)]
+fn check_request_time(at: Option<TimestampWithTimeZone>, n: Option<i64>) -> bool {
+    match at {
+        Some(t) if !t.is_finite() => match n {
+            Some(n) => error::invalid_argument(
+                "requests",
+                format!("element {n}: at must be a finite time, got {t}"),
+            ),
+            None => error::invalid_argument("at", format!("must be a finite time, got {t}")),
+        },
+        _ => true,
+    }
+}
+
 /// Validates one request; raises 22023 naming the problem. `n` is the element number in a batch.
 #[pg_extern(immutable, parallel_safe)]
 fn check_request(
@@ -221,7 +237,7 @@ fn rollup_metrics() -> i64 {
 pgrx::extension_sql_file!(
     "../sql/metrics.sql",
     name = "metrics",
-    requires = [check_request, "sketch"]
+    requires = [check_request, check_request_time, "sketch"]
 );
 
 pgrx::extension_sql!(

@@ -4,9 +4,9 @@
 //! run with `ON_ERROR_STOP`; and `check_query_plan` for a query the migration was meant to speed up.
 
 use crate::catalog::{self, col, quote_ident};
-use crate::error;
 use crate::findings::{Finding, pass_if_none};
 use crate::indexes::user_relation;
+use crate::{error, query_guard};
 use pgrx::prelude::*;
 use pgrx::{Json, JsonB};
 use runbook_core::schema::parse_qualified_name;
@@ -424,16 +424,21 @@ fn assert_migration_success(
 /// `expected` is `{"indexes": [...], "constraints": ["table.constraint", ...], "tables": [...],
 /// "materialized_views": [...], "functions": ["name" or "name(argtypes)", ...]}`.
 #[pg_extern(volatile)]
-fn expect_migration(migration: Option<&str>, expected: Option<JsonB>) -> i32 {
+fn expect_migration(
+    migration: Option<&str>,
+    expected: Option<crate::jsonb_datum::RawJsonb>,
+) -> i32 {
     let migration = migration_name("migration", migration);
     let expected = error::required("expected", expected);
-    let count = validate_expected(&expected.0);
+    let count = validate_expected(&expected.to_value("expected"));
+    // SAFETY: the datum is the jsonb argument of this call.
+    let expected = unsafe { pgrx::datum::DatumWithOid::new(expected.datum(), pg_sys::JSONBOID) };
     let sql = format!(
         "INSERT INTO {} AS e (migration, expected) VALUES ($1, $2) \
          ON CONFLICT (migration) DO UPDATE SET expected = EXCLUDED.expected, registered_at = now()",
         catalog::ext_object("migration_expectations")
     );
-    catalog::execute(&sql, &[migration.as_str().into(), expected.into()]);
+    catalog::execute(&sql, &[migration.as_str().into(), expected]);
     count as i32
 }
 
@@ -456,64 +461,6 @@ fn verify_migration(
 }
 
 // ---- check_query_plan ----------------------------------------------------------------------------
-
-/// Why `query` is not one plain SELECT, or None when it is. Nothing is executed: the text is only
-/// run through PostgreSQL's raw parser, and the tree walked for anything that writes or locks.
-fn refusal(query: &str) -> Option<String> {
-    let cquery = std::ffi::CString::new(query)
-        .unwrap_or_else(|_| error::invalid_argument("query", "contains a NUL byte"));
-    unsafe {
-        let list = pg_sys::raw_parser(cquery.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
-        let stmts = pgrx::PgList::<pg_sys::RawStmt>::from_pg(list);
-        if stmts.len() != 1 {
-            return Some(format!(
-                "it holds {} statements; give exactly one SELECT",
-                stmts.len()
-            ));
-        }
-        let stmt = stmts
-            .get_ptr(0)
-            .map(|s| (*s).stmt)
-            .unwrap_or(std::ptr::null_mut());
-        if stmt.is_null() || (*stmt).type_ != pg_sys::NodeTag::T_SelectStmt {
-            return Some("only a SELECT (or WITH ... SELECT) is accepted".into());
-        }
-        let mut found: Option<&'static str> = None;
-        refuse_walker(stmt, &mut found as *mut _ as *mut std::ffi::c_void);
-        found.map(|what| format!("{what} is not a read-only query"))
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn refuse_walker(
-    node: *mut pg_sys::Node,
-    context: *mut std::ffi::c_void,
-) -> bool {
-    if node.is_null() {
-        return false;
-    }
-    let found = unsafe { &mut *(context as *mut Option<&'static str>) };
-    let tag = unsafe { (*node).type_ };
-    match tag {
-        pg_sys::NodeTag::T_InsertStmt => *found = Some("INSERT"),
-        pg_sys::NodeTag::T_UpdateStmt => *found = Some("UPDATE"),
-        pg_sys::NodeTag::T_DeleteStmt => *found = Some("DELETE"),
-        pg_sys::NodeTag::T_MergeStmt => *found = Some("MERGE"),
-        pg_sys::NodeTag::T_SelectStmt => {
-            let select = node as *mut pg_sys::SelectStmt;
-            if unsafe { !(*select).intoClause.is_null() } {
-                *found = Some("SELECT ... INTO");
-            } else if unsafe { !(*select).lockingClause.is_null() } {
-                *found = Some("SELECT ... FOR UPDATE/SHARE");
-            }
-        }
-        _ => {}
-    }
-    if found.is_some() {
-        return true;
-    }
-    unsafe { pg_sys::raw_expression_tree_walker(node, Some(refuse_walker), context) }
-}
 
 /// What an EXPLAIN (FORMAT JSON) plan says: indexes used and relations scanned sequentially.
 fn plan_summary(plan: &Value, indexes: &mut Vec<(String, String)>, seq_scans: &mut Vec<String>) {
@@ -591,14 +538,12 @@ fn check_query_plan(
             format!("{ms} is not a non-negative number of milliseconds"),
         );
     }
-    if let Some(why) = refusal(query) {
-        error::invalid_argument("query", why);
-    }
+    let query = query_guard::checked_select("query", query);
 
     let explain = format!("EXPLAIN (ANALYZE, BUFFERS, VERBOSE, FORMAT JSON)\n{query}\n");
-    let saved = unsafe { pg_sys::XactReadOnly };
-    unsafe { pg_sys::XactReadOnly = true };
-    let result = PgTryBuilder::new(|| {
+    let result = query_guard::run_read_only("query", || {
+        // EXPLAIN ANALYZE is a utility statement: SPI runs it only in read-write mode. The
+        // transaction itself is read-only here (query_guard).
         Spi::connect_mut(|client| {
             let rows = catalog::spi("running EXPLAIN", client.update(&explain, None, &[]));
             rows.into_iter()
@@ -606,9 +551,7 @@ fn check_query_plan(
                 .and_then(|r| catalog::col::<Json>(&r, 1))
                 .map(|j| j.0)
         })
-    })
-    .finally(|| unsafe { pg_sys::XactReadOnly = saved })
-    .execute();
+    });
     let result = result.unwrap_or(Value::Null);
     let top = result.get(0).cloned().unwrap_or(Value::Null);
     let planning_ms = top
@@ -684,7 +627,9 @@ mod tests {
         Spi::run("SELECT * FROM assert_migration_success('m1')").unwrap();
     }
 
-    #[pg_test(error = "invalid value for argument \"query\": DELETE is not a read-only query")]
+    #[pg_test(
+        error = "invalid value for argument \"query\": DELETE is not allowed: must be a read-only SELECT"
+    )]
     fn check_query_plan_refuses_a_data_modifying_cte() {
         Spi::run("CREATE TABLE t (id int)").unwrap();
         Spi::run("SELECT * FROM check_query_plan('WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d')").unwrap();

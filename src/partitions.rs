@@ -161,7 +161,7 @@ pub fn drop_partitions(
 #[pg_extern(volatile)]
 fn drop_old_partitions(
     keep_months: Option<i32>,
-    parent: default!(Option<pgrx::PgRelation>, "NULL"),
+    parent: default!(Option<crate::catalog::Regclass>, "NULL"),
     dry_run: default!(Option<bool>, "false"),
 ) -> TableIterator<
     'static,
@@ -178,7 +178,7 @@ fn drop_old_partitions(
         error::invalid_argument("keep_months", format!("{keep} is negative"));
     }
     let dry_run = error::required("dry_run", dry_run);
-    let parent = parent.map(|rel| rel.oid());
+    let parent = parent.map(|rel| rel.oid("parent"));
     let rows = drop_partitions(parent, keep, 0, 0, dry_run);
     TableIterator::new(rows.into_iter().map(|a| {
         (

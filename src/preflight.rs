@@ -31,6 +31,9 @@ pub struct Thresholds {
     pub xid_age_warn: i64,
     pub xid_age_fail: i64,
     pub min_server_version: i32,
+    /// Whether session details carry the start of each query (preflight_checks: as
+    /// pg_stat_activity shows them to the caller); the shared health result never does.
+    pub show_query_text: bool,
 }
 
 impl Thresholds {
@@ -50,6 +53,7 @@ impl Thresholds {
             xid_age_warn: settings::XID_AGE_WARN.get() as i64,
             xid_age_fail: settings::XID_AGE_FAIL.get() as i64,
             min_server_version: settings::MIN_SERVER_VERSION.get(),
+            show_query_text: true,
         }
     }
 }
@@ -183,11 +187,14 @@ fn sessions_in_state(states: &str, since_column: &str, min_ms: f64) -> Vec<(i32,
     })
 }
 
-fn describe_sessions(sessions: &[(i32, f64, String)]) -> String {
+fn describe_sessions(sessions: &[(i32, f64, String)], show_query_text: bool) -> String {
     let listed: Vec<String> = sessions
         .iter()
         .take(5)
-        .map(|(pid, ms, query)| format!("pid {pid} for {}: {query}", human_ms(*ms)))
+        .map(|(pid, ms, query)| match show_query_text {
+            true => format!("pid {pid} for {}: {query}", human_ms(*ms)),
+            false => format!("pid {pid} for {}", human_ms(*ms)),
+        })
         .collect();
     let more = sessions.len().saturating_sub(5);
     if more > 0 {
@@ -222,7 +229,7 @@ fn long_running_queries(t: &Thresholds) -> CheckRow {
             human_ms(t.long_query_warn_ms),
             human_ms(t.long_query_fail_ms)
         ),
-        describe_sessions(&sessions),
+        describe_sessions(&sessions, t.show_query_text),
     )
 }
 
@@ -246,7 +253,7 @@ fn idle_in_transaction(t: &Thresholds) -> CheckRow {
             format!("{} idle, longest {}", sessions.len(), human_ms(longest))
         },
         format!("warn > {}", human_ms(t.idle_in_transaction_warn_ms)),
-        describe_sessions(&sessions),
+        describe_sessions(&sessions, t.show_query_text),
     )
 }
 
@@ -581,6 +588,7 @@ fn thresholds_from_args(
         xid_age_fail: non_negative("xid_age_fail", xid_age_fail.map(|v| v as f64)) as i64,
         min_server_version: non_negative("min_server_version", min_server_version.map(f64::from))
             as i32,
+        show_query_text: true,
     };
     let pct = |v: f64| format!("{v}%");
     let count = |v: f64| format!("{v}");

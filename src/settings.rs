@@ -288,7 +288,9 @@ pub fn init() {
         &REFRESH_LOG_RETENTION_S,
         0,
         i32::MAX,
-        GucContext::Userset,
+        // Retention deletes rows every role relies on: only a superuser (or the server's
+        // configuration) decides it, never a role's own SET or ALTER ROLE ... SET.
+        GucContext::Suset,
         GucFlags::UNIT_S,
     );
 
@@ -368,6 +370,48 @@ fn worker_settings() {
         GucContext::Userset,
         GucFlags::default(),
     );
+}
+
+thread_local! {
+    /// This backend's pg_runbook settings, found once: the GUC machinery never moves a defined
+    /// setting's record, so the pointers stay valid for the life of the backend.
+    static OWN_SETTINGS: std::cell::OnceCell<Vec<*const pgrx::pg_sys::config_generic>> =
+        const { std::cell::OnceCell::new() };
+}
+
+/// The first `pg_runbook.*` setting whose value in this session does not come from the server
+/// (configuration file, command line, ALTER SYSTEM) or the database (ALTER DATABASE ... SET):
+/// one set with SET, ALTER ROLE ... SET, or the client's options. `None` when there is none.
+/// Shared results (the health cache) are computed only with server-level settings.
+pub fn overridden_in_session() -> Option<String> {
+    use pgrx::pg_sys;
+    OWN_SETTINGS.with(|own| {
+        let own = own.get_or_init(|| {
+            // SAFETY: get_guc_variables returns the array of GetNumConfigOptions() setting
+            // records of this backend; their names are NUL-terminated strings.
+            unsafe {
+                let all = pg_sys::get_guc_variables();
+                (0..pg_sys::GetNumConfigOptions() as usize)
+                    .map(|i| *all.add(i) as *const pg_sys::config_generic)
+                    .filter(|g| {
+                        std::ffi::CStr::from_ptr((**g).name)
+                            .to_bytes()
+                            .starts_with(b"pg_runbook.")
+                    })
+                    .collect()
+            }
+        });
+        own.iter().find_map(|g| {
+            // SAFETY: the records live as long as the backend (see OWN_SETTINGS).
+            unsafe {
+                ((**g).source > pg_sys::GucSource::PGC_S_DATABASE).then(|| {
+                    std::ffi::CStr::from_ptr((**g).name)
+                        .to_string_lossy()
+                        .into_owned()
+                })
+            }
+        })
+    })
 }
 
 /// After this, a typo such as `SET pg_runbook.lock_timout` is an error instead of a silent

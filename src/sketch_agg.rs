@@ -49,6 +49,18 @@ fn view(bytes: &[u8]) -> SketchView<'_> {
     SketchView::parse(bytes).unwrap_or_else(|e| error::invalid_argument("sketch", e))
 }
 
+/// `d`, or 22023 when it is NaN or infinite: an infinite duration would ask the histogram for a
+/// bin at the end of the i32 range (gigabytes of empty bins before any error).
+fn finite_duration(d: f64) -> f64 {
+    if !d.is_finite() {
+        error::invalid_argument(
+            "duration_ms",
+            format!("{d} is not a finite number of milliseconds"),
+        );
+    }
+    d
+}
+
 /// Transition of request_sketch(): counts one request. NULL durations are skipped.
 #[pg_extern(immutable, parallel_safe)]
 fn request_sketch_trans(
@@ -63,7 +75,7 @@ fn request_sketch_trans(
         None => new_state(fcinfo, Sketch::new()),
     };
     if let Some(d) = duration_ms {
-        unsafe { (*p).add_request(d, status_code, cache_hit) };
+        unsafe { (*p).add_request(finite_duration(d), status_code, cache_hit) };
     }
     Some(into_internal(p))
 }
@@ -224,7 +236,11 @@ pub unsafe extern "C-unwind" fn request_rollup_trans_raw(
                 std::str::from_utf8(endpoint)
                     .unwrap_or_else(|_| error::invalid_argument("endpoint", "not valid UTF-8"))
             };
-            let duration = f64::from_bits(pg_getarg_datum_raw(fcinfo, 3).value() as u64);
+            if micros == i64::MAX || micros == i64::MIN {
+                error::invalid_argument("created_at", "must be a finite time, not infinity");
+            }
+            let duration =
+                finite_duration(f64::from_bits(pg_getarg_datum_raw(fcinfo, 3).value() as u64));
             let status =
                 (!pg_arg_is_null(fcinfo, 4)).then(|| pg_getarg_datum_raw(fcinfo, 4).value() as i32);
             let hit = (!pg_arg_is_null(fcinfo, 5))

@@ -180,7 +180,7 @@ fn check_slo_compliance(
     ),
 > {
     let window = window_arg(window);
-    let as_of = error::required("as_of", as_of);
+    let as_of = finite_as_of(as_of);
     let rules = load_rules("slo_definitions", "level", "");
     let targets: Vec<Option<String>> = rules
         .iter()
@@ -223,6 +223,16 @@ struct Fired {
     observed: Option<f64>,
     threshold: f64,
     detail: String,
+}
+
+/// The `as_of` argument: required, and a finite time (an infinite one has no buckets to judge,
+/// and a check that judges nothing must not pass).
+fn finite_as_of(as_of: Option<TimestampWithTimeZone>) -> TimestampWithTimeZone {
+    let as_of = error::required("as_of", as_of);
+    if !as_of.is_finite() {
+        error::invalid_argument("as_of", format!("must be a finite time, got {as_of}"));
+    }
+    as_of
 }
 
 /// Failed refreshes in the window, when mv_refresh_log exists in the extension's schema.
@@ -309,7 +319,7 @@ fn should_rollback(
     ),
 > {
     let window = window_arg(window);
-    let as_of = error::required("as_of", as_of);
+    let as_of = finite_as_of(as_of);
     TableIterator::new(
         judge_triggers(window, as_of)
             .into_iter()
@@ -333,7 +343,7 @@ fn assert_no_rollback(
     ),
 > {
     let window = window_arg(window);
-    let as_of = error::required("as_of", as_of);
+    let as_of = finite_as_of(as_of);
     let all = judge_triggers(window, as_of);
     let fired: Vec<&Fired> = all.iter().filter(|f| f.fired).collect();
     if !fired.is_empty() {
@@ -380,7 +390,7 @@ fn slo_error_budget(
         );
     }
     let window = window_arg(window);
-    let as_of = error::required("as_of", as_of);
+    let as_of = finite_as_of(as_of);
     let sql = format!(
         "WITH w AS (SELECT pg_catalog.date_bin('5 minutes', $2, '2000-01-01 00:00:00+00') AS e) \
          SELECT {sums} \

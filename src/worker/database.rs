@@ -42,7 +42,10 @@ fn report_activity(state: State) {
             pg_sys::BackendState::STATE_RUNNING,
             "draining the cache invalidation queue",
         ),
-        State::RollingUp => (pg_sys::BackendState::STATE_RUNNING, "rollup_metrics()"),
+        State::RollingUp => (
+            pg_sys::BackendState::STATE_RUNNING,
+            "rollup_metrics(), notify_alert_changes()",
+        ),
         State::Maintenance => (
             pg_sys::BackendState::STATE_RUNNING,
             "clean_expired_cache(), prune_mv_refresh_log()",
@@ -218,6 +221,7 @@ fn periodic_jobs(me: Me, round: &mut Round, naptime: Duration) {
     if due(round.last_rollup, settings::ROLLUP_INTERVAL_MS.get()) {
         round.last_rollup = Instant::now();
         job(State::RollingUp, "rollup_metrics()");
+        job(State::RollingUp, "notify_alert_changes()");
     }
     if due(
         round.last_maintenance,

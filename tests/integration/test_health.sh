@@ -24,8 +24,8 @@ check "the next one is cached" "$(q "$DB" "SELECT h->>'cached' FROM health_check
 echo "without shared_preload_libraries: a per-backend cache that says so"
 cluster_start nopreload "" >/dev/null
 q postgres "CREATE EXTENSION IF NOT EXISTS pg_runbook" >/dev/null
+q postgres "ALTER DATABASE postgres SET pg_runbook.health_cache_ttl = '1h'" >/dev/null
 out=$(psql -X -q -A -t -d postgres \
-  -c "SET pg_runbook.health_cache_ttl = '1h'" \
   -c "SELECT (h->>'cached') || '|' || (h->>'cache') FROM health_check() h" \
   -c "SELECT (h->>'cached') || '|' || (h->>'cache') FROM health_check() h")
 check "first call computes, second is cached, both say backend" "$(echo $out)" "false|backend true|backend"

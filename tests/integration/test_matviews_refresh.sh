@@ -91,7 +91,7 @@ q postgres "SELECT cron.unschedule($job)" >/dev/null
 check "a scheduled run leaves log rows" "$(q "$DB" "SELECT count(*) >= $before + 3 FROM mv_refresh_log")" "t"
 
 echo "a NOLOGIN owner role after SET ROLE"
-q "$DB" "CREATE ROLE mv_owner NOLOGIN; CREATE SCHEMA owned AUTHORIZATION mv_owner;
+q "$DB" "CREATE ROLE mv_owner NOLOGIN IN ROLE runbook_operator; CREATE SCHEMA owned AUTHORIZATION mv_owner;
          SET ROLE mv_owner; CREATE MATERIALIZED VIEW owned.v AS SELECT 1 AS x;" >/dev/null
 check "refreshes as the current role, with no privileges on the log" \
   "$(q "$DB" "SET ROLE mv_owner; SELECT status FROM refresh_materialized_views_staggered(schema_pattern => 'owned')")" "success"

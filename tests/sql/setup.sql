@@ -4,6 +4,7 @@
 -- error_of(sql): runs sql and returns 'SQLSTATE: message' of the error it raises, or 'no error'.
 -- Tests pin both the code and the message this way without depending on source line numbers.
 CREATE SCHEMA regress;
+GRANT USAGE ON SCHEMA regress TO PUBLIC;  -- tests run some calls as unprivileged roles
 CREATE FUNCTION regress.error_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
   EXECUTE sql;
