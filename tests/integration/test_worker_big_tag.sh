@@ -21,11 +21,11 @@ alter_while_draining() { # $1: what drains; prints "in progress" when the ALTER 
   echo "       ($1: ALTER TABLE took $waited ms; $left tagged entries left when it returned)" >&2
   [ "$left" -gt 0 ] && echo "in progress"
 }
-fill="INSERT INTO query_cache (cache_key, result, tags, expires_at)
-      SELECT 'big:' || g, '1', '{big}', now() + interval '1 hour' FROM generate_series(1, 600000) g"
+fill="INSERT INTO query_cache (cache_key, result, tags, expires_at, owner_role)
+      SELECT 'big:' || g, '1', '{big}', now() + interval '1 hour', 'postgres'::regrole FROM generate_series(1, 600000) g"
 q "$DB" "$fill" >/dev/null
-q "$DB" "INSERT INTO query_cache (cache_key, result, tags, expires_at)
-         SELECT 'small:' || g, '1', '{small}', now() + interval '1 hour' FROM generate_series(1, 1000) g" >/dev/null
+q "$DB" "INSERT INTO query_cache (cache_key, result, tags, expires_at, owner_role)
+         SELECT 'small:' || g, '1', '{small}', now() + interval '1 hour', 'postgres'::regrole FROM generate_series(1, 1000) g" >/dev/null
 q "$DB" "VACUUM ANALYZE query_cache" >/dev/null
 
 # --- the worker

@@ -17,16 +17,16 @@ q "$DB" "CREATE TABLE drained_log (id bigint);
 
 # --- producers enqueue keys and tags that overlap (the same key twice, tags covering keys), four
 # drainers call the function in a loop beside the worker; every failure is counted
-q "$DB" "INSERT INTO query_cache (cache_key, result, tags, expires_at)
-         SELECT 'k' || g, '1', ARRAY['t' || (g % 20)], now() + interval '1 hour' FROM generate_series(1, 20000) g" >/dev/null
+q "$DB" "INSERT INTO query_cache (cache_key, result, tags, expires_at, owner_role)
+         SELECT 'k' || g, '1', ARRAY['t' || (g % 20)], now() + interval '1 hour', 'postgres'::regrole FROM generate_series(1, 20000) g" >/dev/null
 errs=$RUN_DIR/integration/drainers.err; : > "$errs"
 pids=()
 for p in 1 2; do
   psql -X -q -d "$DB" -c "DO \$\$ BEGIN FOR i IN 1..60 LOOP
       PERFORM invalidate_cache('k' || ((i * 37 + g) % 20000)) FROM generate_series(1, 50) g;
       PERFORM invalidate_cache_tag('t' || (i % 20));
-      INSERT INTO query_cache (cache_key, result, tags, expires_at)
-        SELECT 'n$p-' || i || '-' || g, '1', ARRAY['t' || (g % 20)], now() + interval '1 hour' FROM generate_series(1, 100) g;
+      INSERT INTO query_cache (cache_key, result, tags, expires_at, owner_role)
+        SELECT 'n$p-' || i || '-' || g, '1', ARRAY['t' || (g % 20)], now() + interval '1 hour', 'postgres'::regrole FROM generate_series(1, 100) g;
       COMMIT; END LOOP; END \$\$" >/dev/null 2>>"$errs" & pids+=($!)
 done
 calls=0
