@@ -175,12 +175,6 @@ fn forget_unlisted(wanted: &[String], existing: &[(pg_sys::Oid, String)]) {
     });
 }
 
-fn slot_of(database: pg_sys::Oid) -> Option<shared::Slot> {
-    shared::snapshot()
-        .into_iter()
-        .find(|s| s.database == database)
-}
-
 fn start_worker(database: pg_sys::Oid, name: &str) -> Option<DynamicBackgroundWorker> {
     let short: String = name.chars().take(40).collect();
     BackgroundWorkerBuilder::new(&format!("pg_runbook worker for {short}"))
@@ -273,7 +267,7 @@ fn serve(name: &str, oid: pg_sys::Oid, entry: &mut Entry, running: &mut usize, b
         *entry = Entry::new();
         entry.database = oid;
     }
-    let slot = slot_of(oid);
+    let slot = shared::find(oid);
     let alive = match &entry.handle {
         Some(h) => matches!(h.pid(), Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted)),
         // A worker started by an earlier launcher (this one restarted) is adopted.

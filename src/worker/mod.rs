@@ -12,7 +12,6 @@ mod launcher;
 mod shared;
 
 use pgrx::prelude::*;
-use shared::Slot;
 use std::cell::Cell;
 
 pub use launcher::init_preloaded;
@@ -80,21 +79,15 @@ pub fn database_counters() -> Counters {
     out
 }
 
-fn this_database() -> Option<Slot> {
-    let db = unsafe { pg_sys::MyDatabaseId };
-    shared::snapshot().into_iter().find(|s| s.database == db)
-}
-
 /// When the worker serving this database last drained events.
 pub fn last_worker_drain_at() -> Option<TimestampWithTimeZone> {
-    this_database().and_then(|s| timestamp(s.last_drain_at))
+    shared::find(unsafe { pg_sys::MyDatabaseId }).and_then(|s| timestamp(s.last_drain_at))
 }
 
 /// Sets the latch of the worker serving `database`, if one runs.
 pub fn wake(database: pg_sys::Oid) {
-    let procno = shared::snapshot()
-        .into_iter()
-        .find(|s| s.database == database && s.pid != 0 && s.procno >= 0)
+    let procno = shared::find(database)
+        .filter(|s| s.pid != 0 && s.procno >= 0)
         .map(|s| s.procno);
     if let Some(procno) = procno {
         // SAFETY: procno was published by the live worker from its own PGPROC; PGPROCs are never

@@ -228,6 +228,16 @@ pub fn snapshot() -> Vec<Slot> {
     out
 }
 
+/// A copy of the slot of `database`, if it has one (without copying the others: every enqueue's
+/// commit looks its worker up).
+pub fn find(database: pg_sys::Oid) -> Option<Slot> {
+    let mut out = None;
+    with(pg_sys::LWLockMode::LW_SHARED, |slots| {
+        out = slots.iter().find(|s| s.database == database).copied()
+    });
+    out
+}
+
 /// Runs `f` on the slot at `index`.
 pub fn update(index: usize, f: impl FnOnce(&mut Slot)) {
     write(|slots| {
