@@ -112,6 +112,7 @@ CREATE PROCEDURE @extschema@.drain_cache_invalidation_queue_batches(
 LANGUAGE plpgsql AS $$
 DECLARE
     after_id pg_catalog.int8 := 0;
+    has_progressed boolean := false;
     step record;
     deadline pg_catalog.timestamptz;
 BEGIN
@@ -125,18 +126,19 @@ BEGIN
     deadline := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => max_seconds);
     events_drained := 0;
     LOOP
-        SELECT b.events, b.next_after_id INTO step
-        FROM @extschema@.drain_cache_invalidation_batch(batch_size, after_id) AS b;
+        SELECT b.events, b.next_after_id, b.progressed INTO step
+        FROM @extschema@.drain_cache_invalidation_batch(batch_size, after_id, has_progressed) AS b;
         events_drained := events_drained OPERATOR(pg_catalog.+) step.events;
         COMMIT;
         EXIT WHEN step.next_after_id IS NULL OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) deadline;
         after_id := step.next_after_id;
+        has_progressed := step.progressed;
     END LOOP;
 END $$;
 COMMENT ON PROCEDURE @extschema@.drain_cache_invalidation_queue_batches(integer, integer, bigint) IS
     'Drains the invalidation queue committing after every batch (CALL it outside a transaction block); returns the events drained. For runbook_operator';
-COMMENT ON FUNCTION @extschema@.drain_cache_invalidation_batch(integer, bigint) IS
-    'One batch of the invalidation drain (the procedure drain_cache_invalidation_queue_batches loops over it): events finished and the id the next batch starts after, NULL when done. For runbook_operator';
+COMMENT ON FUNCTION @extschema@.drain_cache_invalidation_batch(integer, bigint, boolean) IS
+    'One batch of the invalidation drain (the procedure drain_cache_invalidation_queue_batches loops over it): events finished, the id the next batch starts after (NULL when done) and whether the drain progressed since it last started over. For runbook_operator';
 COMMENT ON FUNCTION @extschema@.warm_cache_top_queries(integer) IS
     'Recomputes the n most-hit expired or invalidated cached queries, prewarming their relations when pg_prewarm is installed';
 COMMENT ON FUNCTION @extschema@.cache_wake_worker() IS

@@ -77,8 +77,8 @@ END;
 
 
 -- ==== worker (issue 16) ====
-CREATE FUNCTION @extschema@."drain_cache_invalidation_batch"("batch_size" INT, "after_id" bigint)
-RETURNS TABLE ("events" bigint, "next_after_id" bigint)
+CREATE FUNCTION @extschema@."drain_cache_invalidation_batch"("batch_size" INT, "after_id" bigint, "progressed" bool DEFAULT false)
+RETURNS TABLE ("events" bigint, "next_after_id" bigint, "progressed" bool)
 VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'drain_cache_invalidation_batch_wrapper';
 
 -- Large manual drains: a function runs in its caller's one transaction, so it cannot commit
@@ -93,6 +93,7 @@ CREATE PROCEDURE @extschema@.drain_cache_invalidation_queue_batches(
 LANGUAGE plpgsql AS $$
 DECLARE
     after_id pg_catalog.int8 := 0;
+    has_progressed boolean := false;
     step record;
     deadline pg_catalog.timestamptz;
 BEGIN
@@ -106,20 +107,21 @@ BEGIN
     deadline := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => max_seconds);
     events_drained := 0;
     LOOP
-        SELECT b.events, b.next_after_id INTO step
-        FROM @extschema@.drain_cache_invalidation_batch(batch_size, after_id) AS b;
+        SELECT b.events, b.next_after_id, b.progressed INTO step
+        FROM @extschema@.drain_cache_invalidation_batch(batch_size, after_id, has_progressed) AS b;
         events_drained := events_drained OPERATOR(pg_catalog.+) step.events;
         COMMIT;
         EXIT WHEN step.next_after_id IS NULL OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) deadline;
         after_id := step.next_after_id;
+        has_progressed := step.progressed;
     END LOOP;
 END $$;
 COMMENT ON PROCEDURE @extschema@.drain_cache_invalidation_queue_batches(integer, integer, bigint) IS
     'Drains the invalidation queue committing after every batch (CALL it outside a transaction block); returns the events drained. For runbook_operator';
-COMMENT ON FUNCTION @extschema@.drain_cache_invalidation_batch(integer, bigint) IS
-    'One batch of the invalidation drain (the procedure drain_cache_invalidation_queue_batches loops over it): events finished and the id the next batch starts after, NULL when done. For runbook_operator';
+COMMENT ON FUNCTION @extschema@.drain_cache_invalidation_batch(integer, bigint, boolean) IS
+    'One batch of the invalidation drain (the procedure drain_cache_invalidation_queue_batches loops over it): events finished, the id the next batch starts after (NULL when done) and whether the drain progressed since it last started over. For runbook_operator';
 COMMENT ON FUNCTION @extschema@.worker_status() IS
-    'pg_runbook background workers, one row per database served or asked for: pid (NULL when none runs), database, state (starting, waiting for CREATE EXTENSION, idle, draining, rolling up, cleaning up, backing off, unserved, disabled, standby, stopped), last drain, events drained, last error or reason, naptime';
+    'pg_runbook background workers, one row per database served or asked for: pid (NULL when none runs), database, state (starting, waiting for CREATE EXTENSION, idle, draining, rolling up, cleaning up, backing off, unserved, disabled, standby, stopped), last drain, events drained, last error or reason, naptime. For runbook_reader';
 -- ==== end worker ====
 
 
@@ -454,7 +456,7 @@ TO runbook_admin;
 
 
 -- ==== worker (issue 16) ====
-GRANT EXECUTE ON FUNCTION @extschema@.drain_cache_invalidation_batch(integer, bigint) TO runbook_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.drain_cache_invalidation_batch(integer, bigint, boolean) TO runbook_operator;
 GRANT EXECUTE ON PROCEDURE @extschema@.drain_cache_invalidation_queue_batches(integer, integer, bigint) TO runbook_operator;
 -- ==== end worker ====
 

@@ -106,7 +106,7 @@ TO runbook_admin;
 
 
 -- ==== worker (issue 16) ====
-GRANT EXECUTE ON FUNCTION @extschema@.drain_cache_invalidation_batch(integer, bigint) TO runbook_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.drain_cache_invalidation_batch(integer, bigint, boolean) TO runbook_operator;
 GRANT EXECUTE ON PROCEDURE @extschema@.drain_cache_invalidation_queue_batches(integer, integer, bigint) TO runbook_operator;
 -- ==== end worker ====
 

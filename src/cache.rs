@@ -689,15 +689,15 @@ pub fn drain_step(schema: &str, floor: i64, batch_size: i32) -> BatchOutcome {
 pub fn drain(schema: &str, batch_size: i32, max_seconds: i32) -> i64 {
     let started = std::time::Instant::now();
     let budget = std::time::Duration::from_secs(max_seconds as u64);
-    let mut floor = Some(0i64);
+    let mut cursor = Some(drain::Cursor::START);
     let mut total = 0i64;
-    while let Some(at) = floor {
+    while let Some(at) = cursor {
         let s = schema.to_string();
-        match catalog::in_subtransaction(move || drain_step(&s, at, batch_size)) {
+        match catalog::in_subtransaction(move || drain_step(&s, at.floor, batch_size)) {
             Ok(b) => {
                 warn_rejected(&b);
                 total += b.events_done;
-                floor = drain::next_floor(at, batch_size as i64, &b);
+                cursor = drain::next(at, batch_size as i64, &b);
             }
             Err(e) => {
                 pgrx::warning!(
@@ -759,24 +759,39 @@ fn drain_cache_invalidation_queue(
 }
 
 /// One batch of the drain, for the drain procedure's loop (which commits after each): claims
-/// events with id above `after_id` and returns the events finished and where the next batch
-/// starts (NULL when the drain is over).
+/// events with id above `after_id` and returns the events finished, where the next batch starts
+/// (NULL when the drain is over) and whether the drain has progressed since it last started
+/// over (the procedure passes it back with the next call).
 #[pg_extern(volatile)]
 fn drain_cache_invalidation_batch(
     batch_size: Option<i32>,
     after_id: Option<i64>,
-) -> TableIterator<'static, (name!(events, i64), name!(next_after_id, Option<i64>))> {
+    progressed: default!(Option<bool>, false),
+) -> TableIterator<
+    'static,
+    (
+        name!(events, i64),
+        name!(next_after_id, Option<i64>),
+        name!(progressed, bool),
+    ),
+> {
     let batch_size = valid_batch_size(batch_size);
     let after_id = error::required("after_id", after_id);
     if after_id < 0 {
         error::invalid_argument("after_id", format!("must not be negative, got {after_id}"));
     }
+    let cursor = drain::Cursor {
+        floor: after_id,
+        progressed: error::required("progressed", progressed),
+    };
     let schema = catalog::ext_schema();
     let b = drain_step(&schema, after_id, batch_size);
     warn_rejected(&b);
+    let next = drain::next(cursor, batch_size as i64, &b);
     TableIterator::once((
         b.events_done,
-        drain::next_floor(after_id, batch_size as i64, &b),
+        next.map(|c| c.floor),
+        next.is_some_and(|c| c.progressed),
     ))
 }
 

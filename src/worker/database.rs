@@ -9,7 +9,7 @@ use crate::catalog::{self, col};
 use crate::{cache, settings};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
-use runbook_core::drain::{backoff, next_floor};
+use runbook_core::drain::{Cursor, backoff, next};
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
@@ -163,15 +163,15 @@ enum Drained {
 }
 
 /// Drains batch after batch, each in its own transaction, until the queue has nothing left
-/// this round (see `next_floor`).
+/// this round (see `runbook_core::drain::next`).
 fn drain_round(me: Me) -> Drained {
     let batch_size = settings::DRAIN_BATCH_SIZE.get();
-    let mut floor = Some(0i64);
-    while let Some(at) = floor {
+    let mut cursor = Some(Cursor::START);
+    while let Some(at) = cursor {
         set_state(me, State::Draining);
         let outcome = unit(move || {
             catalog::ext_schema_if_installed()
-                .map(|schema| cache::drain_step(&schema, at, batch_size))
+                .map(|schema| cache::drain_step(&schema, at.floor, batch_size))
         });
         match outcome {
             Err(e) => {
@@ -194,7 +194,7 @@ fn drain_round(me: Me) -> Drained {
                         s.last_drain_at = at;
                     });
                 }
-                floor = next_floor(at, batch_size as i64, &batch);
+                cursor = next(at, batch_size as i64, &batch);
             }
         }
         if shutdown_requested() {

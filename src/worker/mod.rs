@@ -146,7 +146,7 @@ fn worker_status() -> TableIterator<
 
 pgrx::extension_sql!(
     "COMMENT ON FUNCTION @extschema@.worker_status() IS \
-     'pg_runbook background workers, one row per database served or asked for: pid (NULL when none runs), database, state (starting, waiting for CREATE EXTENSION, idle, draining, rolling up, cleaning up, backing off, unserved, disabled, standby, stopped), last drain, events drained, last error or reason, naptime';",
+     'pg_runbook background workers, one row per database served or asked for: pid (NULL when none runs), database, state (starting, waiting for CREATE EXTENSION, idle, draining, rolling up, cleaning up, backing off, unserved, disabled, standby, stopped), last drain, events drained, last error or reason, naptime. For runbook_reader';",
     name = "worker_status_comment",
     requires = [worker_status]
 );

@@ -27,18 +27,38 @@ impl BatchOutcome {
     }
 }
 
-/// Where the next batch starts (`Some(floor)`: claim ids above it), or `None` when the drain is
-/// over. A full batch goes on after its last id, so it never rescans what earlier batches left
-/// behind; a short one goes back to the start once, for events that committed late with a lower
-/// id, and again while unfinished events (a large tag, chunk by chunk) still make progress. A
-/// batch that left events unfinished without any progress (their rows locked by other sessions)
-/// ends the drain: the next round retries them.
-pub fn next_floor(floor: i64, batch_size: i64, b: &BatchOutcome) -> Option<i64> {
+/// Where a drain stands between batches: claim ids above `floor`; `progressed` says whether
+/// any batch since the drain last went back to the start finished an event or deleted an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub floor: i64,
+    pub progressed: bool,
+}
+
+impl Cursor {
+    pub const START: Cursor = Cursor {
+        floor: 0,
+        progressed: false,
+    };
+}
+
+/// Where the next batch starts, or `None` when the drain is over. A full batch goes on after its
+/// last id, so it never rescans what earlier batches left behind. After a short one the drain
+/// goes back to the start, for events that committed late with a lower id and for unfinished
+/// ones (a large tag, chunk by chunk), but only when something was done since it last went back:
+/// events left unfinished because other sessions hold their rows (or, within one transaction,
+/// because this drain holds them itself) would otherwise be claimed again and again. The next
+/// round retries them.
+pub fn next(cursor: Cursor, batch_size: i64, b: &BatchOutcome) -> Option<Cursor> {
+    let progressed = cursor.progressed || b.progressed();
     if b.claimed >= batch_size {
-        return Some(b.max_id);
+        return Some(Cursor {
+            floor: b.max_id,
+            progressed,
+        });
     }
-    if floor > 0 || (b.unfinished > 0 && b.progressed()) {
-        return Some(0);
+    if progressed && (cursor.floor > 0 || b.unfinished > 0) {
+        return Some(Cursor::START);
     }
     None
 }
@@ -77,25 +97,47 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_full_batch_continues_after_its_last_id() {
-        assert_eq!(next_floor(0, 10, &batch(10, 10, 0, 5, 42)), Some(42));
+    fn at(floor: i64, progressed: bool) -> Cursor {
+        Cursor { floor, progressed }
     }
 
     #[test]
-    fn a_short_batch_after_a_floor_goes_back_to_the_start_once() {
-        assert_eq!(next_floor(42, 10, &batch(3, 3, 0, 1, 50)), Some(0));
-        assert_eq!(next_floor(0, 10, &batch(3, 3, 0, 1, 50)), None);
+    fn a_full_batch_continues_after_its_last_id() {
+        assert_eq!(
+            next(Cursor::START, 10, &batch(10, 10, 0, 5, 42)),
+            Some(at(42, true))
+        );
+    }
+
+    #[test]
+    fn a_short_batch_goes_back_to_the_start_once_after_progress() {
+        assert_eq!(
+            next(at(42, true), 10, &batch(0, 0, 0, 0, 42)),
+            Some(Cursor::START)
+        );
+        assert_eq!(next(Cursor::START, 10, &batch(3, 3, 0, 1, 50)), None);
     }
 
     #[test]
     fn a_large_tag_is_drained_chunk_by_chunk_while_it_progresses() {
-        assert_eq!(next_floor(0, 10, &batch(1, 0, 1, 5000, 7)), Some(0));
+        assert_eq!(
+            next(Cursor::START, 10, &batch(1, 0, 1, 5000, 7)),
+            Some(Cursor::START)
+        );
+        assert_eq!(next(Cursor::START, 10, &batch(1, 1, 0, 300, 7)), None);
     }
 
     #[test]
     fn rows_locked_by_others_end_the_drain_instead_of_spinning() {
-        assert_eq!(next_floor(0, 10, &batch(1, 0, 1, 0, 7)), None);
+        assert_eq!(next(Cursor::START, 10, &batch(1, 0, 1, 0, 7)), None);
+    }
+
+    #[test]
+    fn a_full_batch_of_events_it_cannot_finish_does_not_loop_for_ever() {
+        // Ten unfinished events of its own, then nothing new: forward, then over.
+        let c = next(Cursor::START, 10, &batch(10, 0, 10, 0, 90)).unwrap();
+        assert_eq!(c, at(90, false));
+        assert_eq!(next(c, 10, &batch(0, 0, 0, 0, 90)), None);
     }
 
     #[test]
