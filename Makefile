@@ -36,6 +36,10 @@ test-core:
 test-pgrx: setup
 	rm -rf $(PGDATA_TEST)
 	bash -c '. scripts/lib.sh && make_reachable $(PGDATA_TEST)'
+	# `cargo pgrx test --runas` copies its build with `sudo cp`, which overwrites the installed
+	# library in place: every running server that loaded it then executes changed code and
+	# crashes. Removed first, the old file lives on for them and the copy is a new file.
+	rm -f "$$($(PG_CONFIG) --pkglibdir)/pg_runbook.so"
 	cargo pgrx test pg15 --runas postgres --pgdata $(PGDATA_TEST)/data
 
 # Layer 2: SQL regression tests of every function's user-visible output.

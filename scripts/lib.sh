@@ -62,7 +62,9 @@ cluster_start() {
   chown postgres: "$dir/data/runbook.conf"
   grep -q "include_if_exists = 'runbook.conf'" "$dir/data/postgresql.conf" \
     || echo "include_if_exists = 'runbook.conf'" >> "$dir/data/postgresql.conf"
-  as_postgres "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+  # -c: core files allowed (runuser's PAM limits set the soft limit to 0); a crash then leaves
+  # a core file in the data directory for gdb, and scripts/integration.sh fails on it.
+  as_postgres "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -c -w -t 60 start >/dev/null
   printf 'export PGHOST=%s PGPORT=%s PGUSER=postgres\n' "$dir/socket" "$port" > "$dir/env"
   # shellcheck disable=SC1091
   . "$dir/env"
@@ -70,7 +72,7 @@ cluster_start() {
 
 cluster_restart() {
   local dir=$RUN_DIR/$1
-  as_postgres "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w -t 60 restart >/dev/null
+  as_postgres "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -c -w -t 60 restart >/dev/null
 }
 
 cluster_stop() {

@@ -85,6 +85,51 @@ END;
 
 
 -- ==== worker (issue 16) ====
+CREATE FUNCTION @extschema@."drain_cache_invalidation_batch"("batch_size" INT, "after_id" bigint, "progressed" bool DEFAULT false)
+RETURNS TABLE ("events" bigint, "next_after_id" bigint, "progressed" bool)
+VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'drain_cache_invalidation_batch_wrapper';
+
+-- Large manual drains: a function runs in its caller's one transaction, so it cannot commit
+-- between batches; this procedure does. Every batch it finished stays done when it is cancelled
+-- or fails, and each commit releases the rows and the locks the batch held (a tag with many
+-- entries is deleted chunk by chunk, each chunk committed). No SET clause: PostgreSQL forbids
+-- COMMIT in a procedure that has one, so every name below is qualified instead.
+CREATE PROCEDURE @extschema@.drain_cache_invalidation_queue_batches(
+    batch_size integer DEFAULT 1000,
+    max_seconds integer DEFAULT 600,
+    INOUT events_drained bigint DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE
+    after_id pg_catalog.int8 := 0;
+    has_progressed boolean := false;
+    step record;
+    deadline pg_catalog.timestamptz;
+BEGIN
+    IF max_seconds IS NULL THEN
+        RAISE EXCEPTION 'argument "max_seconds" must not be NULL' USING ERRCODE = '22023';
+    END IF;
+    IF max_seconds OPERATOR(pg_catalog.<) 0 THEN
+        RAISE EXCEPTION 'invalid value for argument "max_seconds": must not be negative, got %', max_seconds
+            USING ERRCODE = '22023';
+    END IF;
+    deadline := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => max_seconds);
+    events_drained := 0;
+    LOOP
+        SELECT b.events, b.next_after_id, b.progressed INTO step
+        FROM @extschema@.drain_cache_invalidation_batch(batch_size, after_id, has_progressed) AS b;
+        events_drained := events_drained OPERATOR(pg_catalog.+) step.events;
+        COMMIT;
+        EXIT WHEN step.next_after_id IS NULL OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) deadline;
+        after_id := step.next_after_id;
+        has_progressed := step.progressed;
+    END LOOP;
+END $$;
+COMMENT ON PROCEDURE @extschema@.drain_cache_invalidation_queue_batches(integer, integer, bigint) IS
+    'Drains the invalidation queue committing after every batch (CALL it outside a transaction block); returns the events drained. For runbook_operator';
+COMMENT ON FUNCTION @extschema@.drain_cache_invalidation_batch(integer, bigint, boolean) IS
+    'One batch of the invalidation drain (the procedure drain_cache_invalidation_queue_batches loops over it): events finished, the id the next batch starts after (NULL when done) and whether the drain progressed since it last started over. For runbook_operator';
+COMMENT ON FUNCTION @extschema@.worker_status() IS
+    'pg_runbook background workers, one row per database served or asked for: pid (NULL when none runs), database, state (starting, waiting for CREATE EXTENSION, idle, draining, rolling up, cleaning up, backing off, unserved, disabled, standby, stopped), last drain, events drained, last error or reason, naptime. For runbook_reader';
 -- ==== end worker ====
 
 
@@ -757,6 +802,8 @@ GRANT DELETE ON @extschema@.mv_refresh_log TO runbook_admin;  -- prune_mv_refres
 
 
 -- ==== worker (issue 16) ====
+GRANT EXECUTE ON FUNCTION @extschema@.drain_cache_invalidation_batch(integer, bigint, boolean) TO runbook_operator;
+GRANT EXECUTE ON PROCEDURE @extschema@.drain_cache_invalidation_queue_batches(integer, integer, bigint) TO runbook_operator;
 -- ==== end worker ====
 
 

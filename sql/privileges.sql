@@ -106,6 +106,8 @@ GRANT DELETE ON @extschema@.mv_refresh_log TO runbook_admin;  -- prune_mv_refres
 
 
 -- ==== worker (issue 16) ====
+GRANT EXECUTE ON FUNCTION @extschema@.drain_cache_invalidation_batch(integer, bigint, boolean) TO runbook_operator;
+GRANT EXECUTE ON PROCEDURE @extschema@.drain_cache_invalidation_queue_batches(integer, integer, bigint) TO runbook_operator;
 -- ==== end worker ====
 
 

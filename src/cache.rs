@@ -12,7 +12,8 @@ use crate::{error, query_guard, worker};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::{PgOid, PgRelation};
-use std::cell::Cell;
+use runbook_core::drain::{self, BatchOutcome};
+use std::cell::{Cell, RefCell};
 
 /// Advisory lock class for single-flight cache fills: `pg_advisory_xact_lock(CLASS, hashtext(key))`.
 const FILL_LOCK_CLASS: i32 = 0x52424b43; // "RBKC"
@@ -369,6 +370,20 @@ fn cache_stats() -> TableIterator<
 thread_local! {
     static WAKE_PENDING: Cell<bool> = const { Cell::new(false) };
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// Events drained in this transaction, by subtransaction nesting level: they reach
+    /// cache_stats() only when the top transaction commits, and a rolled-back subtransaction
+    /// (a failed batch, a PL/pgSQL EXCEPTION block) takes its own away.
+    static DRAINED_PENDING: RefCell<Vec<(i32, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn register_callbacks() {
+    if !CALLBACK_REGISTERED.with(|r| r.replace(true)) {
+        // SAFETY: plain function pointers with no argument, registered once per backend.
+        unsafe {
+            pg_sys::RegisterXactCallback(Some(on_xact_end), std::ptr::null_mut());
+            pg_sys::RegisterSubXactCallback(Some(on_subxact_end), std::ptr::null_mut());
+        }
+    }
 }
 
 /// Asks for this database's worker to be woken when the current transaction commits (waking it
@@ -378,9 +393,17 @@ fn wake_at_commit() {
         return;
     }
     WAKE_PENDING.with(|w| w.set(true));
-    if !CALLBACK_REGISTERED.with(|r| r.replace(true)) {
-        unsafe { pg_sys::RegisterXactCallback(Some(on_xact_end), std::ptr::null_mut()) };
+    register_callbacks();
+}
+
+/// Counts drained events toward cache_stats() once the transaction that deleted them commits.
+fn note_drained(events: i64) {
+    if events <= 0 {
+        return;
     }
+    let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
+    DRAINED_PENDING.with(|p| p.borrow_mut().push((level, events as u64)));
+    register_callbacks();
 }
 
 #[pg_guard]
@@ -390,13 +413,40 @@ unsafe extern "C-unwind" fn on_xact_end(
 ) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
+            let drained: u64 = DRAINED_PENDING.with(|p| p.take().iter().map(|(_, n)| n).sum());
+            worker::note_drained(drained);
             if WAKE_PENDING.with(|w| w.replace(false)) {
                 worker::wake(unsafe { pg_sys::MyDatabaseId });
             }
         }
-        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
+        pg_sys::XactEvent::XACT_EVENT_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
+            DRAINED_PENDING.with(|p| p.borrow_mut().clear());
             WAKE_PENDING.with(|w| w.set(false));
         }
+        _ => {}
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_subxact_end(
+    event: pg_sys::SubXactEvent::Type,
+    _my_subid: pg_sys::SubTransactionId,
+    _parent_subid: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    // Called while the ending subtransaction is still the current one.
+    let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
+    match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
+            DRAINED_PENDING.with(|p| p.borrow_mut().retain(|(l, _)| *l < level));
+        }
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => DRAINED_PENDING.with(|p| {
+            for entry in p.borrow_mut().iter_mut().filter(|(l, _)| *l >= level) {
+                entry.0 = level - 1;
+            }
+        }),
         _ => {}
     }
 }
@@ -500,129 +550,161 @@ fn cache_invalidate_off(tbl: Option<catalog::Regclass>) -> bool {
     exists
 }
 
-/// What one batch did.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Batch {
-    /// Events claimed and deleted (malformed ones included).
-    pub events: i64,
-    /// The highest id of the batch claimed in id order (the floor for the next batch), or the
-    /// floor given.
-    pub max_id: i64,
-    /// Malformed events moved to cache_invalidation_rejected.
-    pub rejected: i64,
-}
-
-/// Claims up to `size` events with id > `floor` (FOR UPDATE SKIP LOCKED), moves malformed ones
-/// aside, deletes the events and the cache entries they name. One statement, its plan kept.
-pub fn drain_batch(schema: &str, floor: i64, size: i32) -> Batch {
-    // One statement: claim a batch of events, and with them the other queued events for the same
-    // tags (up to 100 batches' worth): invalidating a tag once does what all of them ask, so a
-    // write-heavy table's repeated tag events cost one GIN probe, not one per batch. (Keys are not
-    // coalesced: a key's event costs one btree probe either way, in the queue or in the cache.)
-    // Claimed rows are deleted by ctid, which they keep while locked, so the delete costs no
-    // index descent; the coalesced set may list claimed rows again, and the TID scan dedups.
-    // Then move malformed events aside, delete the entries named by key (one btree scan over the
-    // sorted keys) and by tag (one single-entry GIN probe per distinct tag, in tag order: a GIN
-    // scan with many entries costs entries x matches, and a common order makes deadlocks between
-    // concurrent drainers on shared entries rarer; a row both reach is deleted once), and keep
-    // the queries of cached_query entries for warming. The next batch's floor is the highest id
-    // of the batch itself, not of the coalesced events.
+/// Claims up to `size` events with id > `floor` (FOR UPDATE SKIP LOCKED) and finishes what it can
+/// in one statement, its plan kept: malformed events are moved aside; the cache rows named by key,
+/// and up to `max_entries` rows named by tag, are locked with SKIP LOCKED and deleted. An event
+/// is deleted only when every row it names is gone: one whose row another session holds (another
+/// drainer, a cache_get counting a hit) or whose tag has more rows than this batch's chunk stays
+/// queued for a later batch. So drainers never wait for each other, and no statement holds
+/// query_cache for longer than one chunk.
+pub fn drain_batch(schema: &str, floor: i64, size: i32, max_entries: i32) -> BatchOutcome {
+    // Tag events claimed here also take the other queued events for the same tag (up to 100
+    // batches' worth): deleting the tagged entries once does what all of them ask. A batch works
+    // on at most tags_per_batch tags and `per_tag` entries of each; the probe reads one row more
+    // than it may delete, so a tag whose probe rows are all locked and deleted has no entry left
+    // in this statement's snapshot (a later entry was stored after the event and is not stale).
+    // A cache row updated since the snapshot fails the ctid recheck of the locking scan and counts
+    // as held: its event is retried. Claimed rows are deleted by ctid, which they keep while locked.
     let sql = format!(
-        "WITH claimed AS ( \
+        "WITH claimed AS MATERIALIZED ( \
            SELECT ctid AS row_id, id, cache_key, tag FROM {schema}.cache_invalidation_queue \
-           WHERE id > $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED), \
-         same_tag AS ( \
-           SELECT q.ctid AS row_id FROM {schema}.cache_invalidation_queue q \
-           WHERE q.tag = ANY (ARRAY(SELECT DISTINCT tag FROM claimed WHERE cache_key IS NULL AND tag IS NOT NULL)) \
-             AND q.cache_key IS NULL \
-           LIMIT $2 * 100 FOR UPDATE SKIP LOCKED), \
+           WHERE id OPERATOR(pg_catalog.>) $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+         tag_list AS MATERIALIZED ( \
+           SELECT DISTINCT tag FROM claimed WHERE cache_key IS NULL AND tag IS NOT NULL \
+           ORDER BY tag LIMIT $4), \
+         per_tag AS MATERIALIZED ( \
+           SELECT greatest($3::pg_catalog.int8 OPERATOR(pg_catalog./) \
+                  greatest((SELECT pg_catalog.count(*) FROM tag_list), 1), 1) AS n), \
+         same_tag AS MATERIALIZED ( \
+           SELECT q.ctid AS row_id, q.id, q.cache_key, q.tag FROM {schema}.cache_invalidation_queue q \
+           WHERE q.tag OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT tag FROM tag_list)) AND q.cache_key IS NULL \
+           LIMIT $2 OPERATOR(pg_catalog.*) 100 FOR UPDATE SKIP LOCKED), \
+         key_cand AS MATERIALIZED ( \
+           SELECT c.ctid AS row_id, c.cache_key FROM {schema}.query_cache c \
+           WHERE c.cache_key OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT cache_key FROM claimed \
+                 WHERE cache_key IS NOT NULL AND tag IS NULL))), \
+         tag_cand AS MATERIALIZED ( \
+           SELECT t.tag, p.row_id, p.rn FROM tag_list t CROSS JOIN LATERAL ( \
+             SELECT c.ctid AS row_id, pg_catalog.row_number() OVER () AS rn FROM ( \
+               SELECT c.ctid FROM {schema}.query_cache c \
+               WHERE c.tags OPERATOR(pg_catalog.@>) ARRAY[t.tag] \
+               LIMIT (SELECT n OPERATOR(pg_catalog.+) 1 FROM per_tag)) c) p), \
+         locked AS MATERIALIZED ( \
+           SELECT c.ctid AS row_id FROM {schema}.query_cache c \
+           WHERE c.ctid OPERATOR(pg_catalog.=) ANY (ARRAY( \
+               SELECT row_id FROM key_cand UNION ALL \
+               SELECT row_id FROM tag_cand WHERE rn OPERATOR(pg_catalog.<=) (SELECT n FROM per_tag))) \
+           FOR UPDATE SKIP LOCKED), \
+         gone AS ( \
+           DELETE FROM {schema}.query_cache c \
+           WHERE c.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT row_id FROM locked)) \
+           RETURNING c.cache_key, c.query_sql, c.tags, c.expires_at OPERATOR(pg_catalog.-) c.created_at AS ttl, c.hits, \
+                     c.owner_role, c.query_search_path), \
+         held_keys AS MATERIALIZED ( \
+           SELECT k.cache_key FROM key_cand k \
+           WHERE NOT EXISTS (SELECT 1 FROM locked l WHERE l.row_id OPERATOR(pg_catalog.=) k.row_id)), \
+         open_tags AS MATERIALIZED ( \
+           SELECT t.tag FROM tag_cand t \
+           WHERE NOT EXISTS (SELECT 1 FROM locked l WHERE l.row_id OPERATOR(pg_catalog.=) t.row_id)), \
+         done AS MATERIALIZED ( \
+           SELECT e.row_id, e.id FROM (SELECT * FROM claimed UNION SELECT * FROM same_tag) e \
+           WHERE CASE \
+             WHEN (e.cache_key IS NULL) OPERATOR(pg_catalog.=) (e.tag IS NULL) THEN true \
+             WHEN e.cache_key IS NOT NULL THEN NOT EXISTS (SELECT 1 FROM held_keys h \
+                  WHERE h.cache_key OPERATOR(pg_catalog.=) e.cache_key) \
+             ELSE EXISTS (SELECT 1 FROM tag_list t WHERE t.tag OPERATOR(pg_catalog.=) e.tag) \
+                  AND NOT EXISTS (SELECT 1 FROM open_tags o WHERE o.tag OPERATOR(pg_catalog.=) e.tag) \
+           END), \
          ev AS ( \
            DELETE FROM {schema}.cache_invalidation_queue \
-           WHERE ctid = ANY (ARRAY(SELECT row_id FROM claimed UNION ALL SELECT row_id FROM same_tag)) \
+           WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT row_id FROM done)) \
            RETURNING id, cache_key, tag, enqueued_at, reason), \
          rejected AS ( \
            INSERT INTO {schema}.cache_invalidation_rejected (id, cache_key, tag, enqueued_at, reason, problem) \
            SELECT id, cache_key, tag, enqueued_at, reason, \
                   CASE WHEN cache_key IS NULL AND tag IS NULL THEN 'neither cache_key nor tag is set' \
                        ELSE 'both cache_key and tag are set' END \
-           FROM ev WHERE (cache_key IS NULL) = (tag IS NULL) \
+           FROM ev WHERE (cache_key IS NULL) OPERATOR(pg_catalog.=) (tag IS NULL) \
            ON CONFLICT (id) DO NOTHING RETURNING id), \
-         by_key AS ( \
-           DELETE FROM {schema}.query_cache \
-           WHERE cache_key = ANY (ARRAY(SELECT cache_key FROM ev WHERE cache_key IS NOT NULL AND tag IS NULL)) \
-           RETURNING cache_key, query_sql, tags, expires_at - created_at AS ttl, hits, owner_role, query_search_path), \
-         by_tag AS ( \
-           DELETE FROM {schema}.query_cache c \
-           USING (SELECT DISTINCT u.tag FROM pg_catalog.unnest(ARRAY(SELECT tag FROM ev \
-                    WHERE tag IS NOT NULL AND cache_key IS NULL)) AS u(tag) ORDER BY u.tag) t \
-           WHERE c.tags @> ARRAY[t.tag] \
-           RETURNING c.cache_key, c.query_sql, c.tags, c.expires_at - c.created_at AS ttl, c.hits, \
-                     c.owner_role, c.query_search_path), \
          remembered AS ( \
            INSERT INTO {schema}.query_cache_stale AS s (cache_key, query_sql, tags, ttl, hits, owner_role, query_search_path) \
            SELECT DISTINCT ON (cache_key) cache_key, query_sql, tags, ttl, hits, owner_role, query_search_path \
-           FROM (SELECT * FROM by_key UNION ALL SELECT * FROM by_tag) gone WHERE query_sql IS NOT NULL \
-           ORDER BY cache_key \
+           FROM gone WHERE query_sql IS NOT NULL ORDER BY cache_key \
            ON CONFLICT (cache_key) DO UPDATE SET query_sql = excluded.query_sql, tags = excluded.tags, \
-             ttl = excluded.ttl, hits = greatest(s.hits, excluded.hits), invalidated_at = now(), \
+             ttl = excluded.ttl, hits = greatest(s.hits, excluded.hits), invalidated_at = pg_catalog.now(), \
              owner_role = excluded.owner_role, query_search_path = excluded.query_search_path \
            RETURNING 1) \
-         SELECT count(*), coalesce((SELECT max(id) FROM claimed), $1), (SELECT count(*) FROM rejected), \
-                (SELECT count(*) FROM remembered) \
-         FROM ev"
+         SELECT (SELECT pg_catalog.count(*) FROM ev), (SELECT pg_catalog.count(*) FROM claimed), \
+                (SELECT pg_catalog.count(*) FROM claimed c WHERE NOT EXISTS \
+                   (SELECT 1 FROM done d WHERE d.id OPERATOR(pg_catalog.=) c.id)), \
+                (SELECT pg_catalog.count(*) FROM gone), \
+                coalesce((SELECT pg_catalog.max(id) FROM claimed), $1), \
+                (SELECT pg_catalog.count(*) FROM rejected), (SELECT pg_catalog.count(*) FROM remembered)"
     );
-    let (events, max_id, rejected) = catalog::run_prepared(
+    let int4 = PgOid::BuiltIn(PgBuiltInOids::INT4OID);
+    let tags = drain::tags_per_batch(max_entries as i64);
+    let outcome = catalog::run_prepared(
         &sql,
         &[
             PgOid::BuiltIn(PgBuiltInOids::INT8OID),
-            PgOid::BuiltIn(PgBuiltInOids::INT4OID),
+            int4,
+            int4,
+            PgOid::BuiltIn(PgBuiltInOids::INT8OID),
         ],
-        &[floor.into(), size.into()],
+        &[floor.into(), size.into(), max_entries.into(), tags.into()],
         |r| {
-            (
-                col::<i64>(r, 1).unwrap_or(0),
-                col::<i64>(r, 2).unwrap_or(floor),
-                col::<i64>(r, 3).unwrap_or(0),
-            )
+            let n = |i| col::<i64>(r, i).unwrap_or(0);
+            BatchOutcome {
+                events_done: n(1),
+                claimed: n(2),
+                unfinished: n(3),
+                entries_deleted: n(4),
+                max_id: col::<i64>(r, 5).unwrap_or(floor),
+                rejected: n(6),
+            }
         },
     )
     .into_iter()
     .next()
-    .unwrap_or((0, floor, 0));
-    worker::note_drained(events as u64);
-    Batch {
-        events,
-        max_id,
-        rejected,
-    }
+    .unwrap_or_default();
+    note_drained(outcome.events_done);
+    outcome
+}
+
+/// One batch as the extension's own statement: under pg_runbook.lock_timeout and the pinned
+/// search_path, with the batch-size settings in force.
+pub fn drain_step(schema: &str, floor: i64, batch_size: i32) -> BatchOutcome {
+    let max_entries = crate::settings::DRAIN_MAX_ENTRIES.get();
+    catalog::with_lock_timeout(|| {
+        catalog::with_settings(&[("search_path", "pg_catalog, pg_temp".into())], || {
+            drain_batch(schema, floor, batch_size, max_entries)
+        })
+    })
 }
 
 /// Drains until the queue is empty or `max_seconds` have passed (at least one batch); returns the
-/// number of events processed. Each batch starts after the last id claimed, so it never rescans
-/// the dead index entries earlier batches left; once a batch comes back short, one pass from the
-/// start picks up events that committed late with a lower id.
+/// number of events processed. Each batch runs in a subtransaction: when one fails (a migration's
+/// lock on the queue outlasting lock_timeout) the call stops with a WARNING and keeps the batches
+/// it finished, which commit with the caller's transaction.
 pub fn drain(schema: &str, batch_size: i32, max_seconds: i32) -> i64 {
     let started = std::time::Instant::now();
     let budget = std::time::Duration::from_secs(max_seconds as u64);
-    let mut floor = 0i64;
+    let mut cursor = Some(drain::Cursor::START);
     let mut total = 0i64;
-    loop {
-        let b = catalog::with_lock_timeout(|| drain_batch(schema, floor, batch_size));
-        // The worker records rejections in worker_status instead.
-        if b.rejected > 0 {
-            pgrx::warning!(
-                "pg_runbook: moved {} malformed cache invalidation event(s) to cache_invalidation_rejected",
-                b.rejected
-            );
-        }
-        total += b.events;
-        if b.events < batch_size as i64 {
-            if floor == 0 {
+    while let Some(at) = cursor {
+        let s = schema.to_string();
+        match catalog::in_subtransaction(move || drain_step(&s, at.floor, batch_size)) {
+            Ok(b) => {
+                warn_rejected(&b);
+                total += b.events_done;
+                cursor = drain::next(at, batch_size as i64, &b);
+            }
+            Err(e) => {
+                pgrx::warning!(
+                    "pg_runbook: drain stopped early after {total} event(s), which are kept: {e}"
+                );
                 break;
             }
-            floor = 0;
-        } else {
-            floor = b.max_id;
         }
         if started.elapsed() >= budget {
             break;
@@ -632,22 +714,40 @@ pub fn drain(schema: &str, batch_size: i32, max_seconds: i32) -> i64 {
     total
 }
 
-/// Processes queued invalidations: each batch of `batch_size` events is claimed with FOR UPDATE
-/// SKIP LOCKED, the entries they name are deleted, and so are the events. Stops when the queue is
-/// empty or `max_seconds` have passed; returns the number of events processed.
-#[pg_extern(volatile)]
-fn drain_cache_invalidation_queue(
-    batch_size: default!(Option<i32>, 100),
-    max_seconds: default!(Option<i32>, 60),
-) -> i64 {
+/// Tells a caller of the drain about malformed events (the worker records them in
+/// worker_status instead).
+fn warn_rejected(b: &BatchOutcome) {
+    if b.rejected > 0 {
+        pgrx::warning!(
+            "pg_runbook: moved {} malformed cache invalidation event(s) to cache_invalidation_rejected",
+            b.rejected
+        );
+    }
+}
+
+fn valid_batch_size(batch_size: Option<i32>) -> i32 {
     let batch_size = error::required("batch_size", batch_size);
-    let max_seconds = error::required("max_seconds", max_seconds);
     if !(1..=MAX_BATCH).contains(&batch_size) {
         error::invalid_argument(
             "batch_size",
             format!("must be between 1 and {MAX_BATCH}, got {batch_size}"),
         );
     }
+    batch_size
+}
+
+/// Processes queued invalidations: each batch of `batch_size` events is claimed with FOR UPDATE
+/// SKIP LOCKED, the entries they name are deleted, and so are the events. Stops when the queue is
+/// empty or `max_seconds` have passed; returns the number of events processed. The whole call is
+/// the caller's one transaction: for a large drain use the procedure
+/// drain_cache_invalidation_queue_batches, which commits each batch.
+#[pg_extern(volatile)]
+fn drain_cache_invalidation_queue(
+    batch_size: default!(Option<i32>, 100),
+    max_seconds: default!(Option<i32>, 60),
+) -> i64 {
+    let batch_size = valid_batch_size(batch_size);
+    let max_seconds = error::required("max_seconds", max_seconds);
     if max_seconds < 0 {
         error::invalid_argument(
             "max_seconds",
@@ -656,6 +756,43 @@ fn drain_cache_invalidation_queue(
     }
     let schema = catalog::ext_schema();
     drain(&schema, batch_size, max_seconds)
+}
+
+/// One batch of the drain, for the drain procedure's loop (which commits after each): claims
+/// events with id above `after_id` and returns the events finished, where the next batch starts
+/// (NULL when the drain is over) and whether the drain has progressed since it last started
+/// over (the procedure passes it back with the next call).
+#[pg_extern(volatile)]
+fn drain_cache_invalidation_batch(
+    batch_size: Option<i32>,
+    after_id: Option<i64>,
+    progressed: default!(Option<bool>, false),
+) -> TableIterator<
+    'static,
+    (
+        name!(events, i64),
+        name!(next_after_id, Option<i64>),
+        name!(progressed, bool),
+    ),
+> {
+    let batch_size = valid_batch_size(batch_size);
+    let after_id = error::required("after_id", after_id);
+    if after_id < 0 {
+        error::invalid_argument("after_id", format!("must not be negative, got {after_id}"));
+    }
+    let cursor = drain::Cursor {
+        floor: after_id,
+        progressed: error::required("progressed", progressed),
+    };
+    let schema = catalog::ext_schema();
+    let b = drain_step(&schema, after_id, batch_size);
+    warn_rejected(&b);
+    let next = drain::next(cursor, batch_size as i64, &b);
+    TableIterator::once((
+        b.events_done,
+        next.map(|c| c.floor),
+        next.is_some_and(|c| c.progressed),
+    ))
 }
 
 // ---- warming ---------------------------------------------------------------------------------
@@ -842,6 +979,7 @@ pgrx::extension_sql_file!(
         cache_invalidate_on_change,
         cache_invalidate_off,
         drain_cache_invalidation_queue,
+        drain_cache_invalidation_batch,
         warm_cache_top_queries
     ]
 );

@@ -91,8 +91,8 @@ pub static METRICS_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_
 pub static REFRESH_LOG_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
 // ---- query cache and background worker ----------------------------------------------------------
 
-/// Databases the worker serves, comma-separated: one worker per database, started with the
-/// server (a longer list needs a restart; renaming an entry takes a reload).
+/// Databases the workers serve, comma-separated; empty: every database that accepts connections.
+/// The launcher applies a change at the next reload.
 pub static DATABASE: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"postgres"));
 pub static WORKER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
@@ -135,6 +135,19 @@ pub static DDL_LOG_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86
 /// parallelism. Four leaves room in the default max_worker_processes (8) for the pg_runbook
 /// worker, parallel query and replication; server-level, so a role cannot raise its own cap.
 pub static REFRESH_MAX_PARALLEL: GucSetting<i32> = GucSetting::<i32>::new(4);
+
+// ---- worker at scale (issue 16) ------------------------------------------------------------
+
+/// Cache entries one drain batch may delete by tag: a tag with more entries is deleted chunk by
+/// chunk, each chunk its own transaction in the worker and the drain procedure, so a migration's
+/// ALTER TABLE on query_cache waits for one chunk at most (5000 entries: tens of milliseconds).
+pub static DRAIN_MAX_ENTRIES: GucSetting<i32> = GucSetting::<i32>::new(5_000);
+/// Per-database workers the launcher may run at once (each takes a max_worker_processes slot).
+pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(8);
+/// Databases shared memory has room for (worker slots and cache counters); postmaster only.
+pub static MAX_DATABASES: GucSetting<i32> = GucSetting::<i32>::new(64);
+/// Longest wait between attempts to serve a database that failed (does not exist, worker died).
+pub static MAX_BACKOFF_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 
 const HOUR_MS: i32 = 3_600_000;
 const DAY_MS: i32 = 24 * HOUR_MS;
@@ -365,6 +378,8 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+
+    worker_scale_settings();
     reserve_prefix();
 }
 
@@ -389,8 +404,8 @@ fn worker_setting_ms(
 fn worker_settings() {
     GucRegistry::define_string_guc(
         c"pg_runbook.database",
-        c"Databases the pg_runbook worker serves, comma-separated (one worker each).",
-        c"The number of workers is fixed at server start; changing a name takes a reload.",
+        c"Databases the pg_runbook workers serve, comma-separated (one worker each); empty: all.",
+        c"The launcher applies a change at the next reload, within pg_runbook.max_workers.",
         &DATABASE,
         GucContext::Sighup,
         GucFlags::default(),
@@ -494,4 +509,48 @@ fn reserve_prefix() {
     unsafe {
         pgrx::pg_sys::MarkGUCPrefixReserved(c"pg_runbook".as_ptr())
     };
+}
+
+/// Settings of the launcher and the chunked drain (issue 16).
+fn worker_scale_settings() {
+    GucRegistry::define_int_guc(
+        c"pg_runbook.drain_max_entries",
+        c"Cache entries one drain batch deletes by tag at most; a larger tag takes several batches.",
+        c"",
+        &DRAIN_MAX_ENTRIES,
+        100,
+        1_000_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_runbook.max_workers",
+        c"Per-database pg_runbook workers the launcher runs at once.",
+        c"Databases beyond it are reported as unserved in worker_status() and the log.",
+        &MAX_WORKERS,
+        0,
+        1_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    worker_setting_ms(
+        c"pg_runbook.max_backoff",
+        c"Longest wait between attempts to serve a database that failed.",
+        &MAX_BACKOFF_MS,
+        100,
+    );
+    // Shared memory is sized once, at server start: defining a postmaster-only setting after
+    // startup is FATAL, so only the preloading call defines it.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        GucRegistry::define_int_guc(
+            c"pg_runbook.max_databases",
+            c"Databases pg_runbook's shared memory has room for (worker state and cache counters).",
+            c"Takes effect at server start.",
+            &MAX_DATABASES,
+            1,
+            10_000,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
 }

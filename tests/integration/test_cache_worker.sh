@@ -12,6 +12,7 @@ wait_for "$DB" "SELECT EXISTS (SELECT 1 FROM worker_status() WHERE database = '$
 check "worker serves the test database" "$(q "$DB" "SELECT database FROM worker_status()")" "$DB"
 
 # Every deleted event is logged once, in the deleting transaction (a rolled-back batch logs nothing).
+# The worker runs with search_path = pg_catalog, pg_temp, so the trigger it fires names its own path.
 q "$DB" "CREATE TABLE drained_log (id bigint);
   CREATE FUNCTION log_drained() RETURNS trigger LANGUAGE plpgsql AS \$\$
   BEGIN INSERT INTO public.drained_log SELECT id FROM gone; RETURN NULL; END \$\$;

@@ -80,3 +80,28 @@ SELECT drain_cache_invalidation_queue(1, 0) AS processed_in_one_batch;
 SELECT tag, count(*) AS still_queued FROM cache_invalidation_queue GROUP BY tag;
 SELECT count(*) AS burst_entries_left FROM query_cache WHERE cache_key = 'burst_entry';
 ROLLBACK;
+
+-- a large tag is deleted in chunks of pg_runbook.drain_max_entries: its event stays queued until
+-- the last chunk, and each batch says where the next one starts (NULL: the drain is over)
+BEGIN;
+TRUNCATE cache_invalidation_queue;
+SELECT count(*) AS stored FROM (SELECT cache_put('big' || g, '1', '1 hour', '{big}') FROM generate_series(1, 150) g) x;
+SELECT invalidate_cache_tag('big') > 0 AS enqueued;
+SET LOCAL pg_runbook.drain_max_entries = 100;
+SELECT events, next_after_id FROM drain_cache_invalidation_batch(10, 0);
+SELECT count(*) AS big_left, (SELECT count(*) FROM cache_invalidation_queue) AS queued FROM query_cache WHERE tags @> '{big}';
+SELECT events, next_after_id FROM drain_cache_invalidation_batch(10, 0);
+SELECT count(*) AS big_left, (SELECT count(*) FROM cache_invalidation_queue) AS queued FROM query_cache WHERE tags @> '{big}';
+SELECT regress.error_of($$SELECT * FROM drain_cache_invalidation_batch(0, 0)$$);
+SELECT regress.error_of($$SELECT * FROM drain_cache_invalidation_batch(10, -1)$$);
+SELECT regress.error_of($$SELECT * FROM drain_cache_invalidation_batch(10, NULL)$$);
+ROLLBACK;
+
+-- the drain procedure commits after every batch: outside a transaction block only
+SELECT invalidate_cache('proc_key') > 0 AS enqueued;
+CALL drain_cache_invalidation_queue_batches(100, 5);
+CALL drain_cache_invalidation_queue_batches(100, -1);
+BEGIN;
+SELECT invalidate_cache('proc_key') > 0 AS enqueued;
+CALL drain_cache_invalidation_queue_batches(100, 5);
+ROLLBACK;

@@ -3,6 +3,7 @@
 //! The extension's SQL functions fetch rows and hand them here; `cargo test -p runbook-core` checks
 //! the rules in seconds.
 
+pub mod drain;
 pub mod indexes;
 pub mod integrity;
 pub mod jsonb;
