@@ -5,35 +5,19 @@
 
 use pgrx::prelude::*;
 
-mod baselines;
+mod backend;
 mod cache;
-mod catalog;
-mod compliance;
+mod checks;
 mod error;
-mod findings;
-mod health;
-mod indexes;
-mod integrity;
 mod jsonb_datum;
 mod lint;
-mod matview_log;
-mod matview_parallel;
-mod matview_refresh;
-mod matview_worker;
 mod matviews;
 mod metrics;
-mod migrations;
-mod monitoring;
-mod names;
-mod partitions;
-mod preflight;
+mod own_sql;
+mod policy;
 mod privileges;
-mod query_guard;
-mod query_plan;
-mod security;
+mod schema;
 mod settings;
-mod sketch_agg;
-mod slo;
 mod worker;
 
 pgrx::pg_module_magic!();
@@ -43,7 +27,7 @@ pub extern "C-unwind" fn _PG_init() {
     let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
     settings::init();
     if preloading {
-        health::init_shared_memory();
+        checks::health::init_shared_memory();
         worker::init_preloaded();
     }
 }

@@ -142,6 +142,9 @@ pub static REFRESH_MAX_PARALLEL: GucSetting<i32> = GucSetting::<i32>::new(4);
 /// chunk, each chunk its own transaction in the worker and the drain procedure, so a migration's
 /// ALTER TABLE on query_cache waits for one chunk at most (5000 entries: tens of milliseconds).
 pub static DRAIN_MAX_ENTRIES: GucSetting<i32> = GucSetting::<i32>::new(5_000);
+/// The bound of pg_runbook.refresh_max_parallel: the most workers one refresh run may have (the
+/// run's shared segment is sized for it).
+pub const REFRESH_PARALLEL_LIMIT: usize = 64;
 /// Per-database workers the launcher may run at once (each takes a max_worker_processes slot).
 pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(8);
 /// Databases shared memory has room for (worker slots and cache counters); postmaster only.
@@ -374,7 +377,7 @@ pub fn init() {
         c"",
         &REFRESH_MAX_PARALLEL,
         1,
-        crate::matview_refresh::MAX_WORKERS as i32,
+        REFRESH_PARALLEL_LIMIT as i32,
         GucContext::Sighup,
         GucFlags::default(),
     );

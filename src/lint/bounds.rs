@@ -5,12 +5,12 @@
 //! partitions are not counted.
 
 use super::text_of;
-use crate::catalog::{self, col, quote_ident};
+use crate::own_sql::{self, col, quote_ident};
 
 /// The partitioned table's key columns: (quoted name, type as format_type prints it), or None
 /// when a key is an expression.
 fn key_columns(parent: pgrx::pg_sys::Oid) -> Option<Vec<(String, String)>> {
-    let keys = catalog::select(
+    let keys = own_sql::select(
         "SELECT k.attnum, a.attname::pg_catalog.text, pg_catalog.format_type(a.atttypid, a.atttypmod) \
          FROM pg_catalog.pg_partitioned_table p \
          CROSS JOIN LATERAL pg_catalog.unnest(p.partattrs) WITH ORDINALITY k(attnum, n) \
@@ -59,7 +59,7 @@ fn value(raw: *mut pgrx::pg_sys::Node, key_type: &str) -> Result<Value, String> 
         }
     }
     let raw = raw as usize;
-    let text = catalog::in_subtransaction(move || unsafe {
+    let text = own_sql::in_subtransaction(move || unsafe {
         // SAFETY: a fresh ParseState with no range table, as a bound may not refer to columns;
         // the expression is analysed and printed, not executed.
         let pstate = pg_sys::make_parsestate(std::ptr::null_mut());

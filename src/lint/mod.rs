@@ -14,8 +14,8 @@ mod preconditions;
 mod rules;
 mod run_ddl;
 
-use crate::catalog::{self, col, quote_ident};
 use crate::error;
+use crate::own_sql::{self, col, quote_ident};
 use crate::settings;
 use pgrx::prelude::*;
 use runbook_core::lint::{self as lc, LockMode, TableState, Work};
@@ -49,7 +49,7 @@ pub fn parse(sql: &str, arg: &str) -> Result<Vec<Statement>, String> {
     // SAFETY: raw_parser only reads the string; its ERROR (a syntax error) is caught and rolled
     // back by the subtransaction. The list is allocated in the function's memory context, which
     // the subtransaction leaves current, so it outlives the subtransaction.
-    let list = catalog::in_subtransaction(move || unsafe {
+    let list = own_sql::in_subtransaction(move || unsafe {
         pg_sys::raw_parser(csql.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT) as usize
     })?;
     let mut out = Vec::new();
@@ -141,7 +141,7 @@ pub fn relation_oid(rv: *const pg_sys::RangeVar) -> Option<pg_sys::Oid> {
 /// estimated rows (a partitioned table: the sums over its leaf partitions; rows unknown when a
 /// non-empty leaf was never analyzed).
 pub fn describe(oid: pg_sys::Oid) -> Target {
-    let (name, relname, partitioned, bytes, rows) = catalog::select_one(
+    let (name, relname, partitioned, bytes, rows) = own_sql::select_one(
         "WITH leaves AS ( \
            SELECT l.oid, l.reltuples FROM pg_catalog.pg_class l \
            WHERE (l.oid OPERATOR(pg_catalog.=) $1 AND l.relkind OPERATOR(pg_catalog.<>) 'p') \
@@ -176,7 +176,7 @@ pub fn describe(oid: pg_sys::Oid) -> Target {
 
 /// The table an index belongs to.
 pub fn index_table(index: pg_sys::Oid) -> Option<pg_sys::Oid> {
-    catalog::select(
+    own_sql::select(
         "SELECT indrelid FROM pg_catalog.pg_index WHERE indexrelid OPERATOR(pg_catalog.=) $1",
         &[index.into()],
         |r| col::<pg_sys::Oid>(r, 1),
@@ -188,7 +188,7 @@ pub fn index_table(index: pg_sys::Oid) -> Option<pg_sys::Oid> {
 
 /// The name of a relation as the catalog spells it, schema-qualified and quoted.
 pub fn relation_name(oid: pg_sys::Oid) -> String {
-    catalog::select_one(
+    own_sql::select_one(
         "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
          WHERE c.oid OPERATOR(pg_catalog.=) $1",
@@ -265,7 +265,7 @@ fn row(stmt: Option<&Statement>, hit: Hit, limits: &lc::Limits) -> LintRow {
 
 fn lint(sql: Option<&str>, limits: lc::Limits) -> Vec<LintRow> {
     let sql = error::required("sql", sql);
-    catalog::with_catalog_settings(|| match parse(sql, "sql") {
+    own_sql::with_catalog_settings(|| match parse(sql, "sql") {
         Err(message) => vec![row(
             None,
             Hit {

@@ -10,24 +10,12 @@
 //! allows).
 
 use super::{Statement, describe, parse, relation_oid, string_list, text_of};
-use crate::catalog::{self, col, quote_ident};
+use crate::backend;
 use crate::error;
+use crate::own_sql::{self, col, quote_ident};
 use pgrx::prelude::*;
 use runbook_core::lint::first_line;
 use runbook_core::status::Status;
-use std::ffi::c_int;
-
-unsafe extern "C-unwind" {
-    // utils/timeout.h is not in pgrx's bindings. SPI does not arm statement_timeout for the
-    // queries a function runs, so each count arms it itself, then restores the caller's deadline.
-    fn enable_timeout_after(id: c_int, delay_ms: c_int);
-    fn enable_timeout_at(id: c_int, fin_time: pg_sys::TimestampTz);
-    fn disable_timeout(id: c_int, keep_indicator: bool);
-    fn get_timeout_active(id: c_int) -> bool;
-    fn get_timeout_finish_time(id: c_int) -> pg_sys::TimestampTz;
-}
-/// `STATEMENT_TIMEOUT` in PostgreSQL's `TimeoutId` enum (the same from 13 to 18).
-const STATEMENT_TIMEOUT: c_int = 3;
 
 /// One count to make: which check, on what, and the query's FROM/WHERE part.
 struct Count {
@@ -95,7 +83,7 @@ fn nulls(table: &str, cols: &[String], why: &str) -> Count {
 
 /// The columns of a table's primary key, for `REFERENCES t` without a column list.
 fn primary_key(oid: pg_sys::Oid) -> Vec<String> {
-    catalog::select(
+    own_sql::select(
         "SELECT a.attname::pg_catalog.text FROM pg_catalog.pg_constraint con \
          CROSS JOIN LATERAL pg_catalog.unnest(con.conkey) WITH ORDINALITY k(attnum, n) \
          JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) con.conrelid AND a.attnum OPERATOR(pg_catalog.=) k.attnum \
@@ -146,8 +134,8 @@ fn orphans(table: &str, c: *mut pg_sys::Constraint) -> Option<Count> {
 /// ALTER TABLE ... ADD CHECK would (in a subtransaction: an unknown column is an answer).
 fn deparsed_check(oid: pg_sys::Oid, expr: *mut pg_sys::Node) -> Result<String, String> {
     let expr = expr as usize;
-    catalog::with_lock_timeout(|| {
-        catalog::in_subtransaction(move || unsafe {
+    own_sql::with_lock_timeout(|| {
+        own_sql::in_subtransaction(move || unsafe {
             // SAFETY: the table is opened with ACCESS SHARE (under the extension's lock_timeout)
             // only to analyse the expression; nothing is executed here.
             let rel = pg_sys::table_open(oid, pg_sys::AccessShareLock as i32);
@@ -308,26 +296,16 @@ fn counts(stmt: &Statement, created: &mut Vec<String>) -> Vec<Result<Count, (Str
 /// cancel go on to the caller.
 fn bounded_count(query: &str, limit: i64, timeout_ms: i32) -> Result<i64, String> {
     let sql = format!("SELECT pg_catalog.count(*) FROM ({query} LIMIT {limit}) s");
-    // SAFETY: reads the state of PostgreSQL's timeout module.
-    let (was_active, deadline, now) = unsafe {
-        (
-            get_timeout_active(STATEMENT_TIMEOUT),
-            get_timeout_finish_time(STATEMENT_TIMEOUT),
-            pg_sys::GetCurrentTimestamp(),
-        )
-    };
-    let remaining_ms = if was_active {
-        ((deadline - now) / 1000).max(1)
-    } else {
-        i64::MAX
-    };
+    let callers_deadline = backend::statement_deadline();
+    let remaining_ms = callers_deadline.map_or(i64::MAX, |deadline| {
+        ((deadline - backend::now_micros()) / 1000).max(1)
+    });
     let ours = (timeout_ms as i64) < remaining_ms;
-    let delay = (timeout_ms as i64).min(remaining_ms) as c_int;
-    let outcome = catalog::in_subtransaction(move || {
+    let delay = (timeout_ms as i64).min(remaining_ms) as i32;
+    let outcome = own_sql::in_subtransaction(move || {
         PgTryBuilder::new(|| {
-            // SAFETY: arms the statement timeout; disarmed or restored below.
-            unsafe { enable_timeout_after(STATEMENT_TIMEOUT, delay) };
-            catalog::select_one(&sql, &[], |r| col::<i64>(r, 1).unwrap_or(0))
+            backend::arm_statement_timeout(delay); // disarmed or restored below
+            own_sql::select_one(&sql, &[], |r| col::<i64>(r, 1).unwrap_or(0))
         })
         .catch_when(PgSqlErrorCode::ERRCODE_QUERY_CANCELED, move |e| {
             use pgrx::pg_sys::panic::CaughtError;
@@ -342,12 +320,9 @@ fn bounded_count(query: &str, limit: i64, timeout_ms: i32) -> Result<i64, String
         })
         .execute()
     });
-    // SAFETY: disarms our timeout and re-arms the caller's deadline, as it was.
-    unsafe {
-        disable_timeout(STATEMENT_TIMEOUT, false);
-        if was_active {
-            enable_timeout_at(STATEMENT_TIMEOUT, deadline);
-        }
+    backend::disarm_statement_timeout();
+    if let Some(deadline) = callers_deadline {
+        backend::arm_statement_timeout_at(deadline);
     }
     outcome
 }
@@ -382,7 +357,7 @@ fn check_migration_preconditions(
     if limit < 1 {
         error::invalid_argument("max_rows", "must be at least 1");
     }
-    let timeout_ms = catalog::interval_ms(&error::required("timeout", timeout));
+    let timeout_ms = own_sql::interval_ms(&error::required("timeout", timeout));
     if !(1.0..=i32::MAX as f64).contains(&timeout_ms) {
         error::invalid_argument("timeout", "must be between 1 ms and 24 days");
     }
@@ -391,7 +366,7 @@ fn check_migration_preconditions(
     let mut created = Vec::new();
     for stmt in &stmts {
         let line = first_line(&stmt.text);
-        for count in catalog::with_catalog_settings(|| counts(stmt, &mut created)) {
+        for count in own_sql::with_catalog_settings(|| counts(stmt, &mut created)) {
             rows.push(match count {
                 Err((object, why)) => (
                     stmt.number,

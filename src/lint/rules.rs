@@ -9,7 +9,7 @@ use super::{
     Hit, Statement, Target, describe, index_table, relation_name, relation_oid, text_of,
     written_name,
 };
-use crate::catalog::{self, col, quote_ident};
+use crate::own_sql::{self, col, quote_ident};
 use pgrx::prelude::*;
 use runbook_core::lint::{self as lc, LockMode, TableState, Work};
 use runbook_core::status::Status;
@@ -310,7 +310,7 @@ impl Session {
     /// the views along), a rename silently changes what they show under the old name.
     fn used_by_view(&self, t: &Target, column: Option<&str>, what: &str) -> Option<Hit> {
         let oid = t.oid?;
-        let views = catalog::select_one(
+        let views = own_sql::select_one(
             "SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('%I.%I', vn.nspname, v.relname), ', ') \
              FROM pg_catalog.pg_depend d \
              JOIN pg_catalog.pg_rewrite r ON r.oid OPERATOR(pg_catalog.=) d.objid \
@@ -503,7 +503,7 @@ impl Session {
             return;
         }
         for value in &self.enum_values {
-            let literal = catalog::quote_literal(value);
+            let literal = own_sql::quote_literal(value);
             if stmt.text.contains(&literal) {
                 hits.push(Hit {
                     rule: "enum_value_used_in_transaction",

@@ -3,8 +3,8 @@
 //! log. The procedure itself is PL/pgSQL because only a procedure can COMMIT between attempts.
 
 use super::{Statement, parse, rules::Session};
-use crate::catalog::{self, col};
 use crate::error;
+use crate::own_sql::{self, col};
 use crate::settings;
 use pgrx::prelude::*;
 use runbook_core::lint::{Limits, LockMode};
@@ -76,13 +76,13 @@ fn run_ddl_statement_check(
 ) -> bool {
     one_ddl_statement(sql);
     let timeout = error::required("lock_timeout", lock_timeout);
-    if catalog::interval_ms(&timeout) <= 0.0 {
+    if own_sql::interval_ms(&timeout) <= 0.0 {
         error::invalid_argument("lock_timeout", "must be positive (0 would wait for ever)");
     }
     if error::required("retries", retries) < 0 {
         error::invalid_argument("retries", "must be 0 or more");
     }
-    if catalog::interval_ms(&error::required("backoff", backoff)) < 0.0 {
+    if own_sql::interval_ms(&error::required("backoff", backoff)) < 0.0 {
         error::invalid_argument("backoff", "must not be negative");
     }
     // SAFETY: reads the transaction state.
@@ -124,10 +124,10 @@ fn run_ddl_blockers(
     sql: Option<&str>,
 ) -> TableIterator<'static, (name!(blocked_by, Vec<i32>), name!(blockers, String))> {
     let stmt = one_ddl_statement(sql);
-    let wanted = catalog::with_catalog_settings(|| wanted_locks(&stmt));
+    let wanted = own_sql::with_catalog_settings(|| wanted_locks(&stmt));
     let oids: Vec<pg_sys::Oid> = wanted.iter().map(|w| w.0).collect();
-    let held = catalog::with_catalog_settings(|| {
-        catalog::select(
+    let held = own_sql::with_catalog_settings(|| {
+        own_sql::select(
             "SELECT l.pid, l.relation, l.mode, pg_catalog.format('pid %s (%s, %s, %s since %s: %s)', l.pid, \
                     COALESCE(a.usename::pg_catalog.text, '?'), COALESCE(NULLIF(a.application_name, ''), '-'), \
                     COALESCE(a.state, '?'), \
@@ -176,7 +176,7 @@ fn run_ddl_blockers(
 /// The role that owns the extension: the attempt log is written as it, so a caller needs no
 /// rights on the table.
 fn extension_owner() -> pg_sys::Oid {
-    catalog::select_one(
+    own_sql::select_one(
         "SELECT extowner FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_runbook'",
         &[],
         |r| col::<pg_sys::Oid>(r, 1).unwrap_or(pg_sys::InvalidOid),
@@ -203,7 +203,7 @@ fn run_ddl_log_attempt(
     }
     let user = unsafe { pg_sys::GetUserId() };
     let owner = extension_owner();
-    let table = catalog::ext_object("ddl_attempt_log");
+    let table = own_sql::ext_object("ddl_attempt_log");
     let retention = settings::DDL_LOG_RETENTION_S.get();
     let (mut saved, mut context) = (pg_sys::InvalidOid, 0);
     // SAFETY: switches to the owner for the two statements below and back; an ERROR in between is
@@ -215,8 +215,8 @@ fn run_ddl_log_attempt(
             context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int,
         );
     }
-    catalog::with_lock_timeout(|| {
-        catalog::execute(
+    own_sql::with_lock_timeout(|| {
+        own_sql::execute(
             &format!(
                 "INSERT INTO {table} (username, statement, attempt, outcome, elapsed_ms, blocked_by, blockers, error) \
                  VALUES ((SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) $1), \
@@ -234,7 +234,7 @@ fn run_ddl_log_attempt(
             ],
         );
         if retention > 0 {
-            catalog::execute(
+            own_sql::execute(
                 &format!(
                     "DELETE FROM {table} WHERE attempted_at OPERATOR(pg_catalog.<) \
                      (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))"

@@ -5,21 +5,14 @@
 //! launcher looks again later.
 
 use super::shared::{self, State};
-use crate::catalog::{self, col};
+use crate::backend::{self, shutdown_requested};
+use crate::own_sql::{self, col};
 use crate::{cache, settings};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 use runbook_core::drain::{Cursor, backoff, next};
 use std::ffi::CString;
 use std::time::{Duration, Instant};
-
-const SIGTERM: i32 = 15;
-
-unsafe extern "C-unwind" {
-    /// PostgreSQL's SIGTERM handler for backends (postgres.c): sets ProcDiePending, so even a
-    /// running statement is interrupted and the worker leaves with a FATAL.
-    fn die(signal: std::ffi::c_int);
-}
 
 /// Where this worker's slot is and which database it serves.
 #[derive(Copy, Clone)]
@@ -74,21 +67,14 @@ fn unit<R>(f: impl FnOnce() -> R) -> Result<R, String> {
             move || (f.0)(),
         )))
     })
-    .catch_others(|e| Err(catalog::caught_message(&e)))
-    .catch_rust_panic(|e| Err(catalog::caught_message(&e)))
+    .catch_others(|e| Err(own_sql::caught_message(&e)))
+    .catch_rust_panic(|e| Err(own_sql::caught_message(&e)))
     .execute();
     if outcome.is_err() {
         // SAFETY: the failed transaction is still open; aborting it is what lets the next begin.
         unsafe { pg_sys::AbortCurrentTransaction() };
     }
     outcome
-}
-
-/// SIGTERM (through `die`) or a shutdown request. pgrx's own flag is never set once `die` is
-/// the handler, so this reads PostgreSQL's.
-pub fn shutdown_requested() -> bool {
-    // SAFETY: plain reads of flags set by signal handlers.
-    unsafe { pg_sys::ProcDiePending != 0 || pg_sys::ShutdownRequestPending != 0 }
 }
 
 /// Waits until `deadline`, looping: a wake-up from an enqueue or a signal must not cut a backoff
@@ -127,17 +113,17 @@ fn reload(me: Me) {
 
 /// Calls `schema.signature` when that function exists. Returns whether it ran.
 fn call_if_exists(signature: &str) -> bool {
-    let Some(schema) = catalog::ext_schema_if_installed() else {
+    let Some(schema) = own_sql::ext_schema_if_installed() else {
         return false;
     };
     let function = format!("{schema}.{signature}");
-    let exists = catalog::select_one(
+    let exists = own_sql::select_one(
         "SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
         &[function.as_str().into()],
         |r| col::<bool>(r, 1).unwrap_or(false),
     );
     if exists {
-        catalog::with_lock_timeout(|| catalog::execute(&format!("SELECT {function}"), &[]));
+        own_sql::with_lock_timeout(|| own_sql::execute(&format!("SELECT {function}"), &[]));
     }
     exists
 }
@@ -170,7 +156,7 @@ fn drain_round(me: Me) -> Drained {
     while let Some(at) = cursor {
         set_state(me, State::Draining);
         let outcome = unit(move || {
-            catalog::ext_schema_if_installed()
+            own_sql::ext_schema_if_installed()
                 .map(|schema| cache::drain_step(&schema, at.floor, batch_size))
         });
         match outcome {
@@ -277,8 +263,7 @@ fn take_slot(database: pg_sys::Oid) -> Option<Me> {
 pub extern "C-unwind" fn pg_runbook_worker_main(arg: pg_sys::Datum) {
     let database = unsafe { pg_sys::Oid::from_datum(arg, false) }.unwrap_or(pg_sys::InvalidOid);
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    // SAFETY: installs PostgreSQL's own handler, as ordinary backends have.
-    unsafe { pg_sys::pqsignal(SIGTERM, Some(die)) };
+    backend::die_on_sigterm();
     let Some(me) = take_slot(database) else {
         return;
     };

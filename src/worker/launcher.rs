@@ -8,8 +8,9 @@
 //! up without a restart; a database that does not exist, or whose worker died, is retried after
 //! an exponential backoff capped by `pg_runbook.max_backoff`.
 
-use super::database::{nap_until, shutdown_requested};
+use super::database::nap_until;
 use super::shared::{self, State};
+use crate::backend::{self, shutdown_requested};
 use crate::settings;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker,
@@ -21,14 +22,9 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::time::{Duration, Instant};
 
-const SIGTERM: i32 = 15;
 const TICK: Duration = Duration::from_secs(1);
 const EXTENSION_RECHECK: Duration = Duration::from_secs(10);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
-
-unsafe extern "C-unwind" {
-    fn die(signal: std::ffi::c_int);
-}
 
 /// Requests shared memory and registers the launcher; preloading only.
 pub fn init_preloaded() {
@@ -338,8 +334,7 @@ fn serve(name: &str, oid: pg_sys::Oid, entry: &mut Entry, running: &mut usize, b
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_runbook_launcher_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    // SAFETY: PostgreSQL's own SIGTERM handler, as ordinary backends have.
-    unsafe { pg_sys::pqsignal(SIGTERM, Some(die)) };
+    backend::die_on_sigterm();
     BackgroundWorker::connect_worker_to_spi(None, None);
     log!("pg_runbook launcher started");
     let mut launcher = Launcher {

@@ -39,7 +39,7 @@ fn with_counters(f: impl FnOnce(&mut Counters)) {
         });
         return;
     }
-    let db = unsafe { pg_sys::MyDatabaseId };
+    let db = crate::backend::database();
     let kept = shared::with_database(db, |slot| {
         let mut c = Counters {
             hits: slot.hits,
@@ -81,7 +81,7 @@ pub fn database_counters() -> Counters {
 
 /// When the worker serving this database last drained events.
 pub fn last_worker_drain_at() -> Option<TimestampWithTimeZone> {
-    shared::find(unsafe { pg_sys::MyDatabaseId }).and_then(|s| timestamp(s.last_drain_at))
+    shared::find(crate::backend::database()).and_then(|s| timestamp(s.last_drain_at))
 }
 
 /// Sets the latch of the worker serving `database`, if one runs.

@@ -267,7 +267,4 @@ pub fn with_database(database: pg_sys::Oid, f: impl FnOnce(&mut Slot)) -> bool {
     found
 }
 
-pub fn now_micros() -> i64 {
-    // SAFETY: reads the clock.
-    unsafe { pg_sys::GetCurrentTimestamp() }
-}
+pub use crate::backend::now_micros;

@@ -2,8 +2,8 @@
 //! and validated constraints, partitions attached and detached.
 
 use super::{Session, hit, is_existing};
-use crate::catalog::{self, col, quote_ident};
 use crate::lint::{Hit, Statement, Target, string_list, text_of, written_name};
+use crate::own_sql::{self, col, quote_ident};
 use pgrx::prelude::*;
 use runbook_core::lint::{self as lc, LockMode, Work};
 use runbook_core::status::Status;
@@ -174,7 +174,7 @@ impl Session {
             h.work = Work::None;
             return h;
         };
-        let new = catalog::in_subtransaction(move || {
+        let new = own_sql::in_subtransaction(move || {
             let (mut typid, mut typmod) = (pg_sys::InvalidOid, -1);
             // SAFETY: resolves the TypeName through the caller's search_path; an unknown type is
             // an ERROR caught by the subtransaction.
@@ -188,7 +188,7 @@ impl Session {
             };
             (typid, typmod)
         });
-        let old = catalog::select(
+        let old = own_sql::select(
             "SELECT a.atttypid, a.atttypmod FROM pg_catalog.pg_attribute a \
              WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attname OPERATOR(pg_catalog.=) $2 AND NOT a.attisdropped",
             &[oid.into(), column.into()],
@@ -213,7 +213,7 @@ impl Session {
             }
         };
         let typname = |oid: pg_sys::Oid| {
-            catalog::select_one(
+            own_sql::select_one(
                 "SELECT typname::pg_catalog.text FROM pg_catalog.pg_type WHERE oid OPERATOR(pg_catalog.=) $1",
                 &[oid.into()],
                 |r| col::<String>(r, 1).unwrap_or_default(),
@@ -263,7 +263,7 @@ impl Session {
             .iter()
             .any(|(table, c, valid, _)| *table == t.name && c == column && *valid);
         let (already, checked) = match t.oid {
-            Some(oid) => catalog::select(
+            Some(oid) => own_sql::select(
                 "SELECT a.attnotnull, EXISTS (SELECT 1 FROM pg_catalog.pg_constraint con \
                    WHERE con.conrelid OPERATOR(pg_catalog.=) $1 AND con.contype OPERATOR(pg_catalog.=) 'c' AND con.convalidated \
                      AND pg_catalog.pg_get_constraintdef(con.oid) OPERATOR(pg_catalog.=) pg_catalog.format('CHECK ((%I IS NOT NULL))', $2::pg_catalog.text)) \
@@ -530,7 +530,7 @@ unsafe fn not_null_column(expr: *mut pg_sys::Node) -> Option<String> {
 /// caller's search_path), in a subtransaction so an unknown function is an answer, not an ERROR.
 fn volatile_default(expr: *mut pg_sys::Node) -> Result<(bool, String), String> {
     let expr = expr as usize;
-    catalog::in_subtransaction(move || unsafe {
+    own_sql::in_subtransaction(move || unsafe {
         // SAFETY: a fresh ParseState with no range table: a column default may not refer to
         // columns. Nothing is executed; the expression is only analysed and printed.
         let pstate = pg_sys::make_parsestate(std::ptr::null_mut());

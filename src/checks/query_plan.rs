@@ -1,9 +1,9 @@
 //! `check_query_plan`: runs one read-only query under EXPLAIN ANALYZE and says whether it used the
 //! index a migration was meant to give it, and how long it took.
 
-use crate::catalog::{self, col, quote_ident};
-use crate::names::{self, Found};
-use crate::{error, query_guard};
+use crate::own_sql::{self, col, quote_ident};
+use crate::policy::names::{self, Found};
+use crate::{error, policy::query_guard};
 use pgrx::Json;
 use pgrx::prelude::*;
 use runbook_core::status::Status;
@@ -48,7 +48,7 @@ fn plan_summary(plan: &Value, indexes: &mut Vec<(String, String)>, seq_scans: &m
 /// Index Scan node names no schema: its index is matched by name in any schema.
 fn index_used(expected: pg_sys::Oid, used: &[(String, String)]) -> bool {
     let (schemas, indexes): (Vec<String>, Vec<String>) = used.iter().cloned().unzip();
-    catalog::select_one(
+    own_sql::select_one(
         "SELECT EXISTS (SELECT 1 FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) u(s, r) \
            JOIN pg_catalog.pg_class c ON c.relname OPERATOR(pg_catalog.=) u.r \
            JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
@@ -101,10 +101,10 @@ fn check_query_plan(
         // EXPLAIN ANALYZE is a utility statement: SPI runs it only in read-write mode. The
         // transaction itself is read-only here (query_guard).
         Spi::connect_mut(|client| {
-            let rows = catalog::spi("running EXPLAIN", client.update(&explain, None, &[]));
+            let rows = own_sql::spi("running EXPLAIN", client.update(&explain, None, &[]));
             rows.into_iter()
                 .next()
-                .and_then(|r| catalog::col::<Json>(&r, 1))
+                .and_then(|r| own_sql::col::<Json>(&r, 1))
                 .map(|j| j.0)
         })
     });

@@ -9,7 +9,7 @@
 //! search_path, read once per call, never through the search_path the extension's own queries
 //! run under.
 
-use crate::catalog::{self, col, quote_ident};
+use crate::own_sql::{self, col, quote_ident};
 use pgrx::prelude::*;
 use runbook_core::names::{close_names, name_spellings};
 
@@ -68,7 +68,7 @@ pub fn find_relation(arg: &str, name: &str, relkinds: &str) -> Found {
     };
     for parts in &spellings {
         let (schema, rel) = split(parts);
-        let found = catalog::select(
+        let found = own_sql::select(
             &sql,
             &[rel.into(), schema.into(), schemas.clone().into()],
             |r| col::<pg_sys::Oid>(r, 1),
@@ -86,7 +86,7 @@ pub fn find_relation(arg: &str, name: &str, relkinds: &str) -> Found {
     );
     for parts in &spellings {
         if let (None, rel) = split(parts) {
-            let found = catalog::select(&anywhere, &[rel.into()], |r| col::<pg_sys::Oid>(r, 1));
+            let found = own_sql::select(&anywhere, &[rel.into()], |r| col::<pg_sys::Oid>(r, 1));
             if let [Some(oid)] = found.as_slice() {
                 return Found::Relation(*oid);
             }
@@ -118,7 +118,7 @@ fn relation_suggestions(
                     ELSE n.nspname OPERATOR(pg_catalog.=) $1 END",
         kinds = kinds(relkinds)
     );
-    let existing = catalog::select(
+    let existing = own_sql::select(
         &sql,
         &[schema.clone().into(), schemas.to_vec().into()],
         |r| {
@@ -145,7 +145,7 @@ pub fn find_constraint(table: pg_sys::Oid, name: &str) -> Result<(bool, String),
     let spellings: Vec<String> = name_spellings(name)
         .map(|s| s.into_iter().filter_map(|p| p.into_iter().last()).collect())
         .unwrap_or_else(|_| vec![name.to_string()]);
-    let existing = catalog::select(
+    let existing = own_sql::select(
         "SELECT con.conname::pg_catalog.text, con.convalidated, \
                 pg_catalog.format('ALTER TABLE %I.%I VALIDATE CONSTRAINT %I', n.nspname, t.relname, con.conname) \
          FROM pg_catalog.pg_constraint con \
@@ -208,7 +208,7 @@ pub fn find_function(name: &str) -> Result<(), Vec<String>> {
             .collect(),
         None => caller_schemas(),
     };
-    let existing = catalog::select(
+    let existing = own_sql::select(
         "SELECT DISTINCT n.nspname::pg_catalog.text, p.proname::pg_catalog.text FROM pg_catalog.pg_proc p \
          JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
          WHERE n.nspname OPERATOR(pg_catalog.=) ANY ($1)",
@@ -257,7 +257,7 @@ pub fn find_function(name: &str) -> Result<(), Vec<String>> {
 
 /// Up to three signatures of the function `schema.name`, as to_regprocedure reads them.
 fn signatures(schema: &str, name: &str) -> Vec<String> {
-    catalog::select(
+    own_sql::select(
         "SELECT pg_catalog.format('%I.%I(%s)', n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid)) \
          FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
          WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND p.proname OPERATOR(pg_catalog.=) $2 ORDER BY 1 LIMIT 3",
@@ -269,7 +269,7 @@ fn signatures(schema: &str, name: &str) -> Vec<String> {
 /// The column `name` of the table `table`, as the catalog spells it: found as SQL reads the name,
 /// then as written; `Err(closest names)` when the table has none such.
 pub fn find_column(table: pg_sys::Oid, name: &str) -> Result<String, Vec<String>> {
-    let existing = catalog::select(
+    let existing = own_sql::select(
         "SELECT attname::pg_catalog.text FROM pg_catalog.pg_attribute \
          WHERE attrelid OPERATOR(pg_catalog.=) $1 AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped",
         &[table.into()],

@@ -2,9 +2,12 @@
 //! the pre-deployment, integrity and security checks, the retention status and, when
 //! `pg_runbook.audit_table` names one, the audit table's coverage of the month up to `as_of`.
 
-use crate::catalog::{self, col, quote_ident};
-use crate::preflight::{Thresholds, all_checks};
-use crate::{error, findings, integrity, names, partitions, security, settings};
+use crate::checks::preflight::{Thresholds, all_checks};
+use crate::own_sql::{self, col, quote_ident};
+use crate::{
+    checks::findings, checks::integrity, checks::partitions, checks::security, error,
+    policy::names, settings,
+};
 use pgrx::prelude::*;
 use runbook_core::status::Status;
 use serde_json::{Value, json};
@@ -39,7 +42,7 @@ fn audit_time_column(table: pg_sys::Oid) -> Option<String> {
     if !set.is_empty() {
         return Some(set);
     }
-    catalog::select(
+    own_sql::select(
         "SELECT a.attname::pg_catalog.text FROM pg_catalog.pg_attribute a \
          LEFT JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid OPERATOR(pg_catalog.=) a.attrelid \
               AND pt.partnatts OPERATOR(pg_catalog.=) 1 AND pt.partattrs[0] OPERATOR(pg_catalog.=) a.attnum \
@@ -71,7 +74,7 @@ fn audit(tenant: Option<&str>, as_of: Date) -> Value {
             return json!({"configured": true, "table": table, "status": "FAIL", "detail": detail});
         }
     };
-    let name = catalog::select_one(
+    let name = own_sql::select_one(
         "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
          WHERE c.oid OPERATOR(pg_catalog.=) $1",
@@ -125,9 +128,9 @@ fn audit(tenant: Option<&str>, as_of: Date) -> Value {
     if filtered {
         args.push(tenant.unwrap_or_default().to_string().into());
     }
-    let (changes, days_with, from, days) = catalog::with_lock_timeout(|| {
-        catalog::with_settings(&[("DateStyle", "ISO, YMD".into())], || {
-            catalog::select_one(&sql, &args, |r| {
+    let (changes, days_with, from, days) = own_sql::with_lock_timeout(|| {
+        own_sql::with_settings(&[("DateStyle", "ISO, YMD".into())], || {
+            own_sql::select_one(&sql, &args, |r| {
                 (
                     col::<i64>(r, 1).unwrap_or(0),
                     col::<i64>(r, 2).unwrap_or(0),
@@ -201,7 +204,7 @@ fn generate_compliance_report(
         status_of(&retention),
         status_of(&audit),
     ]);
-    let database = catalog::select_one(
+    let database = own_sql::select_one(
         "SELECT pg_catalog.current_database()::pg_catalog.text, pg_catalog.now()::pg_catalog.text",
         &[],
         |r| {

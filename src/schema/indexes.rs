@@ -5,7 +5,7 @@
 //! per-index lock: sizes come from `pg_class.relpages`, which takes none, where
 //! `pg_relation_size()` would lock every index), and the redundancy rule runs in runbook-core.
 
-use crate::catalog::{self, col, quote_ident};
+use crate::own_sql::{self, col, quote_ident};
 use pgrx::prelude::*;
 use runbook_core::indexes::{self as rules, IndexDef, Redundancy};
 use std::collections::HashMap;
@@ -109,7 +109,7 @@ pub fn user_indexes() -> Vec<IndexRow> {
         serves_i = serves_fk("i", "f"),
         user = user_relation("n", "i.indrelid")
     );
-    catalog::with_catalog_settings(|| catalog::select(&sql, &[], read_index_row))
+    own_sql::with_catalog_settings(|| own_sql::select(&sql, &[], read_index_row))
 }
 
 fn read_index_row(r: &pgrx::spi::SpiHeapTupleData) -> IndexRow {
@@ -208,7 +208,7 @@ pub struct StatsWindow {
 /// never reset, at least since the server started (PostgreSQL 15 keeps statistics across a
 /// clean restart, so the true window may be longer; the shorter one is the safe side).
 pub fn stats_window() -> StatsWindow {
-    catalog::select_one(
+    own_sql::select_one(
         "SELECT d.stats_reset, \
                 EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) \
                         COALESCE(d.stats_reset, pg_catalog.pg_postmaster_start_time()))::float8, \
@@ -308,7 +308,7 @@ fn recommendation(
 fn min_stats_age_s(arg: Option<Interval>) -> f64 {
     match arg {
         Some(iv) => {
-            let ms = catalog::interval_ms(&iv);
+            let ms = own_sql::interval_ms(&iv);
             if ms < 0.0 {
                 crate::error::invalid_argument("min_stats_age", format!("{iv} is negative"));
             }
@@ -524,8 +524,8 @@ fn find_missing_fk_indexes() -> TableIterator<
         user = user_relation("n", "con.conrelid"),
         serves = serves_fk("i", "con"),
     );
-    let rows = catalog::with_catalog_settings(|| {
-        catalog::select(&sql, &[], |r| {
+    let rows = own_sql::with_catalog_settings(|| {
+        own_sql::select(&sql, &[], |r| {
             (
                 col::<String>(r, 1).unwrap_or_default(),
                 col::<String>(r, 2).unwrap_or_default(),
@@ -562,7 +562,7 @@ fn index_build_progress() -> TableIterator<
         name!(percent_done, Option<f64>),
     ),
 > {
-    let rows = catalog::select(
+    let rows = own_sql::select(
         "SELECT p.pid, n.nspname::text, t.relname::text, ic.relname::text, p.command, p.phase, \
                 p.blocks_done, p.blocks_total, p.tuples_done, p.tuples_total, \
                 CASE WHEN p.blocks_total OPERATOR(pg_catalog.>) 0 \

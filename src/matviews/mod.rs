@@ -7,11 +7,16 @@
 // pgrx needs each #[pg_extern] signature to spell out its row type (it does not resolve aliases).
 #![allow(clippy::type_complexity)]
 
-use crate::catalog::{self, col, interval_ms, quote_ident};
+pub mod log;
+pub mod parallel;
+pub mod refresh;
+pub mod worker;
+
 use crate::error;
-use crate::matview_refresh::{self, Options, Plan};
+use crate::own_sql::{self, col, interval_ms, quote_ident};
 use crate::settings;
 use pgrx::prelude::*;
+use refresh::{Options, Plan};
 
 /// A materialized view as the catalog describes it now.
 #[derive(Debug, Clone)]
@@ -91,7 +96,7 @@ pub struct Filter {
 pub fn filter(schema_pattern: Option<&str>, name_pattern: Option<&str>) -> Filter {
     let schema_pattern = error::required("schema_pattern", schema_pattern).to_string();
     let name_pattern = error::required("name_pattern", name_pattern).to_string();
-    let exists = catalog::select_one(
+    let exists = own_sql::select_one(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace \
          WHERE nspname::pg_catalog.text OPERATOR(pg_catalog.~~) $1)",
         &[schema_pattern.as_str().into()],
@@ -116,7 +121,7 @@ pub fn views_matching(f: &Filter) -> Vec<ViewInfo> {
          AND c.relname::pg_catalog.text OPERATOR(pg_catalog.~~) $2 \
          AND n.nspname OPERATOR(pg_catalog.<>) ALL ('{pg_catalog,information_schema}'::pg_catalog.name[])",
     );
-    catalog::select(
+    own_sql::select(
         &sql,
         &[
             f.schema_pattern.as_str().into(),
@@ -129,7 +134,7 @@ pub fn views_matching(f: &Filter) -> Vec<ViewInfo> {
 /// The materialized views with these oids, as they are now (the worker re-reads them).
 pub fn views_by_oid(oids: &[pg_sys::Oid]) -> Vec<ViewInfo> {
     let ids: Vec<i64> = oids.iter().map(|o| o.to_u32() as i64).collect();
-    catalog::select(
+    own_sql::select(
         &view_query("c.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[])"),
         &[ids.into()],
         map_view,
@@ -165,7 +170,7 @@ pub fn dependency_edges(views: &[ViewInfo]) -> Vec<(usize, usize)> {
         "{REFERENCES} SELECT DISTINCT mv::pg_catalog.int8, rel::pg_catalog.int8 FROM refs \
          WHERE rel OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[]) AND rel OPERATOR(pg_catalog.<>) mv"
     );
-    let pairs = catalog::select(&sql, &[ids.clone().into()], |r| {
+    let pairs = own_sql::select(&sql, &[ids.clone().into()], |r| {
         (col::<i64>(r, 1).unwrap_or(0), col::<i64>(r, 2).unwrap_or(0))
     });
     let index = |oid: i64| ids.iter().position(|&i| i == oid);
@@ -218,7 +223,7 @@ fn verify_materialized_view_indexes(
     ),
 > {
     let f = filter(schema_pattern, name_pattern);
-    let views = catalog::with_lock_timeout(|| views_matching(&f));
+    let views = own_sql::with_lock_timeout(|| views_matching(&f));
     TableIterator::new(views.into_iter().map(|v| {
         let detail = match (&v.unique_index, v.populated) {
             (Some(ix), true) => format!("REFRESH ... CONCURRENTLY can use unique index {ix}"),
@@ -284,7 +289,7 @@ pub fn non_negative_ms(arg: &str, value: Option<Interval>, max_ms: f64) -> i64 {
     if ms > max_ms {
         error::invalid_argument(
             arg,
-            format!("at most {} is allowed", catalog::human_ms(max_ms)),
+            format!("at most {} is allowed", own_sql::human_ms(max_ms)),
         );
     }
     ms.round() as i64
@@ -302,7 +307,7 @@ type RefreshRows = TableIterator<
 >;
 
 fn run(views: Vec<ViewInfo>, options: Options) -> RefreshRows {
-    let rows = matview_refresh::run(&in_refresh_order(views), options, 1).rows;
+    let rows = refresh::run(&in_refresh_order(views), options, 1).rows;
     TableIterator::new(
         rows.into_iter()
             .map(|r| (r.matview, r.mode, r.status, r.duration_ms, r.error)),
@@ -341,7 +346,7 @@ fn refresh_materialized_views_staggered(
         only_if_changed,
     );
     let f = filter(schema_pattern, name_pattern);
-    let views = catalog::with_lock_timeout(|| views_matching(&f));
+    let views = own_sql::with_lock_timeout(|| views_matching(&f));
     run(views, options)
 }
 
@@ -364,7 +369,7 @@ fn refresh_materialized_views() -> TableIterator<
         statement_timeout_ms: 0,
         only_if_changed: false,
     };
-    let views = catalog::with_lock_timeout(|| {
+    let views = own_sql::with_lock_timeout(|| {
         views_matching(&Filter {
             schema_pattern: "%".into(),
             name_pattern: "%".into(),
@@ -384,9 +389,9 @@ fn prune_mv_refresh_log() -> i64 {
     let sql = format!(
         "DELETE FROM {} WHERE started_at OPERATOR(pg_catalog.<) \
            (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
-        catalog::ext_object("mv_refresh_log")
+        own_sql::ext_object("mv_refresh_log")
     );
-    catalog::with_lock_timeout(|| catalog::execute(&sql, &[(retention_s as f64).into()])) as i64
+    own_sql::with_lock_timeout(|| own_sql::execute(&sql, &[(retention_s as f64).into()])) as i64
 }
 
 /// The refresh runs in flight, one row per worker: how many views of its run are done, and the
@@ -420,13 +425,13 @@ fn refresh_status() -> TableIterator<
            ON a.application_name OPERATOR(pg_catalog.=) ('{prefix}' OPERATOR(pg_catalog.||) r.run_id::pg_catalog.text) \
           AND a.backend_type OPERATOR(pg_catalog.=) '{kind}' \
          WHERE r.finished_at IS NULL ORDER BY r.run_id, a.pid",
-        log = catalog::ext_object("mv_refresh_log"),
-        runs = catalog::ext_object("mv_refresh_runs"),
-        kind = matview_refresh::WORKER_TYPE,
-        prefix = matview_refresh::RUN_APPLICATION_NAME,
+        log = own_sql::ext_object("mv_refresh_log"),
+        runs = own_sql::ext_object("mv_refresh_runs"),
+        kind = refresh::WORKER_TYPE,
+        prefix = refresh::RUN_APPLICATION_NAME,
     );
-    let rows = catalog::with_lock_timeout(|| {
-        catalog::select(&sql, &[], |r| {
+    let rows = own_sql::with_lock_timeout(|| {
+        own_sql::select(&sql, &[], |r| {
             (
                 col::<i64>(r, 1).unwrap_or(0),
                 col::<i32>(r, 2).unwrap_or(0),
@@ -443,7 +448,7 @@ fn refresh_status() -> TableIterator<
 }
 
 pgrx::extension_sql_file!(
-    "../sql/matviews.sql",
+    "../../sql/matviews.sql",
     name = "matviews",
     requires = [
         verify_materialized_view_indexes,

@@ -5,14 +5,14 @@
 //! (`pg_get_expr(relpartbound)`), read by runbook-core; anything it cannot read is skipped and
 //! reported, never guessed. Everything here runs under `pg_runbook.lock_timeout`.
 
-use crate::catalog::{self, col, quote_ident};
 use crate::error;
+use crate::own_sql::{self, col, quote_ident};
 use pgrx::prelude::*;
 use runbook_core::partitions::{Date, LocalTime, Verdict, cutoff, judge_partition, skewed};
 
 /// Partition bounds and dates are read in ISO form whatever the caller's DateStyle.
 fn iso<R>(f: impl FnOnce() -> R) -> R {
-    catalog::with_settings(&[("DateStyle", "ISO, YMD".into())], f)
+    own_sql::with_settings(&[("DateStyle", "ISO, YMD".into())], f)
 }
 
 const QUALIFIED: &str = "pg_catalog.format('%I.%I', n.nspname, c.relname)";
@@ -48,7 +48,7 @@ fn partitioned_tables(only: Option<pg_sys::Oid>) -> Vec<Parent> {
               AND a.attnum OPERATOR(pg_catalog.=) pt.partattrs[0] AND pt.partattrs[0] OPERATOR(pg_catalog.<>) 0 \
          WHERE ($1::oid IS NULL OR c.oid OPERATOR(pg_catalog.=) $1) ORDER BY 2"
     );
-    catalog::select(&sql, &[only.into()], |r| Parent {
+    own_sql::select(&sql, &[only.into()], |r| Parent {
         oid: col::<pg_sys::Oid>(r, 1).unwrap_or(pg_sys::InvalidOid),
         name: col::<String>(r, 2).unwrap_or_default(),
         time_key: col::<String>(r, 3),
@@ -65,7 +65,7 @@ fn partitions_of(parent: pg_sys::Oid) -> Vec<(String, String)> {
          WHERE i.inhparent OPERATOR(pg_catalog.=) $1 ORDER BY 2, 1"
     );
     iso(|| {
-        catalog::select(&sql, &[parent.into()], |r| {
+        own_sql::select(&sql, &[parent.into()], |r| {
             (
                 col::<String>(r, 1).unwrap_or_default(),
                 col::<String>(r, 2).unwrap_or_default(),
@@ -76,7 +76,7 @@ fn partitions_of(parent: pg_sys::Oid) -> Vec<(String, String)> {
 
 fn today() -> Date {
     let text = iso(|| {
-        catalog::select_one("SELECT CURRENT_DATE::pg_catalog.text", &[], |r| {
+        own_sql::select_one("SELECT CURRENT_DATE::pg_catalog.text", &[], |r| {
             col::<String>(r, 1).unwrap_or_default()
         })
     });
@@ -106,11 +106,11 @@ fn drop_before(parent: &Parent, cut: LocalTime, dry_run: bool) -> Vec<PartitionA
             Verdict::Skip(why) => ("skipped", why),
             Verdict::Drop => {
                 if !dry_run {
-                    catalog::execute(
+                    own_sql::execute(
                         &format!("ALTER TABLE {} DETACH PARTITION {partition}", parent.name),
                         &[],
                     );
-                    catalog::execute(&format!("DROP TABLE {partition}"), &[]);
+                    own_sql::execute(&format!("DROP TABLE {partition}"), &[]);
                 }
                 (
                     if dry_run { "would drop" } else { "dropped" },
@@ -138,11 +138,11 @@ pub fn drop_partitions(
     micros: i64,
     dry_run: bool,
 ) -> Vec<PartitionAction> {
-    catalog::with_lock_timeout(|| {
+    own_sql::with_lock_timeout(|| {
         let parents = partitioned_tables(parent);
         if let Some(oid) = parent {
             let Some(p) = parents.first() else {
-                let name = catalog::select_one(
+                let name = own_sql::select_one(
                     &format!(
                         "SELECT {QUALIFIED} FROM pg_catalog.pg_class c \
                          JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
@@ -173,7 +173,7 @@ pub fn drop_partitions(
 #[pg_extern(volatile)]
 fn drop_old_partitions(
     keep_months: Option<i32>,
-    parent: default!(Option<crate::catalog::Regclass>, "NULL"),
+    parent: default!(Option<crate::own_sql::Regclass>, "NULL"),
     dry_run: default!(Option<bool>, "false"),
 ) -> TableIterator<
     'static,
@@ -203,7 +203,7 @@ fn drop_old_partitions(
     }))
 }
 
-pgrx::extension_sql_file!("../sql/partitions.sql", name = "partitions");
+pgrx::extension_sql_file!("../../sql/partitions.sql", name = "partitions");
 
 struct Policy {
     schema: String,
@@ -227,9 +227,9 @@ pub struct RetentionAction {
 fn policies() -> Vec<Policy> {
     let sql = format!(
         "SELECT table_schema, table_name, time_column, keep, mode, batch_size FROM {} WHERE enabled ORDER BY 1, 2",
-        catalog::ext_object("retention_policies")
+        own_sql::ext_object("retention_policies")
     );
-    catalog::select(&sql, &[], |r| Policy {
+    own_sql::select(&sql, &[], |r| Policy {
         schema: col::<String>(r, 1).unwrap_or_default(),
         table: col::<String>(r, 2).unwrap_or_default(),
         time_column: col::<String>(r, 3).unwrap_or_default(),
@@ -251,7 +251,7 @@ fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
             rows,
             detail,
         };
-    let found = catalog::select(
+    let found = own_sql::select(
         &format!(
             "SELECT c.oid, c.relkind::text, \
                     (SELECT pg_catalog.format_type(a.atttypid, NULL) OPERATOR(pg_catalog.||) \
@@ -278,9 +278,12 @@ fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
     );
     let Some((Some(oid), relkind, column_type)) = found.into_iter().next() else {
         // The policy names the table exactly as the catalog spells it; say which names are close.
-        let close = match crate::names::find_relation("retention_policies", &target, "r,p") {
-            crate::names::Found::Missing(close) => crate::names::Found::hint(&close),
-            crate::names::Found::Relation(_) => String::new(),
+        let close = match crate::policy::names::find_relation("retention_policies", &target, "r,p")
+        {
+            crate::policy::names::Found::Missing(close) => {
+                crate::policy::names::Found::hint(&close)
+            }
+            crate::policy::names::Found::Relation(_) => String::new(),
         };
         return vec![action(
             "skipped",
@@ -290,8 +293,8 @@ fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
         )];
     };
     let Some(column_type) = column_type else {
-        let close = match crate::names::find_column(oid, &quote_ident(&p.time_column)) {
-            Err(close) => crate::names::Found::hint(&close),
+        let close = match crate::policy::names::find_column(oid, &quote_ident(&p.time_column)) {
+            Err(close) => crate::policy::names::Found::hint(&close),
             Ok(_) => String::new(),
         };
         return vec![action(
@@ -376,7 +379,7 @@ fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
     let column = quote_ident(&p.time_column);
     let keep = p.keep;
     if dry_run {
-        let n = catalog::select_one(
+        let n = own_sql::select_one(
             &format!(
                 "SELECT pg_catalog.count(*) FROM {target} \
                  WHERE {column} OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) $1)"
@@ -401,7 +404,7 @@ fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
     );
     let (mut total, mut batches) = (0_i64, 0_i64);
     loop {
-        let n = catalog::execute(&delete, &[p.keep.into(), p.batch_size.into()]) as i64;
+        let n = own_sql::execute(&delete, &[p.keep.into(), p.batch_size.into()]) as i64;
         total += n;
         batches += 1;
         if n < i64::from(p.batch_size) {
@@ -418,7 +421,7 @@ fn apply_policy(p: &Policy, dry_run: bool) -> Vec<RetentionAction> {
 
 /// Every enabled policy applied (or, with dry_run, what applying would do).
 pub fn apply_all(dry_run: bool) -> Vec<RetentionAction> {
-    catalog::with_lock_timeout(|| {
+    own_sql::with_lock_timeout(|| {
         policies()
             .iter()
             .flat_map(|p| apply_policy(p, dry_run))
@@ -493,9 +496,9 @@ fn analyze_partition_distribution(
          ORDER BY 1, 3, 2"
     );
     type Row = (String, String, String, f64, i64, bool);
-    let rows: Vec<Row> = catalog::with_lock_timeout(|| {
+    let rows: Vec<Row> = own_sql::with_lock_timeout(|| {
         iso(|| {
-            catalog::select(&sql, &[], |r| {
+            own_sql::select(&sql, &[], |r| {
                 (
                     col::<String>(r, 1).unwrap_or_default(),
                     col::<String>(r, 2).unwrap_or_default(),
@@ -530,8 +533,8 @@ fn analyze_partition_distribution(
             let mut status = "PASS";
             if bounds == "DEFAULT" {
                 let q = format!("SELECT EXISTS (SELECT 1 FROM {partition})");
-                let holds = catalog::with_lock_timeout(|| {
-                    catalog::select_one(&q, &[], |r| col::<bool>(r, 1).unwrap_or(false))
+                let holds = own_sql::with_lock_timeout(|| {
+                    own_sql::select_one(&q, &[], |r| col::<bool>(r, 1).unwrap_or(false))
                 });
                 if holds {
                     status = "WARN";
@@ -548,7 +551,7 @@ fn analyze_partition_distribution(
             if unanalyzed {
                 notes.push("never analyzed: row estimate unknown (run ANALYZE)".into());
             }
-            let size = catalog::select_one(
+            let size = own_sql::select_one(
                 "SELECT pg_catalog.pg_size_pretty($1::int8)",
                 &[bytes.into()],
                 |r| col::<String>(r, 1).unwrap_or_default(),

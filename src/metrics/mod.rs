@@ -8,8 +8,12 @@
 //! a past run that happened before every transaction still running had started, so no row at or
 //! below it can still appear.
 
-use crate::catalog::{self, col};
+pub mod monitoring;
+pub mod sketch_agg;
+pub mod slo;
+
 use crate::error;
+use crate::own_sql::{self, col};
 use crate::settings;
 use pgrx::prelude::*;
 
@@ -108,7 +112,7 @@ fn lock_watermark(schema: &str) -> Option<Watermark> {
         run = to_xid("run_xid"),
     );
     Spi::connect_mut(|client| {
-        let rows = catalog::spi("locking the rollup state", client.update(&sql, None, &[]));
+        let rows = own_sql::spi("locking the rollup state", client.update(&sql, None, &[]));
         rows.into_iter().next().map(|r| {
             let first_run = col::<bool>(&r, 2).unwrap_or(true);
             Watermark {
@@ -176,21 +180,21 @@ fn fold_sql(schema: &str) -> String {
 /// rows it folded. Another rollup running at the same time makes this one return 0 at once.
 #[pg_extern(volatile, parallel_unsafe, requires = ["metrics"])]
 fn rollup_metrics() -> i64 {
-    let schema = catalog::ext_schema();
-    catalog::with_lock_timeout(|| {
+    let schema = own_sql::ext_schema();
+    own_sql::with_lock_timeout(|| {
         let Some(w) = lock_watermark(&schema) else {
             pgrx::notice!("pg_runbook: another rollup_metrics() is running; skipped");
             return 0;
         };
         let oldest_writer: Option<TimestampWithTimeZone> =
-            catalog::select_one(OLDEST_WRITER_SQL, &[], |r| {
+            own_sql::select_one(OLDEST_WRITER_SQL, &[], |r| {
                 col::<TimestampWithTimeZone>(r, 1)
             });
         let retention_s = settings::METRICS_RETENTION_S.get() as f64;
         // JIT compilation costs more than it saves on this one-aggregate pipeline.
         let planner = [("jit", "off".to_string())];
-        let (folded, pruned) = catalog::with_settings(&planner, || {
-            catalog::select_mut_one(
+        let (folded, pruned) = own_sql::with_settings(&planner, || {
+            own_sql::select_mut_one(
                 &fold_sql(&schema),
                 &[
                     w.id_floor.into(),
@@ -210,7 +214,7 @@ fn rollup_metrics() -> i64 {
              SELECT COALESCE(pg_catalog.pg_sequence_last_value(pg_catalog.pg_get_serial_sequence('{schema}.performance_metrics', 'id')::regclass), 0), \
                     pg_catalog.clock_timestamp(), $1, $2"
         );
-        catalog::execute(&log, &[folded.into(), pruned.into()]);
+        own_sql::execute(&log, &[folded.into(), pruned.into()]);
         let advance = format!(
             "WITH floor AS ( \
                SELECT ran_at, seq_value FROM {schema}.metrics_rollup_log \
@@ -222,11 +226,11 @@ fn rollup_metrics() -> i64 {
                 SET id_floor = GREATEST(s.id_floor, floor.seq_value), last_folded = $2, last_pruned = $3 \
              FROM floor"
         );
-        catalog::execute(
+        own_sql::execute(
             &advance,
             &[oldest_writer.into(), folded.into(), pruned.into()],
         );
-        catalog::execute(
+        own_sql::execute(
             &format!("UPDATE {schema}.metrics_rollup_state SET last_folded = $1, last_pruned = $2"),
             &[folded.into(), pruned.into()],
         );
@@ -235,7 +239,7 @@ fn rollup_metrics() -> i64 {
 }
 
 pgrx::extension_sql_file!(
-    "../sql/metrics.sql",
+    "../../sql/metrics.sql",
     name = "metrics",
     requires = [check_request, check_request_time, "sketch"]
 );

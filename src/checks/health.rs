@@ -6,9 +6,9 @@
 //! catalog work. Without `shared_preload_libraries` there is no shared memory: each backend keeps
 //! its own cache, and the result says `"cache": "backend"`.
 
+use crate::checks::preflight::{self, Thresholds};
 use crate::jsonb_datum::{self, RawJsonb};
-use crate::preflight::{self, Thresholds};
-use crate::{catalog, settings};
+use crate::{own_sql, settings};
 use pgrx::lwlock::PgLwLock;
 use pgrx::pg_shmem_init;
 use pgrx::prelude::*;
@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pgrx::extension_sql_file!(
-    "../sql/health.sql",
+    "../../sql/health.sql",
     name = "health",
     requires = [health_check, health_live]
 );
@@ -96,17 +96,13 @@ pub fn init_shared_memory() {
     SHARED_READY.store(true, Ordering::Relaxed);
 }
 
-fn this_database() -> pg_sys::Oid {
-    unsafe { pg_sys::MyDatabaseId }
-}
-
 /// This database's stored result: when it was computed, and the jsonb of every member but
 /// `cached`, `age_ms` and `cache`.
 fn load() -> Option<(i64, Vec<u8>)> {
     if !SHARED_READY.load(Ordering::Relaxed) {
         return BACKEND_CACHE.with(|c| c.borrow().clone());
     }
-    let db = this_database();
+    let db = crate::backend::database();
     let guard = SHARED.share();
     guard
         .slots
@@ -123,7 +119,7 @@ fn store(checked_at: i64, body: &[u8]) {
     if body.len() > BODY_CAPACITY {
         return;
     }
-    let db = this_database();
+    let db = crate::backend::database();
     let mut guard = SHARED.exclusive();
     // This database's slot, else the stalest one.
     let index = guard
@@ -189,10 +185,6 @@ fn compute_body(checked_at: i64) -> Vec<u8> {
     jsonb_from_text(&body.to_string())
 }
 
-fn now_micros() -> i64 {
-    unsafe { pg_sys::GetCurrentTimestamp() }
-}
-
 /// The service's health as jsonb: `status` ('healthy'|'degraded'|'unhealthy'), `checks`,
 /// `problems`, `checked_at`, `cached`, `age_ms` and `cache`: 'shared' (one result per database
 /// for every session, computed as the extension's owner so that it sees every session),
@@ -203,7 +195,7 @@ fn now_micros() -> i64 {
 /// for `pg_runbook.health_cache_ttl`. Callers: runbook_reader.
 #[pg_extern(volatile, parallel_safe)]
 fn health_check() -> RawJsonb {
-    let now = now_micros();
+    let now = crate::backend::now_micros();
     if let Some(setting) = settings::overridden_in_session() {
         let body = compute_body(now);
         let reason = format!("{setting} is set for this session");
@@ -213,7 +205,7 @@ fn health_check() -> RawJsonb {
     let (checked_at, body, cached) = match load() {
         Some((at, body)) if ttl_us > 0 && now - at < ttl_us && now >= at => (at, body, true),
         _ => {
-            let body = catalog::as_extension_owner(|| compute_body(now));
+            let body = own_sql::as_extension_owner(|| compute_body(now));
             store(now, &body);
             (now, body, false)
         }

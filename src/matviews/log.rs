@@ -2,9 +2,9 @@
 //! behind only_if_changed. Written as the extension's owner, one transaction per view, with
 //! every function and operator pg_catalog-qualified (the worker pins its search_path too).
 
-use crate::catalog::{self, col};
-use crate::matview_refresh::mode_word;
+use crate::matviews::refresh::mode_word;
 use crate::matviews::{REFERENCES, ViewInfo};
+use crate::own_sql::{self, col};
 use pgrx::prelude::*;
 use runbook_core::matviews::{Outcome, SourceState};
 use std::collections::BTreeMap;
@@ -48,7 +48,7 @@ pub fn as_owner<R>(t: &Tables, f: impl FnOnce() -> R) -> R {
 /// their WAL flush: losing one in a crash is harmless, and each would otherwise cost a disk flush
 /// that a bare REFRESH does not pay. Refreshes and failures keep synchronous_commit as configured.
 pub fn without_flush_wait() {
-    catalog::set_local("synchronous_commit", "off");
+    own_sql::set_local("synchronous_commit", "off");
 }
 
 /// The extension's tables, qualified once per run.
@@ -97,7 +97,7 @@ pub fn insert_log(
     err: Option<&str>,
 ) {
     as_owner(t, || {
-        catalog::run_prepared(
+        own_sql::run_prepared(
             &format!(
                 "INSERT INTO {} (run_id, schemaname, matview, mode, status, started_at, finished_at, \
                              duration_ms, rows_after, error, worker, refreshed_by) \
@@ -150,7 +150,7 @@ pub fn sources_of_views(views: &[pg_sys::Oid]) -> BTreeMap<u32, Vec<i64>> {
     );
     let ids: Vec<i64> = views.iter().map(|o| o.to_u32() as i64).collect();
     let mut sources = BTreeMap::<u32, Vec<i64>>::new();
-    for (view, source) in catalog::select(&sql, &[ids.into()], |r| {
+    for (view, source) in own_sql::select(&sql, &[ids.into()], |r| {
         (col::<i64>(r, 1).unwrap_or(0), col::<i64>(r, 2).unwrap_or(0))
     }) {
         sources.entry(view as u32).or_default().push(source);
@@ -173,7 +173,7 @@ pub fn source_states(t: &Tables, v: &ViewInfo, sources: &[i64]) -> (Sources, Sou
          WHERE matview OPERATOR(pg_catalog.=) $2::pg_catalog.oid",
             t.sources
         );
-        let rows = catalog::run_prepared(
+        let rows = own_sql::run_prepared(
             &sql,
             &[INT8_ARRAY, INT8],
             &[sources.to_vec().into(), (v.oid.to_u32() as i64).into()],
@@ -206,7 +206,7 @@ pub fn record_sources(t: &Tables, v: &ViewInfo, sources: &Sources) {
         let oids: Vec<i64> = sources.keys().map(|&o| o as i64).collect();
         let writes: Vec<i64> = sources.values().map(|s| s.writes).collect();
         let files: Vec<i64> = sources.values().map(|s| s.filenode as i64).collect();
-        catalog::run_prepared(
+        own_sql::run_prepared(
             &format!(
                 "WITH gone AS (DELETE FROM {t} WHERE matview OPERATOR(pg_catalog.=) $1::pg_catalog.oid \
                  AND source::pg_catalog.int8 OPERATOR(pg_catalog.<>) ALL ($2)) \

@@ -2,8 +2,8 @@
 //! rollups (never from raw rows). The rules live in slo_definitions and rollback_triggers;
 //! runbook-core judges them.
 
-use crate::catalog::{self, col};
 use crate::error;
+use crate::own_sql::{self, col};
 use pgrx::prelude::*;
 use runbook_core::slo::{self as rules, Comparison, Point};
 
@@ -37,7 +37,7 @@ struct Row {
 
 fn window_arg(window: Option<Interval>) -> Interval {
     let w = error::required("window", window);
-    if catalog::interval_ms(&w) < 300_000.0 {
+    if own_sql::interval_ms(&w) < 300_000.0 {
         error::invalid_argument("window", "must be at least one 5-minute bucket");
     }
     w
@@ -47,9 +47,9 @@ fn load_rules(table: &str, level_col: &str, filter: &str) -> Vec<Rule> {
     let sql = format!(
         "SELECT name, metric, comparison, threshold, {level_col}, consecutive_buckets, endpoint \
          FROM {} {filter} ORDER BY name",
-        catalog::ext_object(table)
+        own_sql::ext_object(table)
     );
-    catalog::select(&sql, &[], |r| Rule {
+    own_sql::select(&sql, &[], |r| Rule {
         name: col::<String>(r, 1).unwrap_or_default(),
         metric: col::<String>(r, 2).unwrap_or_default(),
         cmp: Comparison::parse(&col::<String>(r, 3).unwrap_or_default())
@@ -77,9 +77,9 @@ fn load_rows(
          WHERE bucket >= w.end_at - $1 AND bucket < w.end_at \
            AND ((endpoint IS NULL AND $3) OR endpoint = ANY ($4))",
         METRICS.join(", "),
-        catalog::ext_object("performance_analytics_5min")
+        own_sql::ext_object("performance_analytics_5min")
     );
-    catalog::select(
+    own_sql::select(
         &sql,
         &[
             (*window).into(),
@@ -237,8 +237,8 @@ fn finite_as_of(as_of: Option<TimestampWithTimeZone>) -> TimestampWithTimeZone {
 
 /// Failed refreshes in the window, when mv_refresh_log exists in the extension's schema.
 fn refresh_failures(window: &Interval, as_of: TimestampWithTimeZone) -> Option<i64> {
-    let schema = catalog::ext_schema();
-    let exists = catalog::select_one(
+    let schema = own_sql::ext_schema();
+    let exists = own_sql::select_one(
         "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
         &[format!("{schema}.mv_refresh_log").into()],
         |r| col::<bool>(r, 1).unwrap_or(false),
@@ -250,7 +250,7 @@ fn refresh_failures(window: &Interval, as_of: TimestampWithTimeZone) -> Option<i
         "SELECT count(*) FROM {schema}.mv_refresh_log \
          WHERE status = 'failed' AND started_at >= $2 - $1 AND started_at < $2"
     );
-    Some(catalog::select_one(
+    Some(own_sql::select_one(
         &sql,
         &[(*window).into(), as_of.into()],
         |r| col::<i64>(r, 1).unwrap_or(0),
@@ -404,9 +404,9 @@ fn slo_error_budget(
             })
             .collect::<Vec<_>>()
             .join(", "),
-        t = catalog::ext_object("performance_analytics_5min"),
+        t = own_sql::ext_object("performance_analytics_5min"),
     );
-    let counts: Vec<(u64, u64)> = catalog::select_one(&sql, &[window.into(), as_of.into()], |r| {
+    let counts: Vec<(u64, u64)> = own_sql::select_one(&sql, &[window.into(), as_of.into()], |r| {
         (0..5)
             .map(|i| {
                 (
@@ -432,7 +432,7 @@ fn slo_error_budget(
     TableIterator::once(row)
 }
 
-pgrx::extension_sql_file!("../sql/slo.sql", name = "slo", requires = ["metrics"]);
+pgrx::extension_sql_file!("../../sql/slo.sql", name = "slo", requires = ["metrics"]);
 
 pgrx::extension_sql!(
     r#"

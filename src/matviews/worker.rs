@@ -4,42 +4,31 @@
 //! Security: the worker refreshes as the calling role (never as the extension's owner), with
 //! `search_path = pg_catalog, pg_temp` pinned on connect (it takes neither the caller's nor a
 //! role-level one), and switches to the extension's owner only for its own bookkeeping statements
-//! (matview_log::as_owner), which are fully qualified and carry no caller-built text. A view the
+//! (log::as_owner), which are fully qualified and carry no caller-built text. A view the
 //! role may not refresh is logged `skipped` with the reason: it is the caller's missing right,
 //! not a failed refresh, so it does not count toward the `mv_refresh_failures` rollback trigger.
 
-use crate::catalog::{self, col};
-use crate::error;
-use crate::matview_log::{
+use crate::matviews::log::{
     Tables, as_owner, begin, commit, insert_log, log_row, record_sources, source_states,
     sources_of_views, without_flush_wait,
 };
-use crate::matview_refresh::{
+use crate::matviews::refresh::{
     CLAIMED, Header, Options, PENDING, RUN_APPLICATION_NAME, Shared, SlotResult, outcome_of,
     wait_latch,
 };
 use crate::matviews::{self, ViewInfo};
+use crate::own_sql::{self, col};
+use crate::{backend, error};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 use runbook_core::matviews::{
     Outcome, SkipTracker, SlotState, heights, next_ready, sources_unchanged,
 };
 use std::collections::BTreeMap;
-use std::ffi::{CString, c_int};
+use std::ffi::CString;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-unsafe extern "C-unwind" {
-    // utils/timeout.h is not in pgrx's bindings. SPI does not arm statement_timeout (only the
-    // client protocol loop does), so the worker arms it around each REFRESH itself.
-    fn enable_timeout_after(id: c_int, delay_ms: c_int);
-    fn disable_timeout(id: c_int, keep_indicator: bool);
-    // PostgreSQL's SIGTERM handler for backends (tcop/postgres.c).
-    fn die(signal: c_int);
-}
-/// `STATEMENT_TIMEOUT` in PostgreSQL's `TimeoutId` enum (the same from 13 to 18).
-const STATEMENT_TIMEOUT: c_int = 3;
 
 /// What one worker knows of its run.
 struct Run {
@@ -73,7 +62,7 @@ pub extern "C-unwind" fn pg_runbook_matview_refresh_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
     // pgrx's SIGTERM handler only sets a flag; PostgreSQL's `die` also interrupts a running
     // REFRESH, so terminating the worker (as a cancelled caller does) takes effect at once.
-    unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as c_int, Some(die)) };
+    backend::die_on_sigterm();
     let Some(shared) = Shared::attach(arg.value() as pg_sys::dsm_handle) else {
         return; // the caller has gone
     };
@@ -128,19 +117,19 @@ fn prepare(shared: &Shared, me: u32) -> Run {
     }
     // Session-level: every later statement of this worker resolves names without any role's or
     // caller's search_path.
-    catalog::set_session("search_path", catalog::OWN_SEARCH_PATH);
+    own_sql::set_session("search_path", own_sql::OWN_SEARCH_PATH);
     without_flush_wait();
     let tables = Tables {
-        owner: catalog::select_one(
+        owner: own_sql::select_one(
             "SELECT extowner FROM pg_catalog.pg_extension \
              WHERE extname OPERATOR(pg_catalog.=) 'pg_runbook'",
             &[],
             |r| col::<pg_sys::Oid>(r, 1).unwrap_or(pg_sys::BOOTSTRAP_SUPERUSERID.into()),
         ),
-        log: catalog::ext_object("mv_refresh_log"),
-        sources: catalog::ext_object("mv_refresh_sources"),
-        runs: catalog::ext_object("mv_refresh_runs"),
-        role: catalog::select_one("SELECT CURRENT_USER::pg_catalog.text", &[], |r| {
+        log: own_sql::ext_object("mv_refresh_log"),
+        sources: own_sql::ext_object("mv_refresh_sources"),
+        runs: own_sql::ext_object("mv_refresh_runs"),
+        role: own_sql::select_one("SELECT CURRENT_USER::pg_catalog.text", &[], |r| {
             col::<String>(r, 1).unwrap_or_default()
         }),
         worker: me as i32,
@@ -171,7 +160,7 @@ fn prepare(shared: &Shared, me: u32) -> Run {
         0
     };
     begin();
-    catalog::set_session(
+    own_sql::set_session(
         "application_name",
         &format!("{RUN_APPLICATION_NAME}{run_id}"),
     );
@@ -194,12 +183,12 @@ fn start_run(h: &Header, t: &Tables, views: usize) -> i64 {
         o.stagger_ms, o.concurrently, o.lock_timeout_ms, o.statement_timeout_ms, o.only_if_changed
     );
     as_owner(t, || {
-        catalog::select_one(
-            &format!("SELECT {}.prune_mv_refresh_log()", catalog::ext_schema()),
+        own_sql::select_one(
+            &format!("SELECT {}.prune_mv_refresh_log()", own_sql::ext_schema()),
             &[],
             |_| (),
         );
-        catalog::select_mut_one(
+        own_sql::select_mut_one(
             &format!(
                 "INSERT INTO {} (run_id, worker_pid, caller_pid, views, options, started_at, \
                                  parallelism, refreshed_by) \
@@ -208,7 +197,7 @@ fn start_run(h: &Header, t: &Tables, views: usize) -> i64 {
                 t.runs
             ),
             &[
-                catalog::ext_object("mv_refresh_run_id").into(),
+                own_sql::ext_object("mv_refresh_run_id").into(),
                 h.caller_pid.into(),
                 (views as i32).into(),
                 options.into(),
@@ -222,12 +211,12 @@ fn start_run(h: &Header, t: &Tables, views: usize) -> i64 {
 
 /// The last worker out writes the run's end, its total time and its parallelism.
 fn finish(h: &Header, run: &Run) {
-    let total_us = unsafe { pg_sys::GetCurrentTimestamp() } - h.started_at;
+    let total_us = backend::now_micros() - h.started_at;
     h.total_us.store(total_us, Ordering::Release);
     begin();
     without_flush_wait();
     as_owner(&run.tables, || {
-        catalog::execute(
+        own_sql::execute(
             &format!(
                 "UPDATE {} SET finished_at = pg_catalog.clock_timestamp(), total_ms = $2 \
                  WHERE run_id OPERATOR(pg_catalog.=) $1",
@@ -327,8 +316,8 @@ fn take(run: &Run, i: usize, skip: Option<String>, o: &Options, me: u32) -> Slot
             v,
             format!(
                 "role {} may not refresh it: only its owner {} and members of that role may",
-                catalog::quote_ident(&t.role),
-                catalog::quote_ident(&v.owner)
+                own_sql::quote_ident(&t.role),
+                own_sql::quote_ident(&v.owner)
             ),
         ),
         (Some(v), Some(reason)) => skipped(v, reason),
@@ -347,7 +336,7 @@ fn take(run: &Run, i: usize, skip: Option<String>, o: &Options, me: u32) -> Slot
 fn stagger(ms: i64) {
     report_activity(Some(&format!(
         "stagger: waiting {} before the next refresh",
-        catalog::human_ms(ms as f64)
+        own_sql::human_ms(ms as f64)
     )));
     let deadline = Instant::now() + Duration::from_millis(ms as u64);
     while let Some(left) = deadline
@@ -407,8 +396,8 @@ fn refresh_one(t: &Tables, run_id: i64, v: &ViewInfo, sources: &[i64], o: &Optio
     let attempt = PgTryBuilder::new(AssertUnwindSafe(|| {
         begin();
         // Not through SQL: a set_config(..., true) run by a catalog helper would end with it.
-        catalog::set_local("lock_timeout", &format!("{}ms", o.lock_timeout_ms));
-        catalog::set_local(
+        own_sql::set_local("lock_timeout", &format!("{}ms", o.lock_timeout_ms));
+        own_sql::set_local(
             "statement_timeout",
             &format!("{}ms", o.statement_timeout_ms),
         );
@@ -442,10 +431,10 @@ fn refresh_one(t: &Tables, run_id: i64, v: &ViewInfo, sources: &[i64], o: &Optio
         );
         report_activity(Some(&sql));
         if o.statement_timeout_ms > 0 {
-            unsafe { enable_timeout_after(STATEMENT_TIMEOUT, o.statement_timeout_ms as c_int) };
+            backend::arm_statement_timeout(o.statement_timeout_ms as i32);
         }
         let rows = refresh_counting_rows(&sql);
-        unsafe { disable_timeout(STATEMENT_TIMEOUT, false) };
+        backend::disarm_statement_timeout();
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         insert_log(
             t,
@@ -461,7 +450,7 @@ fn refresh_one(t: &Tables, run_id: i64, v: &ViewInfo, sources: &[i64], o: &Optio
         commit();
         Ok((Outcome::Success, Some(rows)))
     }))
-    .catch_others(|e| Err(catalog::caught_message(&e)))
+    .catch_others(|e| Err(own_sql::caught_message(&e)))
     .execute();
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     match attempt {
@@ -474,10 +463,10 @@ fn refresh_one(t: &Tables, run_id: i64, v: &ViewInfo, sources: &[i64], o: &Optio
             error: None,
         },
         Err(message) => {
-            unsafe {
-                disable_timeout(STATEMENT_TIMEOUT, false);
-                pg_sys::AbortCurrentTransaction();
-            }
+            backend::disarm_statement_timeout();
+            // SAFETY: the refresh's transaction failed and is ours to end; the worker starts a
+            // new one for the next view.
+            unsafe { pg_sys::AbortCurrentTransaction() };
             log_row(
                 t,
                 run_id,

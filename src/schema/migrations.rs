@@ -3,11 +3,11 @@
 //! (`expect_migration` / `verify_migration`), with `assert_migration_success` for migration files
 //! run with `ON_ERROR_STOP`. `check_query_plan` is in query_plan.rs.
 
-use crate::catalog::{self, col, quote_ident};
+use crate::checks::findings::{self, Finding, pass_if_none};
 use crate::error;
-use crate::findings::{self, Finding, pass_if_none};
-use crate::indexes::user_relation;
-use crate::names::{self, Found};
+use crate::own_sql::{self, col, quote_ident};
+use crate::policy::names::{self, Found};
+use crate::schema::indexes::user_relation;
 use pgrx::JsonB;
 use pgrx::prelude::*;
 use runbook_core::names::parse_qualified_name;
@@ -16,7 +16,7 @@ use runbook_core::status::Status;
 use serde_json::Value;
 
 pgrx::extension_sql_file!(
-    "../sql/migrations.sql",
+    "../../sql/migrations.sql",
     name = "migrations",
     requires = [
         analyze_index_usage,
@@ -74,8 +74,8 @@ fn unusable_indexes() -> Vec<Unusable> {
          WHERE NOT (i.indisvalid AND i.indisready) AND {} ORDER BY 2",
         user_relation("n", "i.indrelid")
     );
-    catalog::with_settings(&[("search_path", "pg_catalog, pg_temp".into())], || {
-        catalog::select(&sql, &[], |r| Unusable {
+    own_sql::with_settings(&[("search_path", "pg_catalog, pg_temp".into())], || {
+        own_sql::select(&sql, &[], |r| Unusable {
             oid: col::<pg_sys::Oid>(r, 1).unwrap_or(pg_sys::InvalidOid),
             name: col::<String>(r, 2).unwrap_or_default(),
             valid: col::<bool>(r, 3).unwrap_or(false),
@@ -123,8 +123,8 @@ fn attach_partitions_advice(ix: &Unusable) -> Vec<String> {
                        WHERE hi.inhparent OPERATOR(pg_catalog.=) pi.indexrelid \
                          AND ci.indrelid OPERATOR(pg_catalog.=) pc.oid) \
      ORDER BY 1, 2";
-    let parts = catalog::with_settings(&[("search_path", "pg_catalog, pg_temp".into())], || {
-        catalog::select(sql, &[ix.oid.into(), ix.constraint.is_some().into()], |r| {
+    let parts = own_sql::with_settings(&[("search_path", "pg_catalog, pg_temp".into())], || {
+        own_sql::select(sql, &[ix.oid.into(), ix.constraint.is_some().into()], |r| {
             (
                 col::<String>(r, 1).unwrap_or_default(),
                 col::<String>(r, 2).unwrap_or_default(),
@@ -163,7 +163,7 @@ fn attach_partitions_advice(ix: &Unusable) -> Vec<String> {
 impl Unusable {
     /// The index's own name, unquoted.
     fn name_only(&self) -> String {
-        catalog::select_one(
+        own_sql::select_one(
             "SELECT relname::text FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
             &[self.oid.into()],
             |r| col::<String>(r, 1).unwrap_or_default(),
@@ -247,7 +247,7 @@ fn leftover_checks() -> Vec<Finding> {
         before,
         "no index build in progress",
     );
-    let not_valid = catalog::select(
+    let not_valid = own_sql::select(
         &format!(
             "SELECT pg_catalog.format('%I on %I.%I', con.conname, n.nspname, t.relname), \
                     pg_catalog.format('ALTER TABLE %I.%I VALIDATE CONSTRAINT %I', n.nspname, t.relname, con.conname) \
@@ -345,7 +345,7 @@ fn validate_expected(expected: &Value) -> usize {
 /// (valid, ready, being built) of a relation: an index's flags, a materialized view's
 /// populated state.
 fn relation_state(oid: pg_sys::Oid) -> (bool, bool, bool) {
-    catalog::select_one(
+    own_sql::select_one(
         "SELECT COALESCE(i.indisvalid, c.relkind OPERATOR(pg_catalog.<>) 'm' OR c.relispopulated), \
                 COALESCE(i.indisready, true), \
                 EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_create_index p \
@@ -453,9 +453,9 @@ fn expectation_checks(migration: &str, expected: &Value) -> Vec<Finding> {
 fn expectations(migration: Option<&str>) -> Vec<(String, Value)> {
     let sql = format!(
         "SELECT migration, expected FROM {} WHERE $1 IS NULL OR migration OPERATOR(pg_catalog.=) $1 ORDER BY migration",
-        catalog::ext_object("migration_expectations")
+        own_sql::ext_object("migration_expectations")
     );
-    catalog::select(&sql, &[migration.into()], |r| {
+    own_sql::select(&sql, &[migration.into()], |r| {
         (
             col::<String>(r, 1).unwrap_or_default(),
             col::<JsonB>(r, 2).map(|j| j.0).unwrap_or(Value::Null),
@@ -502,7 +502,7 @@ fn verify_migration_success() -> TableIterator<
         name!(detail, String),
     ),
 > {
-    let rows = catalog::with_catalog_settings(verify_all);
+    let rows = own_sql::with_catalog_settings(verify_all);
     TableIterator::new(rows.into_iter().map(Finding::into_row))
 }
 
@@ -521,7 +521,7 @@ fn assert_migration_success(
         name!(detail, String),
     ),
 > {
-    let rows = catalog::with_catalog_settings(|| match migration {
+    let rows = own_sql::with_catalog_settings(|| match migration {
         None => verify_all(),
         Some(m) => {
             let m = migration_name("migration", Some(m));
@@ -562,9 +562,9 @@ fn expect_migration(
     let sql = format!(
         "INSERT INTO {} AS e (migration, expected) VALUES ($1, $2) \
          ON CONFLICT (migration) DO UPDATE SET expected = EXCLUDED.expected, registered_at = pg_catalog.now()",
-        catalog::ext_object("migration_expectations")
+        own_sql::ext_object("migration_expectations")
     );
-    catalog::execute(&sql, &[migration.as_str().into(), expected]);
+    own_sql::execute(&sql, &[migration.as_str().into(), expected]);
     count as i32
 }
 
@@ -582,7 +582,7 @@ fn verify_migration(
     ),
 > {
     let migration = migration_name("migration", migration);
-    let rows = catalog::with_catalog_settings(|| verify_one(&migration));
+    let rows = own_sql::with_catalog_settings(|| verify_one(&migration));
     TableIterator::new(rows.into_iter().map(Finding::into_row))
 }
 

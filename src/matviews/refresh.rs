@@ -29,7 +29,7 @@ pub const WORKER_TYPE: &str = "pg_runbook matview refresh";
 /// Each worker's application_name is this followed by its run's id (refresh_status() joins on it).
 pub const RUN_APPLICATION_NAME: &str = "pg_runbook refresh run ";
 /// The most workers one run may have (the bound of pg_runbook.refresh_max_parallel).
-pub const MAX_WORKERS: usize = 64;
+pub const MAX_WORKERS: usize = crate::settings::REFRESH_PARALLEL_LIMIT;
 const MAGIC: u32 = 0x6d76_7267;
 pub const ERROR_BYTES: usize = 480;
 

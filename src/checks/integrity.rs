@@ -4,10 +4,10 @@
 //! without a primary key, sequences near their maximum, and NOT VALID foreign keys whose
 //! referencing rows point nowhere (the only foreign keys PostgreSQL has not checked itself).
 
-use crate::catalog::{self, NOT_EXTENSION_MEMBER, col};
+pub use crate::checks::findings::{Finding, pass_if_none};
+use crate::checks::preflight;
 use crate::error;
-pub use crate::findings::{Finding, pass_if_none};
-use crate::preflight;
+use crate::own_sql::{self, NOT_EXTENSION_MEMBER, col};
 use pgrx::prelude::*;
 use runbook_core::integrity::{judge_sequence, sequence_used_pct};
 use runbook_core::status::Status;
@@ -73,7 +73,7 @@ fn not_valid_constraints() -> Vec<NotValid> {
            AND con.conparentid OPERATOR(pg_catalog.=) 0::oid AND {USER_SCHEMAS} \
          ORDER BY 2, 3"
     );
-    catalog::select(&sql, &[], |r| NotValid {
+    own_sql::select(&sql, &[], |r| NotValid {
         kind: col::<String>(r, 1).unwrap_or_default(),
         table: col::<String>(r, 2).unwrap_or_default(),
         name: col::<String>(r, 3).unwrap_or_default(),
@@ -102,13 +102,13 @@ fn constraint_findings(bound: i32, rows: &mut Vec<Finding>) {
         // Each count reads a user table and may meet a migration's lock: in a subtransaction,
         // a lock timeout there costs this constraint's count, not the whole check.
         let (count_sql, bound_arg, is_check) = (c.count_sql.clone(), bound, c.kind == "c");
-        let counted_rows = catalog::in_subtransaction(move || {
+        let counted_rows = own_sql::in_subtransaction(move || {
             let count_sql = if is_check {
-                catalog::select_one(&count_sql, &[], |r| col::<String>(r, 1).unwrap_or_default())
+                own_sql::select_one(&count_sql, &[], |r| col::<String>(r, 1).unwrap_or_default())
             } else {
                 count_sql
             };
-            catalog::select_one(&count_sql, &[bound_arg.into()], |r| {
+            own_sql::select_one(&count_sql, &[bound_arg.into()], |r| {
                 col::<i64>(r, 1).unwrap_or(0)
             })
         });
@@ -176,7 +176,7 @@ fn tables_without_primary_key(rows: &mut Vec<Finding>) {
            AND {NOT_EXTENSION_MEMBER} \
          ORDER BY 1"
     );
-    for table in catalog::select(&sql, &[], |r| col::<String>(r, 1).unwrap_or_default()) {
+    for table in own_sql::select(&sql, &[], |r| col::<String>(r, 1).unwrap_or_default()) {
         rows.push(Finding::new(
             "table_without_primary_key",
             Status::Warn,
@@ -195,7 +195,7 @@ fn tables_without_primary_key(rows: &mut Vec<Finding>) {
 fn sequence_headroom(warn_pct: f64, fail_pct: f64, rows: &mut Vec<Finding>) {
     let before = rows.len();
     // pg_sequences.last_value is NULL for a sequence never called or not readable by the caller.
-    let seqs = catalog::select(
+    let seqs = own_sql::select(
         "SELECT pg_catalog.format('%I.%I', schemaname, sequencename), last_value, min_value, max_value, \
                 increment_by, data_type::text \
          FROM pg_catalog.pg_sequences WHERE NOT cycle ORDER BY 1",
@@ -248,13 +248,13 @@ pub fn all_findings(violation_limit: i32, warn_pct: f64, fail_pct: f64) -> Vec<F
     // Pinned search_path: the CHECK expressions pg_get_expr prints, and the counts built from
     // them, name everything outside pg_catalog by its schema.
     let pinned = [("search_path", "pg_catalog, pg_temp".to_string())];
-    catalog::with_lock_timeout(|| {
-        catalog::with_settings(&pinned, || {
+    own_sql::with_lock_timeout(|| {
+        own_sql::with_settings(&pinned, || {
             let mut rows = Vec::new();
             constraint_findings(violation_limit, &mut rows);
             tables_without_primary_key(&mut rows);
             sequence_headroom(warn_pct, fail_pct, &mut rows);
-            crate::findings::apply_acceptances(&mut rows);
+            crate::checks::findings::apply_acceptances(&mut rows);
             rows
         })
     })

@@ -2,8 +2,8 @@
 //! migration verification and the integrity checks (and read by the compliance report); and the
 //! accepted findings (`accepted_findings`, `accept_finding()`) every check honours.
 
-use crate::catalog::{self, col};
 use crate::error;
+use crate::own_sql::{self, col};
 use pgrx::prelude::*;
 use runbook_core::status::Status;
 
@@ -92,9 +92,9 @@ pub fn active_acceptances() -> Vec<(String, String, String)> {
                 pg_catalog.format('accepted by %s%s: %s', accepted_by, \
                     CASE WHEN until IS NULL THEN '' ELSE pg_catalog.format(' until %s', until) END, reason) \
          FROM {} WHERE until IS NULL OR until OPERATOR(pg_catalog.>) pg_catalog.now()",
-        catalog::ext_object("accepted_findings")
+        own_sql::ext_object("accepted_findings")
     );
-    catalog::select(&sql, &[], |r| {
+    own_sql::select(&sql, &[], |r| {
         (
             col::<String>(r, 1).unwrap_or_default(),
             col::<String>(r, 2).unwrap_or_default(),
@@ -148,14 +148,14 @@ fn accept_finding(
     if reason.trim().is_empty() {
         error::invalid_argument("reason", "must say why the finding is accepted");
     }
-    let table = catalog::ext_object("accepted_findings");
-    catalog::execute(
+    let table = own_sql::ext_object("accepted_findings");
+    own_sql::execute(
         &format!(
             "DELETE FROM {table} WHERE until OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) interval '90 days')"
         ),
         &[],
     );
-    catalog::execute(
+    own_sql::execute(
         &format!(
             "INSERT INTO {table} (\"check\", object, reason, until) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (\"check\", object) DO UPDATE SET reason = EXCLUDED.reason, until = EXCLUDED.until, \
@@ -173,13 +173,13 @@ fn withdraw_finding(check: Option<&str>, object: Option<&str>) -> bool {
     let object = error::required("object", object);
     let sql = format!(
         "DELETE FROM {} WHERE \"check\" OPERATOR(pg_catalog.=) $1 AND object OPERATOR(pg_catalog.=) $2",
-        catalog::ext_object("accepted_findings")
+        own_sql::ext_object("accepted_findings")
     );
-    catalog::execute(&sql, &[check.into(), object.into()]) > 0
+    own_sql::execute(&sql, &[check.into(), object.into()]) > 0
 }
 
 pgrx::extension_sql_file!(
-    "../sql/findings.sql",
+    "../../sql/findings.sql",
     name = "findings",
     requires = [accept_finding, withdraw_finding]
 );

@@ -10,7 +10,7 @@
 //!   did (settings, transaction-level locks, large objects). Session-level advisory locks survive
 //!   a rollback: any the query took are released and the call fails.
 
-use crate::{catalog, error};
+use crate::{error, own_sql};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
@@ -26,7 +26,7 @@ pub fn checked_select(arg: &str, query: &str) -> String {
     }
     let owned = trimmed.clone();
     // The raw parser raises on a syntax error; the subtransaction turns that into our 22023.
-    match catalog::in_subtransaction(move || refusal(&owned)) {
+    match own_sql::in_subtransaction(move || refusal(&owned)) {
         Err(syntax) => error::invalid_argument(arg, syntax),
         Ok(Some(why)) => error::invalid_argument(arg, why),
         Ok(None) => trimmed,
@@ -173,23 +173,23 @@ impl AdvisoryLock {
             if !session_advisory_locks().contains(self) {
                 break;
             }
-            catalog::select(&sql, &args, |_| ());
+            own_sql::select(&sql, &args, |_| ());
         }
     }
 }
 
 /// The advisory locks this backend holds (session- and transaction-level alike).
 fn session_advisory_locks() -> Vec<AdvisoryLock> {
-    catalog::select(
+    own_sql::select(
         "SELECT classid::pg_catalog.int8, objid::pg_catalog.int8, objsubid = 2, mode = 'ShareLock' \
          FROM pg_catalog.pg_locks \
          WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND granted",
         &[],
         |r| AdvisoryLock {
-            classid: catalog::col::<i64>(r, 1).unwrap_or(0) as u32,
-            objid: catalog::col::<i64>(r, 2).unwrap_or(0) as u32,
-            two_keys: catalog::col::<bool>(r, 3).unwrap_or(false),
-            shared: catalog::col::<bool>(r, 4).unwrap_or(false),
+            classid: own_sql::col::<i64>(r, 1).unwrap_or(0) as u32,
+            objid: own_sql::col::<i64>(r, 2).unwrap_or(0) as u32,
+            two_keys: own_sql::col::<bool>(r, 3).unwrap_or(false),
+            shared: own_sql::col::<bool>(r, 4).unwrap_or(false),
         },
     )
 }

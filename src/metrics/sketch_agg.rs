@@ -444,7 +444,7 @@ fn rollup_rows(
 }
 
 pgrx::extension_sql_file!(
-    "../sql/sketch.sql",
+    "../../sql/sketch.sql",
     name = "sketch",
     requires = [
         request_sketch_trans,

@@ -3,14 +3,14 @@
 //! Each check reads one statistics view, and runbook-core judges the observation against the
 //! thresholds. Every threshold is a named argument whose default is its `pg_runbook.*` setting.
 
-use crate::catalog::{self, col, human_ms};
 use crate::error;
+use crate::own_sql::{self, col, human_ms};
 use crate::settings;
 use pgrx::prelude::*;
 use runbook_core::status::{Status, judge_high, judge_low};
 
 pgrx::extension_sql_file!(
-    "../sql/preflight.sql",
+    "../../sql/preflight.sql",
     name = "preflight",
     requires = [runbook_setting, preflight_checks, assert_preflight]
 );
@@ -113,7 +113,7 @@ fn into_output(rows: Vec<CheckRow>) -> CheckOutput {
 
 /// The checks that describe the server's state right now (health_check runs these).
 pub fn operational_checks(t: &Thresholds) -> Vec<CheckRow> {
-    catalog::with_catalog_settings(|| {
+    own_sql::with_catalog_settings(|| {
         vec![
             connections(t),
             long_running_queries(t),
@@ -136,7 +136,7 @@ pub fn all_checks(t: &Thresholds) -> Vec<CheckRow> {
 }
 
 fn connections(t: &Thresholds) -> CheckRow {
-    let (used, max) = catalog::select_one(
+    let (used, max) = own_sql::select_one(
         "SELECT count(*) FILTER (WHERE backend_type = 'client backend'), \
                 current_setting('max_connections')::int8 \
          FROM pg_catalog.pg_stat_activity",
@@ -178,7 +178,7 @@ fn sessions_in_state(states: &str, since_column: &str, min_ms: f64) -> Vec<(i32,
            AND clock_timestamp() - {since_column} > make_interval(secs => $1 / 1000.0) \
          ORDER BY {since_column}"
     );
-    catalog::select(&sql, &[min_ms.into()], |r| {
+    own_sql::select(&sql, &[min_ms.into()], |r| {
         (
             col::<i32>(r, 1).unwrap_or(0),
             col::<f64>(r, 2).unwrap_or(0.0),
@@ -274,7 +274,7 @@ fn blocked_lock_waits(t: &Thresholds) -> CheckRow {
          WHERE NOT l.granted AND l.pid <> pg_catalog.pg_backend_pid() \
          ORDER BY waited_ms DESC NULLS LAST"
     );
-    let waits = catalog::select(&sql, &[], |r| {
+    let waits = own_sql::select(&sql, &[], |r| {
         (
             col::<i32>(r, 1).unwrap_or(0),
             col::<f64>(r, 2).unwrap_or(0.0),
@@ -311,7 +311,7 @@ fn blocked_lock_waits(t: &Thresholds) -> CheckRow {
 }
 
 fn cache_hit_ratio(t: &Thresholds) -> CheckRow {
-    let (hit, read) = catalog::select_one(
+    let (hit, read) = own_sql::select_one(
         "SELECT COALESCE(blks_hit, 0), COALESCE(blks_read, 0) FROM pg_catalog.pg_stat_database \
          WHERE datname = pg_catalog.current_database()",
         &[],
@@ -341,7 +341,7 @@ fn cache_hit_ratio(t: &Thresholds) -> CheckRow {
 }
 
 fn replication_lag(t: &Thresholds) -> CheckRow {
-    let standbys = catalog::select(
+    let standbys = own_sql::select(
         "SELECT COALESCE(application_name, '') || '@' || COALESCE(client_addr::text, 'local'), \
                 COALESCE(EXTRACT(epoch FROM replay_lag)::float8 * 1000, 0) \
          FROM pg_catalog.pg_stat_replication ORDER BY 2 DESC",
@@ -386,7 +386,7 @@ fn replication_lag(t: &Thresholds) -> CheckRow {
 }
 
 fn xid_age(t: &Thresholds) -> CheckRow {
-    let (datname, age) = catalog::select_one(
+    let (datname, age) = own_sql::select_one(
         "SELECT datname::text, age(datfrozenxid)::int8 FROM pg_catalog.pg_database \
          ORDER BY 2 DESC LIMIT 1",
         &[],
@@ -414,7 +414,7 @@ fn xid_age(t: &Thresholds) -> CheckRow {
 fn invalid_indexes() -> CheckRow {
     // An index still being built concurrently is invalid too; it is reported, but only a build
     // that is over (a failed CREATE INDEX CONCURRENTLY) fails the check.
-    let found = catalog::select(
+    let found = own_sql::select(
         "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
                 EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_create_index p \
                         WHERE p.index_relid = i.indexrelid) \
@@ -463,7 +463,7 @@ fn invalid_indexes() -> CheckRow {
 }
 
 fn server_version(t: &Thresholds) -> CheckRow {
-    let num = catalog::select_one(
+    let num = own_sql::select_one(
         "SELECT current_setting('server_version_num')::int4",
         &[],
         |r| col::<i32>(r, 1).unwrap_or(0),
@@ -483,7 +483,7 @@ fn server_version(t: &Thresholds) -> CheckRow {
 }
 
 fn pg_stat_statements() -> CheckRow {
-    let (installed, preloaded) = catalog::select_one(
+    let (installed, preloaded) = own_sql::select_one(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_stat_statements'), \
                 'pg_stat_statements' = ANY (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ','))",
         &[],
@@ -536,7 +536,7 @@ pub(crate) fn percent(arg: &str, value: Option<f64>) -> f64 {
 }
 
 fn duration_ms(arg: &str, value: Option<Interval>) -> f64 {
-    let ms = catalog::interval_ms(&error::required(arg, value));
+    let ms = own_sql::interval_ms(&error::required(arg, value));
     if ms < 0.0 {
         error::invalid_argument(arg, "a negative interval is not a threshold");
     }

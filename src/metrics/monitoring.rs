@@ -7,7 +7,7 @@
 //! The exporter's queries and the dashboards live under monitoring/.
 
 pgrx::extension_sql_file!(
-    "../sql/monitoring.sql",
+    "../../sql/monitoring.sql",
     name = "monitoring",
     requires = ["metrics", "slo"]
 );

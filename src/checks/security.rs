@@ -3,10 +3,10 @@
 //! Each row names an object and carries the SQL that fixes it. The role and server checks see the
 //! whole cluster; the table and function checks see the current database.
 
-use crate::catalog::NOT_EXTENSION_MEMBER;
-use crate::catalog::{self, col, quote_literal};
-use crate::integrity::USER_SCHEMAS;
-use crate::{findings, settings};
+use crate::checks::integrity::USER_SCHEMAS;
+use crate::own_sql::NOT_EXTENSION_MEMBER;
+use crate::own_sql::{self, col, quote_literal};
+use crate::{checks::findings, settings};
 use pgrx::prelude::*;
 use runbook_core::status::Status;
 
@@ -47,7 +47,7 @@ fn per_object(
     args: &[pgrx::datum::DatumWithOid],
     none: &str,
 ) {
-    let found = catalog::select(sql, args, |r| {
+    let found = own_sql::select(sql, args, |r| {
         (
             col::<String>(r, 1).unwrap_or_default(),
             col::<String>(r, 2).unwrap_or_default(),
@@ -98,7 +98,7 @@ const REL: &str = "pg_catalog.format('%I.%I', n.nspname, c.relname)";
 /// The API roles of a Supabase-style setup (PostgREST's anonymous and signed-in roles) that
 /// exist here. Views and the extension's tables are judged by what these and PUBLIC can read.
 fn api_roles() -> Vec<String> {
-    catalog::select(
+    own_sql::select(
         "SELECT rolname::pg_catalog.text FROM pg_catalog.pg_roles \
          WHERE rolname OPERATOR(pg_catalog.=) ANY ('{anon,authenticated}'::pg_catalog.name[]) ORDER BY 1",
         &[],
@@ -319,7 +319,7 @@ fn roles(rows: &mut Vec<SecurityFinding>) {
     );
     // Whether pg_hba.conf asks for passwords, and which roles have none, are visible to superusers
     // (pg_hba_file_rules, pg_authid) only.
-    let superuser = catalog::select_one(
+    let superuser = own_sql::select_one(
         "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) CURRENT_USER",
         &[],
         |r| col::<bool>(r, 1).unwrap_or(false),
@@ -334,7 +334,7 @@ fn roles(rows: &mut Vec<SecurityFinding>) {
         ));
         return;
     }
-    let password_auth = catalog::select_one(
+    let password_auth = own_sql::select_one(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_hba_file_rules \
                         WHERE auth_method OPERATOR(pg_catalog.=) ANY ('{md5,scram-sha-256,password}'::pg_catalog.text[]))",
         &[],
@@ -363,7 +363,7 @@ fn roles(rows: &mut Vec<SecurityFinding>) {
 }
 
 fn server_settings(rows: &mut Vec<SecurityFinding>) {
-    let (encryption, ssl) = catalog::select_one(
+    let (encryption, ssl) = own_sql::select_one(
         "SELECT pg_catalog.current_setting('password_encryption'), pg_catalog.current_setting('ssl')",
         &[],
         |r| {
@@ -399,8 +399,8 @@ fn server_settings(rows: &mut Vec<SecurityFinding>) {
 pub fn all_findings() -> Vec<SecurityFinding> {
     // Pinned search_path: a planted public.format() or public.=(oid, oid) resolves to nothing.
     let pinned = [("search_path", "pg_catalog, pg_temp".to_string())];
-    catalog::with_lock_timeout(|| {
-        catalog::with_settings(&pinned, || {
+    own_sql::with_lock_timeout(|| {
+        own_sql::with_settings(&pinned, || {
             let mut rows = Vec::new();
             tables(&mut rows);
             functions(&mut rows);

@@ -2,9 +2,9 @@
 //! materialized views; `schema_diff(label)` says what changed since; `rollback_ddl(label)` gives
 //! the statements that bring indexes and constraints back. runbook-core compares and orders.
 
-use crate::catalog::{self, col};
 use crate::error;
-use crate::indexes::user_relation;
+use crate::own_sql::{self, col};
+use crate::schema::indexes::user_relation;
 use pgrx::prelude::*;
 use runbook_core::schema::{self, Kind, SchemaObject};
 
@@ -52,8 +52,8 @@ fn current_objects_sql() -> String {
 /// (`REFERENCES app.b(bb)`), so a definition means the same whatever search_path the baseline
 /// was taken, compared or rolled back under.
 fn pinned<R>(f: impl FnOnce() -> R) -> R {
-    catalog::with_catalog_settings(|| {
-        catalog::with_settings(&[("search_path", "pg_catalog, pg_temp".to_string())], f)
+    own_sql::with_catalog_settings(|| {
+        own_sql::with_settings(&[("search_path", "pg_catalog, pg_temp".to_string())], f)
     })
 }
 
@@ -82,9 +82,9 @@ fn label_arg(label: Option<&str>) -> String {
 fn baseline_exists(label: &str) -> bool {
     let sql = format!(
         "SELECT EXISTS (SELECT 1 FROM {} WHERE label OPERATOR(pg_catalog.=) $1)",
-        catalog::ext_object("schema_baselines")
+        own_sql::ext_object("schema_baselines")
     );
-    catalog::select_one(&sql, &[label.into()], |r| {
+    own_sql::select_one(&sql, &[label.into()], |r| {
         col::<bool>(r, 1).unwrap_or(false)
     })
 }
@@ -97,13 +97,13 @@ fn baseline_objects(label: &str) -> Vec<SchemaObject> {
     let sql = format!(
         "SELECT kind, schemaname, tablename, name, definition, valid, contype, partitioned, inherited \
          FROM {} WHERE label OPERATOR(pg_catalog.=) $1",
-        catalog::ext_object("schema_baseline_objects")
+        own_sql::ext_object("schema_baseline_objects")
     );
-    catalog::select(&sql, &[label.into()], read_object)
+    own_sql::select(&sql, &[label.into()], read_object)
 }
 
 fn current_objects() -> Vec<SchemaObject> {
-    pinned(|| catalog::select(&current_objects_sql(), &[], read_object))
+    pinned(|| own_sql::select(&current_objects_sql(), &[], read_object))
 }
 
 /// Snapshots the definitions of every index, constraint and materialized view of user tables
@@ -124,24 +124,24 @@ fn schema_baseline(label: Option<&str>, replace: default!(Option<bool>, "false")
         }
         let sql = format!(
             "DELETE FROM {} WHERE label OPERATOR(pg_catalog.=) $1",
-            catalog::ext_object("schema_baselines")
+            own_sql::ext_object("schema_baselines")
         );
-        catalog::execute(&sql, &[label.as_str().into()]);
+        own_sql::execute(&sql, &[label.as_str().into()]);
     }
-    catalog::execute(
+    own_sql::execute(
         &format!(
             "INSERT INTO {} (label) VALUES ($1)",
-            catalog::ext_object("schema_baselines")
+            own_sql::ext_object("schema_baselines")
         ),
         &[label.as_str().into()],
     );
     let sql = format!(
         "INSERT INTO {} (label, kind, schemaname, tablename, name, definition, valid, contype, partitioned, inherited) \
          SELECT $1, o.* FROM ({}) o",
-        catalog::ext_object("schema_baseline_objects"),
+        own_sql::ext_object("schema_baseline_objects"),
         current_objects_sql()
     );
-    pinned(|| catalog::execute(&sql, &[label.as_str().into()])) as i64
+    pinned(|| own_sql::execute(&sql, &[label.as_str().into()])) as i64
 }
 
 /// What was added, dropped or changed (definition or validity) in indexes, constraints and
@@ -213,7 +213,7 @@ fn rollback_ddl(
     let before = baseline_objects(&label);
     let now = current_objects();
     let changes = schema::diff(&before, &now);
-    let tables: std::collections::HashSet<(String, String)> = catalog::select(
+    let tables: std::collections::HashSet<(String, String)> = own_sql::select(
         "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
          WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p,m}'::\"char\"[])",

@@ -6,9 +6,9 @@
 //! n events with FOR UPDATE SKIP LOCKED and deletes them and the entries they name in one
 //! set-based statement, through a plan prepared once per backend.
 
-use crate::catalog::{self, col, quote_ident, quote_literal};
 use crate::jsonb_datum::RawJsonb;
-use crate::{error, query_guard, worker};
+use crate::own_sql::{self, col, quote_ident, quote_literal};
+use crate::{error, policy::query_guard, worker};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::{PgOid, PgRelation};
@@ -36,7 +36,7 @@ fn valid_key(key: Option<&str>) -> &str {
 
 fn valid_ttl(ttl: Option<Interval>) -> Interval {
     let ttl = error::required("ttl", ttl);
-    if catalog::interval_ms(&ttl) <= 0.0 {
+    if own_sql::interval_ms(&ttl) <= 0.0 {
         error::invalid_argument("ttl", format!("must be positive, got {ttl}"));
     }
     ttl
@@ -73,8 +73,8 @@ fn lookup(schema: &str, key: &str, role: pg_sys::Oid) -> Option<RawJsonb> {
            AND pg_catalog.pg_has_role($2, owner_role, 'USAGE') \
          RETURNING result"
     );
-    let found = catalog::as_extension_owner(|| {
-        catalog::run_prepared(
+    let found = own_sql::as_extension_owner(|| {
+        own_sql::run_prepared(
             &sql,
             &[text(), PgOid::BuiltIn(PgBuiltInOids::OIDOID)],
             &[key.into(), role.into()],
@@ -88,7 +88,7 @@ fn lookup(schema: &str, key: &str, role: pg_sys::Oid) -> Option<RawJsonb> {
 
 /// The bytes of the jsonb value `null`, for an entry whose result is SQL NULL.
 fn json_null_bytes() -> Vec<u8> {
-    catalog::select_one("SELECT 'null'::pg_catalog.jsonb", &[], |r| {
+    own_sql::select_one("SELECT 'null'::pg_catalog.jsonb", &[], |r| {
         col::<RawJsonb>(r, 1).map(|null| null.to_bytes())
     })
     .unwrap_or_else(|| error::spi_failure("jsonb null", "no value"))
@@ -164,8 +164,8 @@ fn store(
         optional_text(query.map(|q| q.search_path.as_str())),
         role.into(),
     ];
-    let stored = catalog::as_extension_owner(|| {
-        catalog::run_prepared(&sql, &types, &args, |r| col::<i64>(r, 1).unwrap_or(0))
+    let stored = own_sql::as_extension_owner(|| {
+        own_sql::run_prepared(&sql, &types, &args, |r| col::<i64>(r, 1).unwrap_or(0))
     });
     stored.first().copied().unwrap_or(0) > 0
 }
@@ -184,7 +184,7 @@ fn cache_put(
     let result = error::required("result", result);
     let ttl = valid_ttl(ttl);
     let tags = valid_tags(tags);
-    let schema = catalog::ext_schema();
+    let schema = own_sql::ext_schema();
     if !store(
         &schema,
         key,
@@ -206,7 +206,7 @@ fn cache_put(
 #[pg_extern(volatile)]
 fn cache_get(key: Option<&str>) -> Option<RawJsonb> {
     let key = valid_key(key);
-    let schema = catalog::ext_schema();
+    let schema = own_sql::ext_schema();
     let found = lookup(&schema, key, current_role());
     if found.is_none() {
         worker::note_cache_miss();
@@ -227,7 +227,7 @@ fn rows_as_jsonb(query: &str) -> Vec<u8> {
          FROM (\n{query}\n) AS q"
     );
     Spi::connect(|client| {
-        let rows = catalog::spi("running the cached query", client.select(&sql, None, &[]));
+        let rows = own_sql::spi("running the cached query", client.select(&sql, None, &[]));
         rows.into_iter()
             .next()
             .and_then(|r| col::<RawJsonb>(&r, 1))
@@ -266,12 +266,12 @@ fn cached_query(
     let query = query_guard::checked_select("query", error::required("query", query));
     let ttl = valid_ttl(ttl);
     let tags = valid_tags(tags);
-    let schema = catalog::ext_schema();
+    let schema = own_sql::ext_schema();
     let role = current_role();
     if let Some(hit) = lookup(&schema, key, role) {
         return hit;
     }
-    catalog::run_prepared(
+    own_sql::run_prepared(
         "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))",
         &[PgOid::BuiltIn(PgBuiltInOids::INT4OID), text()],
         &[FILL_LOCK_CLASS.into(), key.into()],
@@ -302,9 +302,9 @@ fn cached_query(
 /// Deletes expired entries; returns how many.
 #[pg_extern(volatile)]
 fn clean_expired_cache() -> i64 {
-    let schema = catalog::ext_schema();
-    catalog::with_lock_timeout(|| {
-        catalog::execute(
+    let schema = own_sql::ext_schema();
+    own_sql::with_lock_timeout(|| {
+        own_sql::execute(
             &format!("DELETE FROM {schema}.query_cache WHERE expires_at <= now()"),
             &[],
         ) as i64
@@ -327,10 +327,10 @@ fn cache_stats() -> TableIterator<
         name!(last_worker_drain_at, Option<TimestampWithTimeZone>),
     ),
 > {
-    let schema = catalog::ext_schema();
+    let schema = own_sql::ext_schema();
     // Counts only: computed as the extension's owner, since readers have no right on the tables.
-    let (entries, expired, depth, oldest) = catalog::as_extension_owner(|| {
-        catalog::select_one(
+    let (entries, expired, depth, oldest) = own_sql::as_extension_owner(|| {
+        own_sql::select_one(
             &format!(
                 "SELECT (SELECT count(*) FROM {schema}.query_cache), \
                     (SELECT count(*) FROM {schema}.query_cache WHERE expires_at <= now()), \
@@ -416,7 +416,7 @@ unsafe extern "C-unwind" fn on_xact_end(
             let drained: u64 = DRAINED_PENDING.with(|p| p.take().iter().map(|(_, n)| n).sum());
             worker::note_drained(drained);
             if WAKE_PENDING.with(|w| w.replace(false)) {
-                worker::wake(unsafe { pg_sys::MyDatabaseId });
+                worker::wake(crate::backend::database());
             }
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT
@@ -458,7 +458,7 @@ fn cache_wake_worker() {
 }
 
 fn enqueue(key: Option<&str>, tag: Option<&str>, reason: &str) -> i64 {
-    let schema = catalog::ext_schema();
+    let schema = own_sql::ext_schema();
     let sql = format!(
         "INSERT INTO {schema}.cache_invalidation_queue (cache_key, tag, reason) VALUES ($1, $2, $3) RETURNING id"
     );
@@ -466,7 +466,7 @@ fn enqueue(key: Option<&str>, tag: Option<&str>, reason: &str) -> i64 {
         v.map(|s| s.into())
             .unwrap_or_else(DatumWithOid::null::<&str>)
     };
-    let id = catalog::run_prepared(
+    let id = own_sql::run_prepared(
         &sql,
         &[text(), text(), text()],
         &[opt(key), opt(tag), reason.into()],
@@ -506,7 +506,7 @@ fn qualified(rel: &PgRelation) -> String {
 /// every INSERT, UPDATE, DELETE and TRUNCATE.
 #[pg_extern(volatile)]
 fn cache_invalidate_on_change(
-    tbl: Option<catalog::Regclass>,
+    tbl: Option<own_sql::Regclass>,
     tags: Option<Vec<Option<String>>>,
 ) -> String {
     let rel = error::required("tbl", tbl).relation("tbl");
@@ -518,10 +518,10 @@ fn cache_invalidate_on_change(
     if kind != b'r' && kind != b'p' {
         error::invalid_argument("tbl", format!("{} is not a table", qualified(&rel)));
     }
-    let schema = catalog::ext_schema();
+    let schema = own_sql::ext_schema();
     let args: Vec<String> = tags.iter().map(|t| quote_literal(t)).collect();
     let table = qualified(&rel);
-    catalog::execute(
+    own_sql::execute(
         &format!(
             "CREATE OR REPLACE TRIGGER {TRIGGER_NAME} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} \
              FOR EACH STATEMENT EXECUTE FUNCTION {schema}.cache_invalidate_trigger({})",
@@ -534,15 +534,15 @@ fn cache_invalidate_on_change(
 
 /// Removes the trigger installed by cache_invalidate_on_change(); false when there was none.
 #[pg_extern(volatile)]
-fn cache_invalidate_off(tbl: Option<catalog::Regclass>) -> bool {
+fn cache_invalidate_off(tbl: Option<own_sql::Regclass>) -> bool {
     let rel = error::required("tbl", tbl).relation("tbl");
-    let exists = catalog::select_one(
+    let exists = own_sql::select_one(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
         &[rel.oid().into(), TRIGGER_NAME.into()],
         |r| col::<bool>(r, 1).unwrap_or(false),
     );
     if exists {
-        catalog::execute(
+        own_sql::execute(
             &format!("DROP TRIGGER {TRIGGER_NAME} ON {}", qualified(&rel)),
             &[],
         );
@@ -643,7 +643,7 @@ pub fn drain_batch(schema: &str, floor: i64, size: i32, max_entries: i32) -> Bat
     );
     let int4 = PgOid::BuiltIn(PgBuiltInOids::INT4OID);
     let tags = drain::tags_per_batch(max_entries as i64);
-    let outcome = catalog::run_prepared(
+    let outcome = own_sql::run_prepared(
         &sql,
         &[
             PgOid::BuiltIn(PgBuiltInOids::INT8OID),
@@ -675,8 +675,8 @@ pub fn drain_batch(schema: &str, floor: i64, size: i32, max_entries: i32) -> Bat
 /// search_path, with the batch-size settings in force.
 pub fn drain_step(schema: &str, floor: i64, batch_size: i32) -> BatchOutcome {
     let max_entries = crate::settings::DRAIN_MAX_ENTRIES.get();
-    catalog::with_lock_timeout(|| {
-        catalog::with_settings(&[("search_path", "pg_catalog, pg_temp".into())], || {
+    own_sql::with_lock_timeout(|| {
+        own_sql::with_settings(&[("search_path", "pg_catalog, pg_temp".into())], || {
             drain_batch(schema, floor, batch_size, max_entries)
         })
     })
@@ -693,7 +693,7 @@ pub fn drain(schema: &str, batch_size: i32, max_seconds: i32) -> i64 {
     let mut total = 0i64;
     while let Some(at) = cursor {
         let s = schema.to_string();
-        match catalog::in_subtransaction(move || drain_step(&s, at.floor, batch_size)) {
+        match own_sql::in_subtransaction(move || drain_step(&s, at.floor, batch_size)) {
             Ok(b) => {
                 warn_rejected(&b);
                 total += b.events_done;
@@ -754,7 +754,7 @@ fn drain_cache_invalidation_queue(
             format!("must not be negative, got {max_seconds}"),
         );
     }
-    let schema = catalog::ext_schema();
+    let schema = own_sql::ext_schema();
     drain(&schema, batch_size, max_seconds)
 }
 
@@ -784,7 +784,7 @@ fn drain_cache_invalidation_batch(
         floor: after_id,
         progressed: error::required("progressed", progressed),
     };
-    let schema = catalog::ext_schema();
+    let schema = own_sql::ext_schema();
     let b = drain_step(&schema, after_id, batch_size);
     warn_rejected(&b);
     let next = drain::next(cursor, batch_size as i64, &b);
@@ -812,9 +812,9 @@ fn warm_cache_top_queries(n: default!(Option<i32>, 20)) -> i64 {
     if n < 0 {
         error::invalid_argument("n", format!("must not be negative, got {n}"));
     }
-    let schema = catalog::ext_schema();
-    let candidates = catalog::as_extension_owner(|| {
-        catalog::select(
+    let schema = own_sql::ext_schema();
+    let candidates = own_sql::as_extension_owner(|| {
+        own_sql::select(
             &format!(
                 "SELECT cache_key, query_sql, tags, ttl, hits, owner_role, query_search_path FROM ( \
                    SELECT cache_key, query_sql, tags, expires_at - created_at AS ttl, hits, owner_role, query_search_path \
@@ -839,7 +839,7 @@ fn warm_cache_top_queries(n: default!(Option<i32>, 20)) -> i64 {
             },
         )
     });
-    let prewarm = catalog::select(
+    let prewarm = own_sql::select(
         "SELECT n.nspname::pg_catalog.text FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n \
          ON n.oid = e.extnamespace WHERE e.extname = 'pg_prewarm'",
         &[],
@@ -856,7 +856,7 @@ fn warm_cache_top_queries(n: default!(Option<i32>, 20)) -> i64 {
     let mut warmed = 0i64;
     for candidate in candidates {
         let (s, p) = (schema.clone(), prewarm.clone());
-        let outcome = catalog::in_subtransaction(move || warm_one(&s, candidate, p.as_deref()));
+        let outcome = own_sql::in_subtransaction(move || warm_one(&s, candidate, p.as_deref()));
         match outcome {
             Ok(()) => warmed += 1,
             Err(e) => pgrx::warning!("pg_runbook: could not warm a cached query: {e}"),
@@ -878,8 +878,8 @@ struct Candidate {
 
 /// Runs one stored query again as its owner and stores the fresh result.
 fn warm_one(schema: &str, c: Candidate, prewarm_schema: Option<&str>) {
-    catalog::as_role(c.owner, true, || {
-        catalog::with_settings(&[("search_path", c.search_path.clone())], || {
+    own_sql::as_role(c.owner, true, || {
+        own_sql::with_settings(&[("search_path", c.search_path.clone())], || {
             let query = query_guard::checked_select("query_sql", &c.query);
             let (rows, relations) = query_guard::run_read_only("query_sql", || {
                 let rows = rows_as_jsonb(&query);
@@ -918,7 +918,7 @@ fn prewarm_relations(prewarm_schema: &str, names: Vec<String>) {
         quote_ident(prewarm_schema)
     );
     for name in names {
-        catalog::select(&sql, &[name.as_str().into()], |_| ());
+        own_sql::select(&sql, &[name.as_str().into()], |_| ());
     }
 }
 
@@ -926,7 +926,7 @@ fn prewarm_relations(prewarm_schema: &str, names: Vec<String>) {
 /// current search_path, inside the query guard.
 fn relations_read_by(query: &str) -> Vec<String> {
     let plan = Spi::connect(|client| {
-        let rows = catalog::spi(
+        let rows = own_sql::spi(
             "planning the cached query",
             client.select(
                 &format!("EXPLAIN (FORMAT JSON, VERBOSE) {query}"),
@@ -965,7 +965,7 @@ fn collect_relations(node: &serde_json::Value, out: &mut Vec<String>) {
 }
 
 pgrx::extension_sql_file!(
-    "../sql/cache.sql",
+    "../../sql/cache.sql",
     name = "cache",
     requires = [
         cache_wake_worker,

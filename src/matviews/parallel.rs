@@ -6,10 +6,10 @@
 // pgrx needs each #[pg_extern] signature to spell out its row type (it does not resolve aliases).
 #![allow(clippy::type_complexity)]
 
-use crate::catalog::{self, col};
 use crate::error;
-use crate::matview_refresh::{self, MAX_WORKERS};
+use crate::matviews::refresh::{self, MAX_WORKERS};
 use crate::matviews::{filter, in_refresh_order, non_negative_ms, options, views_matching};
+use crate::own_sql::{self, col};
 use crate::settings;
 use pgrx::prelude::*;
 use runbook_core::matviews::{budget_verdict, parallelism, slowest_chain};
@@ -17,7 +17,7 @@ use runbook_core::matviews::{budget_verdict, parallelism, slowest_chain};
 /// Background worker slots free now: max_worker_processes less the background workers running
 /// (every backend that is not one of PostgreSQL's own kinds is a background worker).
 fn free_worker_slots() -> usize {
-    let free = catalog::select_one(
+    let free = own_sql::select_one(
         "SELECT pg_catalog.current_setting('max_worker_processes')::pg_catalog.int4 \
                 OPERATOR(pg_catalog.-) pg_catalog.count(*)::pg_catalog.int4 \
          FROM pg_catalog.pg_stat_activity \
@@ -73,14 +73,14 @@ fn refresh_analytics_views_concurrent(
         only_if_changed,
     );
     let f = filter(schema_pattern, name_pattern);
-    let plan = catalog::with_lock_timeout(|| in_refresh_order(views_matching(&f)));
+    let plan = own_sql::with_lock_timeout(|| in_refresh_order(views_matching(&f)));
     let workers = parallelism(
         requested as usize,
         cap as usize,
         free_worker_slots(),
         plan.views.len(),
     );
-    let result = matview_refresh::run(&plan, options, workers);
+    let result = refresh::run(&plan, options, workers);
 
     let mut durations = vec![0.0; plan.views.len()];
     for (row, &i) in result.rows.iter().zip(&result.indices) {
@@ -95,7 +95,7 @@ fn refresh_analytics_views_concurrent(
         plan.views.len(),
         &names,
         chain_ms,
-        catalog::human_ms,
+        own_sql::human_ms,
     );
     let verdict = (
         None,
