@@ -179,12 +179,6 @@ pub fn human_ms(ms: f64) -> String {
     }
 }
 
-/// SQL condition: the relation `c` (an alias of pg_class) is not a member of an extension. Checks
-/// of the application's schema leave out objects an extension manages, pg_runbook's own included.
-pub const NOT_EXTENSION_MEMBER: &str = "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend ext_dep \
-     WHERE ext_dep.classid = 'pg_catalog.pg_class'::regclass AND ext_dep.objid = c.oid \
-       AND ext_dep.deptype = 'e')";
-
 /// Runs `f` as the extension's catalog-reading functions run their queries: under
 /// `pg_runbook.lock_timeout` and with JIT off. Catalog statistics are often stale (many tables
 /// created since the last ANALYZE of pg_class), so estimates can cross `jit_above_cost` and

@@ -504,11 +504,7 @@ pub fn overridden_in_session() -> Option<String> {
 /// After this, a typo such as `SET pg_runbook.lock_timout` is an error instead of a silent
 /// placeholder. Must run after every setting is defined.
 fn reserve_prefix() {
-    #[cfg(any(feature = "pg13", feature = "pg14"))]
-    unsafe {
-        pgrx::pg_sys::EmitWarningsOnPlaceholders(c"pg_runbook".as_ptr())
-    };
-    #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+    // SAFETY: the prefix is a static C string; called from _PG_init, as PostgreSQL expects.
     unsafe {
         pgrx::pg_sys::MarkGUCPrefixReserved(c"pg_runbook".as_ptr())
     };

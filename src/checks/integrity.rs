@@ -7,15 +7,11 @@
 pub use crate::checks::findings::{Finding, pass_if_none};
 use crate::checks::preflight;
 use crate::error;
-use crate::own_sql::{self, NOT_EXTENSION_MEMBER, col};
+use crate::own_sql::{self, col};
+use crate::policy::app_objects;
 use pgrx::prelude::*;
 use runbook_core::integrity::{judge_sequence, sequence_used_pct};
 use runbook_core::status::Status;
-
-/// The schemas every check of this module and of security.rs looks at: everything but the
-/// system's own.
-pub const USER_SCHEMAS: &str = "n.nspname OPERATOR(pg_catalog.<>) ALL ('{pg_catalog,information_schema}'::pg_catalog.name[]) \
-     AND n.nspname OPERATOR(pg_catalog.!~~) 'pg\\_toast%' AND n.nspname OPERATOR(pg_catalog.!~~) 'pg\\_temp\\_%'";
 
 struct NotValid {
     kind: String,
@@ -27,6 +23,7 @@ struct NotValid {
 }
 
 fn not_valid_constraints() -> Vec<NotValid> {
+    let app_schema = app_objects::schema("n");
     // The FK's join and NULL tests are built here with format('%I'), so every column name is
     // quoted; a CHECK's expression comes from pg_get_expr, later, per constraint (it locks the
     // table; '%' in names is doubled for that second format). Constraints cloned onto partitions
@@ -70,7 +67,7 @@ fn not_valid_constraints() -> Vec<NotValid> {
              JOIN pg_catalog.pg_namespace opn ON opn.oid OPERATOR(pg_catalog.=) op.oprnamespace \
          ) k ON con.contype OPERATOR(pg_catalog.=) 'f' \
          WHERE NOT con.convalidated AND con.contype OPERATOR(pg_catalog.=) ANY ('{{c,f}}'::\"char\"[]) \
-           AND con.conparentid OPERATOR(pg_catalog.=) 0::oid AND {USER_SCHEMAS} \
+           AND con.conparentid OPERATOR(pg_catalog.=) 0::oid AND {app_schema} \
          ORDER BY 2, 3"
     );
     own_sql::select(&sql, &[], |r| NotValid {
@@ -166,14 +163,16 @@ fn constraint_findings(bound: i32, rows: &mut Vec<Finding>) {
 }
 
 fn tables_without_primary_key(rows: &mut Vec<Finding>) {
+    let app_schema = app_objects::schema("n");
+    let not_member = app_objects::not_extension_member("c.oid");
     let before = rows.len();
     let sql = format!(
         "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) \
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
-         WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{{r,p}}'::\"char\"[]) AND NOT c.relispartition AND {USER_SCHEMAS} \
+         WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{{r,p}}'::\"char\"[]) AND NOT c.relispartition AND {app_schema} \
            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint p \
                            WHERE p.conrelid OPERATOR(pg_catalog.=) c.oid AND p.contype OPERATOR(pg_catalog.=) 'p') \
-           AND {NOT_EXTENSION_MEMBER} \
+           AND {not_member} \
          ORDER BY 1"
     );
     for table in own_sql::select(&sql, &[], |r| col::<String>(r, 1).unwrap_or_default()) {

@@ -5,6 +5,7 @@
 
 use crate::error;
 use crate::own_sql::{self, col, human_ms};
+use crate::policy::invalid_indexes;
 use crate::settings;
 use pgrx::prelude::*;
 use runbook_core::status::{Status, judge_high, judge_low};
@@ -257,17 +258,9 @@ fn idle_in_transaction(t: &Thresholds) -> CheckRow {
     )
 }
 
-/// When each waiting lock started to wait: `pg_locks.waitstart` from PostgreSQL 14 on; before
-/// that, the waiting session's last state change is the closest there is.
-#[cfg(feature = "pg13")]
-const LOCK_WAIT_SINCE: &str =
-    "(SELECT a.state_change FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid)";
-#[cfg(not(feature = "pg13"))]
-const LOCK_WAIT_SINCE: &str = "l.waitstart";
-
 fn blocked_lock_waits(t: &Thresholds) -> CheckRow {
     let sql = format!(
-        "SELECT l.pid, EXTRACT(epoch FROM clock_timestamp() - {LOCK_WAIT_SINCE})::float8 * 1000 AS waited_ms, \
+        "SELECT l.pid, EXTRACT(epoch FROM clock_timestamp() - l.waitstart)::float8 * 1000 AS waited_ms, \
                 array_to_string(pg_catalog.pg_blocking_pids(l.pid), ','), \
                 l.mode || ' on ' || COALESCE(l.relation::regclass::text, l.locktype) \
          FROM pg_catalog.pg_locks l \
@@ -414,22 +407,10 @@ fn xid_age(t: &Thresholds) -> CheckRow {
 fn invalid_indexes() -> CheckRow {
     // An index still being built concurrently is invalid too; it is reported, but only a build
     // that is over (a failed CREATE INDEX CONCURRENTLY) fails the check.
-    let found = own_sql::select(
-        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
-                EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_create_index p \
-                        WHERE p.index_relid = i.indexrelid) \
-         FROM pg_catalog.pg_index i \
-         JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
-         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE NOT (i.indisvalid AND i.indisready) ORDER BY 1",
-        &[],
-        |r| {
-            (
-                col::<String>(r, 1).unwrap_or_default(),
-                col::<bool>(r, 2).unwrap_or(false),
-            )
-        },
-    );
+    let found: Vec<(String, bool)> = invalid_indexes::all()
+        .into_iter()
+        .map(|ix| (ix.name, ix.builder.is_some()))
+        .collect();
     let failed: Vec<&str> = found
         .iter()
         .filter(|f| !f.1)

@@ -3,8 +3,7 @@
 //! Each row names an object and carries the SQL that fixes it. The role and server checks see the
 //! whole cluster; the table and function checks see the current database.
 
-use crate::checks::integrity::USER_SCHEMAS;
-use crate::own_sql::NOT_EXTENSION_MEMBER;
+use crate::policy::app_objects;
 use crate::own_sql::{self, col, quote_literal};
 use crate::{checks::findings, settings};
 use pgrx::prelude::*;
@@ -107,6 +106,8 @@ fn api_roles() -> Vec<String> {
 }
 
 fn tables(rows: &mut Vec<SecurityFinding>) {
+    let app_schema = app_objects::schema("n");
+    let not_member = app_objects::not_extension_member("c.oid");
     per_object(
         rows,
         "policies_without_rls",
@@ -117,7 +118,7 @@ fn tables(rows: &mut Vec<SecurityFinding>) {
                     pg_catalog.format('ALTER TABLE %I.%I ENABLE ROW LEVEL SECURITY;', n.nspname, c.relname) \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
              JOIN pg_catalog.pg_policy p ON p.polrelid OPERATOR(pg_catalog.=) c.oid \
-             WHERE NOT c.relrowsecurity AND {USER_SCHEMAS} GROUP BY n.nspname, c.relname ORDER BY 1"
+             WHERE NOT c.relrowsecurity AND {app_schema} GROUP BY n.nspname, c.relname ORDER BY 1"
         ),
         &[],
         "every table with policies has row-level security enabled",
@@ -132,8 +133,8 @@ fn tables(rows: &mut Vec<SecurityFinding>) {
                     pg_catalog.format('CREATE POLICY %I ON %I.%I AS RESTRICTIVE USING (false); -- says so explicitly; replace with the policies the table needs', \
                                       'deny_all', n.nspname, c.relname) \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
-             WHERE c.relrowsecurity AND c.relkind OPERATOR(pg_catalog.=) ANY ('{{r,p}}'::\"char\"[]) AND {USER_SCHEMAS} \
-               AND {NOT_EXTENSION_MEMBER} \
+             WHERE c.relrowsecurity AND c.relkind OPERATOR(pg_catalog.=) ANY ('{{r,p}}'::\"char\"[]) AND {app_schema} \
+               AND {not_member} \
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid OPERATOR(pg_catalog.=) c.oid) \
              ORDER BY 1"
         ),
@@ -151,7 +152,7 @@ fn tables(rows: &mut Vec<SecurityFinding>) {
                     pg_catalog.format('ALTER TABLE %I.%I ENABLE ROW LEVEL SECURITY; -- then CREATE POLICY ... for each role that reads it', n.nspname, c.relname) \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
              WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{{r,p}}'::\"char\"[]) AND NOT c.relispartition AND NOT c.relrowsecurity \
-               AND n.nspname OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]) AND {NOT_EXTENSION_MEMBER} ORDER BY 1"
+               AND n.nspname OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]) AND {not_member} ORDER BY 1"
         ),
         &[schemas.clone().into()],
         &format!(
@@ -175,7 +176,7 @@ fn tables(rows: &mut Vec<SecurityFinding>) {
                                         WHERE pg_catalog.has_table_privilege(r, c.oid, 'SELECT') ORDER BY 1), ', ')), \
                     pg_catalog.format('ALTER VIEW %I.%I SET (security_invoker = true);', n.nspname, c.relname) \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
-             WHERE c.relkind OPERATOR(pg_catalog.=) 'v' AND {USER_SCHEMAS} AND {NOT_EXTENSION_MEMBER} \
+             WHERE c.relkind OPERATOR(pg_catalog.=) 'v' AND {app_schema} AND {not_member} \
                AND NOT COALESCE(c.reloptions OPERATOR(pg_catalog.&&) \
                                 '{{security_invoker=true,security_invoker=on,security_invoker=1,security_invoker=yes}}'::pg_catalog.text[], false) \
                AND EXISTS (SELECT 1 FROM pg_catalog.unnest($1::pg_catalog.text[]) r \
@@ -227,6 +228,7 @@ fn tables(rows: &mut Vec<SecurityFinding>) {
 }
 
 fn functions(rows: &mut Vec<SecurityFinding>) {
+    let app_schema = app_objects::schema("n");
     // Functions an extension installed are its maintainers' business, not the application's.
     let mutable = |definer: bool| {
         format!(
@@ -235,7 +237,7 @@ fn functions(rows: &mut Vec<SecurityFinding>) {
                     pg_catalog.format('ALTER FUNCTION %I.%I(%s) SET search_path = pg_catalog, pg_temp;', \
                                       n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid)) \
              FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
-             WHERE p.prosecdef OPERATOR(pg_catalog.=) {definer} AND {USER_SCHEMAS} \
+             WHERE p.prosecdef OPERATOR(pg_catalog.=) {definer} AND {app_schema} \
                AND p.prokind OPERATOR(pg_catalog.=) ANY ('{{f,p}}'::\"char\"[]) \
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
                                WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass \

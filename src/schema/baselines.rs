@@ -4,7 +4,7 @@
 
 use crate::error;
 use crate::own_sql::{self, col};
-use crate::schema::indexes::user_relation;
+use crate::policy::app_objects;
 use pgrx::prelude::*;
 use runbook_core::schema::{self, Kind, SchemaObject};
 
@@ -41,9 +41,9 @@ fn current_objects_sql() -> String {
                 pg_catalog.pg_get_viewdef(c.oid, true), c.relispopulated, NULL, false, false \
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
          WHERE c.relkind OPERATOR(pg_catalog.=) 'm' AND {mv}",
-        idx = user_relation("n", "i.indrelid"),
-        con = user_relation("n", "con.conrelid"),
-        mv = user_relation("n", "c.oid"),
+        idx = app_objects::relation("n", "i.indrelid"),
+        con = app_objects::relation("n", "con.conrelid"),
+        mv = app_objects::relation("n", "c.oid"),
     )
 }
 

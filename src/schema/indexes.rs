@@ -6,23 +6,10 @@
 //! `pg_relation_size()` would lock every index), and the redundancy rule runs in runbook-core.
 
 use crate::own_sql::{self, col, quote_ident};
+use crate::policy::app_objects;
 use pgrx::prelude::*;
 use runbook_core::indexes::{self as rules, IndexDef, Redundancy};
 use std::collections::HashMap;
-
-/// SQL condition: the relation `rel_oid` in namespace alias `ns` is a user table: not in a
-/// system or TOAST schema, and not a member of an extension (pg_runbook's own tables included).
-pub fn user_relation(ns: &str, rel_oid: &str) -> String {
-    format!(
-        "{ns}.nspname OPERATOR(pg_catalog.<>) ALL ('{{pg_catalog,information_schema}}'::pg_catalog.name[]) \
-         AND {ns}.nspname OPERATOR(pg_catalog.!~) '^pg_toast' \
-         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
-                         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass \
-                           AND d.objid OPERATOR(pg_catalog.=) {rel_oid} \
-                           AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass \
-                           AND d.deptype OPERATOR(pg_catalog.=) 'e')"
-    )
-}
 
 /// One index of a user table with its statistics.
 #[derive(Debug, Clone)]
@@ -107,7 +94,7 @@ pub fn user_indexes() -> Vec<IndexRow> {
          WHERE {user} \
          ORDER BY n.nspname, t.relname, c.relname",
         serves_i = serves_fk("i", "f"),
-        user = user_relation("n", "i.indrelid")
+        user = app_objects::relation("n", "i.indrelid")
     );
     own_sql::with_catalog_settings(|| own_sql::select(&sql, &[], read_index_row))
 }
@@ -521,7 +508,7 @@ fn find_missing_fk_indexes() -> TableIterator<
              SELECT 1 FROM pg_catalog.pg_index i \
              WHERE i.indrelid OPERATOR(pg_catalog.=) con.conrelid AND {serves}) \
          ORDER BY 1, 2, 3",
-        user = user_relation("n", "con.conrelid"),
+        user = app_objects::relation("n", "con.conrelid"),
         serves = serves_fk("i", "con"),
     );
     let rows = own_sql::with_catalog_settings(|| {
