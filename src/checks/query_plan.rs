@@ -6,41 +6,31 @@ use crate::policy::names::{self, Found};
 use crate::{error, policy::query_guard};
 use pgrx::Json;
 use pgrx::prelude::*;
+use runbook_core::explain;
 use runbook_core::status::Status;
 use serde_json::Value;
 
-/// What an EXPLAIN (FORMAT JSON) plan says: indexes used and relations scanned sequentially.
-fn plan_summary(plan: &Value, indexes: &mut Vec<(String, String)>, seq_scans: &mut Vec<String>) {
-    let text = |k: &str| {
-        plan.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
-    if let Some(index) = plan.get("Index Name").and_then(Value::as_str) {
-        let entry = (text("Schema"), index.to_string());
-        if !indexes.contains(&entry) {
-            indexes.push(entry);
+/// What an EXPLAIN (FORMAT JSON) plan says: indexes used (schema, or '' when the node names
+/// none, and name) and relations scanned sequentially (qualified, quoted), each once.
+fn plan_summary(plan: &Value) -> (Vec<(String, String)>, Vec<String>) {
+    let (mut indexes, mut seq_scans) = (Vec::new(), Vec::new());
+    for scan in explain::scans(plan) {
+        let schema = scan.schema.unwrap_or_default();
+        if let Some(index) = scan.index {
+            let entry = (schema.clone(), index);
+            if !indexes.contains(&entry) {
+                indexes.push(entry);
+            }
+        }
+        if scan.node_type == "Seq Scan" {
+            let relation = scan.relation.unwrap_or_default();
+            let rel = format!("{}.{}", quote_ident(&schema), quote_ident(&relation));
+            if !seq_scans.contains(&rel) {
+                seq_scans.push(rel);
+            }
         }
     }
-    if text("Node Type") == "Seq Scan" {
-        let rel = format!(
-            "{}.{}",
-            quote_ident(&text("Schema")),
-            quote_ident(&text("Relation Name"))
-        );
-        if !seq_scans.contains(&rel) {
-            seq_scans.push(rel);
-        }
-    }
-    for child in plan
-        .get("Plans")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        plan_summary(child, indexes, seq_scans);
-    }
+    (indexes, seq_scans)
 }
 
 /// Whether the plan used the index `expected` or, for an index of a partitioned table, a
@@ -118,10 +108,7 @@ fn check_query_plan(
         .get("Execution Time")
         .and_then(Value::as_f64)
         .unwrap_or(0.0);
-    let (mut indexes, mut seq_scans) = (Vec::new(), Vec::new());
-    if let Some(plan) = top.get("Plan") {
-        plan_summary(plan, &mut indexes, &mut seq_scans);
-    }
+    let (indexes, seq_scans) = top.get("Plan").map(plan_summary).unwrap_or_default();
 
     let mut failures = Vec::new();
     match &expected_index {

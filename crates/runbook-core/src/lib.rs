@@ -4,6 +4,7 @@
 //! the rules in seconds.
 
 pub mod drain;
+pub mod explain;
 pub mod indexes;
 pub mod integrity;
 pub mod jsonb;
