@@ -505,9 +505,7 @@ pub fn overridden_in_session() -> Option<String> {
 /// placeholder. Must run after every setting is defined.
 fn reserve_prefix() {
     // SAFETY: the prefix is a static C string; called from _PG_init, as PostgreSQL expects.
-    unsafe {
-        pgrx::pg_sys::MarkGUCPrefixReserved(c"pg_runbook".as_ptr())
-    };
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pg_runbook".as_ptr()) };
 }
 
 /// Settings of the launcher and the chunked drain (issue 16).

@@ -633,195 +633,130 @@ pub(crate) fn runbook_setting(name: Option<&str>) -> String {
         .into_owned()
 }
 
-/// Pre-deployment checks: one row per check with its status, what was observed, the threshold
-/// and details (the pids, queries or indexes involved).
-#[pg_extern(volatile, parallel_safe, requires = [runbook_setting])]
-#[allow(clippy::too_many_arguments)]
-fn preflight_checks(
-    connections_warn_pct: default!(
-        Option<f64>,
-        "@extschema@.runbook_setting('pg_runbook.connections_warn_pct')::float8"
-    ),
-    connections_fail_pct: default!(
-        Option<f64>,
-        "@extschema@.runbook_setting('pg_runbook.connections_fail_pct')::float8"
-    ),
-    long_query_warn: default!(
-        Option<Interval>,
-        "@extschema@.runbook_setting('pg_runbook.long_query_warn')::interval"
-    ),
-    long_query_fail: default!(
-        Option<Interval>,
-        "@extschema@.runbook_setting('pg_runbook.long_query_fail')::interval"
-    ),
-    lock_wait_fail: default!(
-        Option<Interval>,
-        "@extschema@.runbook_setting('pg_runbook.lock_wait_fail')::interval"
-    ),
-    idle_in_transaction_warn: default!(
-        Option<Interval>,
-        "@extschema@.runbook_setting('pg_runbook.idle_in_transaction_warn')::interval"
-    ),
-    cache_hit_warn_pct: default!(
-        Option<f64>,
-        "@extschema@.runbook_setting('pg_runbook.cache_hit_warn_pct')::float8"
-    ),
-    cache_hit_fail_pct: default!(
-        Option<f64>,
-        "@extschema@.runbook_setting('pg_runbook.cache_hit_fail_pct')::float8"
-    ),
-    replication_lag_warn: default!(
-        Option<Interval>,
-        "@extschema@.runbook_setting('pg_runbook.replication_lag_warn')::interval"
-    ),
-    replication_lag_fail: default!(
-        Option<Interval>,
-        "@extschema@.runbook_setting('pg_runbook.replication_lag_fail')::interval"
-    ),
-    xid_age_warn: default!(
-        Option<i64>,
-        "@extschema@.runbook_setting('pg_runbook.xid_age_warn')::int8"
-    ),
-    xid_age_fail: default!(
-        Option<i64>,
-        "@extschema@.runbook_setting('pg_runbook.xid_age_fail')::int8"
-    ),
-    min_server_version: default!(
-        Option<i32>,
-        "@extschema@.runbook_setting('pg_runbook.min_server_version')::int4"
-    ),
-) -> TableIterator<
-    'static,
-    (
-        name!(check, String),
-        name!(status, String),
-        name!(observed, String),
-        name!(threshold, String),
-        name!(detail, String),
-    ),
-> {
-    let t = thresholds_from_args(
-        connections_warn_pct,
-        connections_fail_pct,
-        long_query_warn,
-        long_query_fail,
-        lock_wait_fail,
-        idle_in_transaction_warn,
-        cache_hit_warn_pct,
-        cache_hit_fail_pct,
-        replication_lag_warn,
-        replication_lag_fail,
-        xid_age_warn,
-        xid_age_fail,
-        min_server_version,
-    );
-    into_output(all_checks(&t))
+/// preflight_checks() and assert_preflight() take the same thresholds, each defaulting to its
+/// pg_runbook setting, and return the same rows; pgrx needs them spelled out in each signature,
+/// so this macro writes them once. `$lead` are the arguments before the thresholds.
+macro_rules! preflight_function {
+    ($(#[$attr:meta])* fn $name:ident($($lead:tt)*)(|$t:ident| $body:expr)) => {
+        $(#[$attr])*
+        #[pg_extern(volatile, parallel_safe, requires = [runbook_setting])]
+        #[allow(clippy::too_many_arguments)]
+        fn $name(
+            $($lead)*
+            connections_warn_pct: default!(
+                Option<f64>,
+                "@extschema@.runbook_setting('pg_runbook.connections_warn_pct')::float8"
+            ),
+            connections_fail_pct: default!(
+                Option<f64>,
+                "@extschema@.runbook_setting('pg_runbook.connections_fail_pct')::float8"
+            ),
+            long_query_warn: default!(
+                Option<Interval>,
+                "@extschema@.runbook_setting('pg_runbook.long_query_warn')::interval"
+            ),
+            long_query_fail: default!(
+                Option<Interval>,
+                "@extschema@.runbook_setting('pg_runbook.long_query_fail')::interval"
+            ),
+            lock_wait_fail: default!(
+                Option<Interval>,
+                "@extschema@.runbook_setting('pg_runbook.lock_wait_fail')::interval"
+            ),
+            idle_in_transaction_warn: default!(
+                Option<Interval>,
+                "@extschema@.runbook_setting('pg_runbook.idle_in_transaction_warn')::interval"
+            ),
+            cache_hit_warn_pct: default!(
+                Option<f64>,
+                "@extschema@.runbook_setting('pg_runbook.cache_hit_warn_pct')::float8"
+            ),
+            cache_hit_fail_pct: default!(
+                Option<f64>,
+                "@extschema@.runbook_setting('pg_runbook.cache_hit_fail_pct')::float8"
+            ),
+            replication_lag_warn: default!(
+                Option<Interval>,
+                "@extschema@.runbook_setting('pg_runbook.replication_lag_warn')::interval"
+            ),
+            replication_lag_fail: default!(
+                Option<Interval>,
+                "@extschema@.runbook_setting('pg_runbook.replication_lag_fail')::interval"
+            ),
+            xid_age_warn: default!(
+                Option<i64>,
+                "@extschema@.runbook_setting('pg_runbook.xid_age_warn')::int8"
+            ),
+            xid_age_fail: default!(
+                Option<i64>,
+                "@extschema@.runbook_setting('pg_runbook.xid_age_fail')::int8"
+            ),
+            min_server_version: default!(
+                Option<i32>,
+                "@extschema@.runbook_setting('pg_runbook.min_server_version')::int4"
+            ),
+        ) -> TableIterator<
+            'static,
+            (
+                name!(check, String),
+                name!(status, String),
+                name!(observed, String),
+                name!(threshold, String),
+                name!(detail, String),
+            ),
+        > {
+            let $t = thresholds_from_args(
+                connections_warn_pct,
+                connections_fail_pct,
+                long_query_warn,
+                long_query_fail,
+                lock_wait_fail,
+                idle_in_transaction_warn,
+                cache_hit_warn_pct,
+                cache_hit_fail_pct,
+                replication_lag_warn,
+                replication_lag_fail,
+                xid_age_warn,
+                xid_age_fail,
+                min_server_version,
+            );
+            $body
+        }
+    };
 }
 
-/// Like preflight_checks(), but raises (SQLSTATE P0004) listing every failing check, so a deploy
-/// script run with `psql -v ON_ERROR_STOP=1` stops there. With `allow_warn => false`, warnings
-/// fail it too.
-#[pg_extern(volatile, parallel_safe, requires = [runbook_setting])]
-#[allow(clippy::too_many_arguments)]
-fn assert_preflight(
-    allow_warn: default!(Option<bool>, "true"),
-    connections_warn_pct: default!(
-        Option<f64>,
-        "@extschema@.runbook_setting('pg_runbook.connections_warn_pct')::float8"
-    ),
-    connections_fail_pct: default!(
-        Option<f64>,
-        "@extschema@.runbook_setting('pg_runbook.connections_fail_pct')::float8"
-    ),
-    long_query_warn: default!(
-        Option<Interval>,
-        "@extschema@.runbook_setting('pg_runbook.long_query_warn')::interval"
-    ),
-    long_query_fail: default!(
-        Option<Interval>,
-        "@extschema@.runbook_setting('pg_runbook.long_query_fail')::interval"
-    ),
-    lock_wait_fail: default!(
-        Option<Interval>,
-        "@extschema@.runbook_setting('pg_runbook.lock_wait_fail')::interval"
-    ),
-    idle_in_transaction_warn: default!(
-        Option<Interval>,
-        "@extschema@.runbook_setting('pg_runbook.idle_in_transaction_warn')::interval"
-    ),
-    cache_hit_warn_pct: default!(
-        Option<f64>,
-        "@extschema@.runbook_setting('pg_runbook.cache_hit_warn_pct')::float8"
-    ),
-    cache_hit_fail_pct: default!(
-        Option<f64>,
-        "@extschema@.runbook_setting('pg_runbook.cache_hit_fail_pct')::float8"
-    ),
-    replication_lag_warn: default!(
-        Option<Interval>,
-        "@extschema@.runbook_setting('pg_runbook.replication_lag_warn')::interval"
-    ),
-    replication_lag_fail: default!(
-        Option<Interval>,
-        "@extschema@.runbook_setting('pg_runbook.replication_lag_fail')::interval"
-    ),
-    xid_age_warn: default!(
-        Option<i64>,
-        "@extschema@.runbook_setting('pg_runbook.xid_age_warn')::int8"
-    ),
-    xid_age_fail: default!(
-        Option<i64>,
-        "@extschema@.runbook_setting('pg_runbook.xid_age_fail')::int8"
-    ),
-    min_server_version: default!(
-        Option<i32>,
-        "@extschema@.runbook_setting('pg_runbook.min_server_version')::int4"
-    ),
-) -> TableIterator<
-    'static,
-    (
-        name!(check, String),
-        name!(status, String),
-        name!(observed, String),
-        name!(threshold, String),
-        name!(detail, String),
-    ),
-> {
-    let allow_warn = error::required("allow_warn", allow_warn);
-    let t = thresholds_from_args(
-        connections_warn_pct,
-        connections_fail_pct,
-        long_query_warn,
-        long_query_fail,
-        lock_wait_fail,
-        idle_in_transaction_warn,
-        cache_hit_warn_pct,
-        cache_hit_fail_pct,
-        replication_lag_warn,
-        replication_lag_fail,
-        xid_age_warn,
-        xid_age_fail,
-        min_server_version,
-    );
-    let rows = all_checks(&t);
-    let failing: Vec<&CheckRow> = rows
-        .iter()
-        .filter(|r| r.status == Status::Fail || (!allow_warn && r.status == Status::Warn))
-        .collect();
-    if !failing.is_empty() {
-        let names: Vec<String> = failing.iter().map(|r| r.check.to_string()).collect();
-        let details: Vec<String> = failing
+preflight_function! {
+    /// Pre-deployment checks: one row per check with its status, what was observed, the threshold
+    /// and details (the pids, queries or indexes involved).
+    fn preflight_checks()(|t| into_output(all_checks(&t)))
+}
+
+preflight_function! {
+    /// Like preflight_checks(), but raises (SQLSTATE P0004) listing every failing check, so a deploy
+    /// script run with `psql -v ON_ERROR_STOP=1` stops there. With `allow_warn => false`, warnings
+    /// fail it too.
+    fn assert_preflight(allow_warn: default!(Option<bool>, "true"),)(|t| {
+        let allow_warn = error::required("allow_warn", allow_warn);
+        let rows = all_checks(&t);
+        let failing: Vec<&CheckRow> = rows
             .iter()
-            .map(|r| {
-                format!(
-                    "{} {}: observed {} ({}) {}",
-                    r.check, r.status, r.observed, r.threshold, r.detail
-                )
-            })
+            .filter(|r| r.status == Status::Fail || (!allow_warn && r.status == Status::Warn))
             .collect();
-        error::assertion_failed("preflight", &names, &details);
-    }
-    into_output(rows)
+        if !failing.is_empty() {
+            let names: Vec<String> = failing.iter().map(|r| r.check.to_string()).collect();
+            let details: Vec<String> = failing
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {}: observed {} ({}) {}",
+                        r.check, r.status, r.observed, r.threshold, r.detail
+                    )
+                })
+                .collect();
+            error::assertion_failed("preflight", &names, &details);
+        }
+        into_output(rows)
+    })
 }
 
 #[cfg(any(test, feature = "pg_test"))]

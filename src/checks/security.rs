@@ -3,8 +3,8 @@
 //! Each row names an object and carries the SQL that fixes it. The role and server checks see the
 //! whole cluster; the table and function checks see the current database.
 
-use crate::policy::app_objects;
 use crate::own_sql::{self, col, quote_literal};
+use crate::policy::app_objects;
 use crate::{checks::findings, settings};
 use pgrx::prelude::*;
 use runbook_core::status::Status;

@@ -292,80 +292,71 @@ fn lint(sql: Option<&str>, limits: lc::Limits) -> Vec<LintRow> {
     })
 }
 
-/// Judges each statement of a migration (the text of a migration file) before it runs: the lock
-/// it takes and on what, whether it rewrites or scans the table, the table's size and estimated
-/// rows from the catalog, how long the lock is held (estimated from `pg_runbook.lint_scan_rate`),
-/// and the safe form to use instead. PASS on a new or empty table, WARN from `warn_rows`
-/// (default `pg_runbook.lint_warn_rows`), FAIL from `fail_rows` (`pg_runbook.lint_fail_rows`). Nothing is executed; a
-/// statement the parser refuses is one `syntax_error` row with PostgreSQL's message. Table names
-/// resolve through the caller's search_path. Callable by runbook_reader.
-#[allow(clippy::type_complexity)]
-#[pg_extern(volatile)]
-fn lint_migration(
-    sql: Option<&str>,
-    warn_rows: default!(Option<i64>, "NULL"),
-    fail_rows: default!(Option<i64>, "NULL"),
-) -> TableIterator<
-    'static,
-    (
-        name!(statement, Option<i32>),
-        name!(first_line, Option<String>),
-        name!(rule, String),
-        name!(status, String),
-        name!(lock_mode, Option<String>),
-        name!(lock_on, Option<String>),
-        name!(table_work, Option<String>),
-        name!(table_bytes, Option<i64>),
-        name!(estimated_rows, Option<i64>),
-        name!(lock_hold_ms, Option<f64>),
-        name!(safe_form, Option<String>),
-        name!(detail, String),
-    ),
-> {
-    TableIterator::new(lint(sql, limits(warn_rows, fail_rows)))
+/// lint_migration() and assert_migration_lint() take the same arguments and return the same rows,
+/// which pgrx needs spelled out in each signature: this macro writes the signature once.
+macro_rules! lint_function {
+    ($(#[$attr:meta])* fn $name:ident(|$rows:ident| $body:expr)) => {
+        $(#[$attr])*
+        #[allow(clippy::type_complexity)]
+        #[pg_extern(volatile)]
+        fn $name(
+            sql: Option<&str>,
+            warn_rows: default!(Option<i64>, "NULL"),
+            fail_rows: default!(Option<i64>, "NULL"),
+        ) -> TableIterator<
+            'static,
+            (
+                name!(statement, Option<i32>),
+                name!(first_line, Option<String>),
+                name!(rule, String),
+                name!(status, String),
+                name!(lock_mode, Option<String>),
+                name!(lock_on, Option<String>),
+                name!(table_work, Option<String>),
+                name!(table_bytes, Option<i64>),
+                name!(estimated_rows, Option<i64>),
+                name!(lock_hold_ms, Option<f64>),
+                name!(safe_form, Option<String>),
+                name!(detail, String),
+            ),
+        > {
+            let $rows = lint(sql, limits(warn_rows, fail_rows));
+            $body
+        }
+    };
 }
 
-/// lint_migration(), raising P0004 naming every FAIL: a migration file run with
-/// `psql -v ON_ERROR_STOP=1` stops before its first statement. Callable by runbook_reader.
-#[allow(clippy::type_complexity)]
-#[pg_extern(volatile)]
-fn assert_migration_lint(
-    sql: Option<&str>,
-    warn_rows: default!(Option<i64>, "NULL"),
-    fail_rows: default!(Option<i64>, "NULL"),
-) -> TableIterator<
-    'static,
-    (
-        name!(statement, Option<i32>),
-        name!(first_line, Option<String>),
-        name!(rule, String),
-        name!(status, String),
-        name!(lock_mode, Option<String>),
-        name!(lock_on, Option<String>),
-        name!(table_work, Option<String>),
-        name!(table_bytes, Option<i64>),
-        name!(estimated_rows, Option<i64>),
-        name!(lock_hold_ms, Option<f64>),
-        name!(safe_form, Option<String>),
-        name!(detail, String),
-    ),
-> {
-    let rows = lint(sql, limits(warn_rows, fail_rows));
-    let failing: Vec<&LintRow> = rows.iter().filter(|r| r.3 == "FAIL").collect();
-    if !failing.is_empty() {
-        let at = |r: &LintRow| {
-            let on = r.5.as_ref().map(|t| format!(" on {t}")).unwrap_or_default();
-            match r.0 {
-                Some(n) => format!("statement {n} {}{on}", r.2),
-                None => r.2.clone(),
-            }
-        };
-        let names: Vec<String> = failing.iter().map(|r| at(r)).collect();
-        let details: Vec<String> = failing
-            .iter()
-            .map(|r| format!("{}: {}", at(r), r.11))
-            .collect();
-        error::assertion_failed("migration lint", &names, &details);
-    }
-    TableIterator::new(rows)
+lint_function! {
+    /// Judges each statement of a migration (the text of a migration file) before it runs: the lock
+    /// it takes and on what, whether it rewrites or scans the table, the table's size and estimated
+    /// rows from the catalog, how long the lock is held (estimated from `pg_runbook.lint_scan_rate`),
+    /// and the safe form to use instead. PASS on a new or empty table, WARN from `warn_rows`
+    /// (default `pg_runbook.lint_warn_rows`), FAIL from `fail_rows` (`pg_runbook.lint_fail_rows`). Nothing is executed; a
+    /// statement the parser refuses is one `syntax_error` row with PostgreSQL's message. Table names
+    /// resolve through the caller's search_path. Callable by runbook_reader.
+    fn lint_migration(|rows| TableIterator::new(rows))
+}
+
+lint_function! {
+    /// lint_migration(), raising P0004 naming every FAIL: a migration file run with
+    /// `psql -v ON_ERROR_STOP=1` stops before its first statement. Callable by runbook_reader.
+    fn assert_migration_lint(|rows| {
+        let failing: Vec<&LintRow> = rows.iter().filter(|r| r.3 == "FAIL").collect();
+        if !failing.is_empty() {
+            let at = |r: &LintRow| {
+                let on = r.5.as_ref().map(|t| format!(" on {t}")).unwrap_or_default();
+                match r.0 {
+                    Some(n) => format!("statement {n} {}{on}", r.2),
+                    None => r.2.clone(),
+                }
+            };
+            let names: Vec<String> = failing.iter().map(|r| at(r)).collect();
+            let details: Vec<String> = failing
+                .iter()
+                .map(|r| format!("{}: {}", at(r), r.11))
+                .collect();
+            error::assertion_failed("migration lint", &names, &details);
+        }
+        TableIterator::new(rows)
+    })
 }

@@ -303,61 +303,60 @@ fn judge_triggers(window: Interval, as_of: TimestampWithTimeZone) -> Vec<Fired> 
         .collect()
 }
 
-/// One row per enabled rollback trigger: fired or not over the window's complete buckets.
-#[pg_extern(stable, parallel_safe, requires = ["slo"])]
-fn should_rollback(
-    window: default!(Option<Interval>, "'15 minutes'"),
-    as_of: default!(Option<TimestampWithTimeZone>, "now()"),
-) -> TableIterator<
-    'static,
-    (
-        name!(trigger, String),
-        name!(fired, bool),
-        name!(observed, Option<f64>),
-        name!(threshold, f64),
-        name!(detail, String),
-    ),
-> {
-    let window = window_arg(window);
-    let as_of = finite_as_of(as_of);
-    TableIterator::new(
-        judge_triggers(window, as_of)
-            .into_iter()
-            .map(|f| (f.name, f.fired, f.observed, f.threshold, f.detail)),
-    )
+/// should_rollback() and assert_no_rollback() take the same arguments and return the same rows,
+/// which pgrx needs spelled out in each signature: this macro writes the signature once.
+macro_rules! rollback_function {
+    ($(#[$attr:meta])* fn $name:ident(|$all:ident| $body:expr)) => {
+        $(#[$attr])*
+        #[pg_extern(stable, parallel_safe, requires = ["slo"])]
+        fn $name(
+            window: default!(Option<Interval>, "'15 minutes'"),
+            as_of: default!(Option<TimestampWithTimeZone>, "now()"),
+        ) -> TableIterator<
+            'static,
+            (
+                name!(trigger, String),
+                name!(fired, bool),
+                name!(observed, Option<f64>),
+                name!(threshold, f64),
+                name!(detail, String),
+            ),
+        > {
+            let $all = judge_triggers(window_arg(window), finite_as_of(as_of));
+            $body
+        }
+    };
 }
 
-/// should_rollback() that raises P0004 naming every fired trigger.
-#[pg_extern(stable, parallel_safe, requires = ["slo"])]
-fn assert_no_rollback(
-    window: default!(Option<Interval>, "'15 minutes'"),
-    as_of: default!(Option<TimestampWithTimeZone>, "now()"),
-) -> TableIterator<
-    'static,
-    (
-        name!(trigger, String),
-        name!(fired, bool),
-        name!(observed, Option<f64>),
-        name!(threshold, f64),
-        name!(detail, String),
-    ),
-> {
-    let window = window_arg(window);
-    let as_of = finite_as_of(as_of);
-    let all = judge_triggers(window, as_of);
-    let fired: Vec<&Fired> = all.iter().filter(|f| f.fired).collect();
-    if !fired.is_empty() {
-        let names: Vec<String> = fired.iter().map(|f| f.name.clone()).collect();
-        let details: Vec<String> = fired
-            .iter()
-            .map(|f| format!("{}: {}", f.name, f.detail))
-            .collect();
-        error::assertion_failed("rollback check", &names, &details);
-    }
+/// The rows of should_rollback().
+fn rollback_rows(
+    all: Vec<Fired>,
+) -> TableIterator<'static, (String, bool, Option<f64>, f64, String)> {
     TableIterator::new(
         all.into_iter()
             .map(|f| (f.name, f.fired, f.observed, f.threshold, f.detail)),
     )
+}
+
+rollback_function! {
+    /// One row per enabled rollback trigger: fired or not over the window's complete buckets.
+    fn should_rollback(|all| rollback_rows(all))
+}
+
+rollback_function! {
+    /// should_rollback() that raises P0004 naming every fired trigger.
+    fn assert_no_rollback(|all| {
+        let fired: Vec<&Fired> = all.iter().filter(|f| f.fired).collect();
+        if !fired.is_empty() {
+            let names: Vec<String> = fired.iter().map(|f| f.name.clone()).collect();
+            let details: Vec<String> = fired
+                .iter()
+                .map(|f| format!("{}: {}", f.name, f.detail))
+                .collect();
+            error::assertion_failed("rollback check", &names, &details);
+        }
+        rollback_rows(all)
+    })
 }
 
 /// The error budget of an availability objective, with multi-window burn rates.

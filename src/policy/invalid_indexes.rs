@@ -175,4 +175,3 @@ impl InvalidIndex {
         (why.into(), vec![drop, build])
     }
 }
-

@@ -38,7 +38,12 @@ fn collect(node: &Value, out: &mut Vec<Scan>) {
             index,
         });
     }
-    for child in node.get("Plans").and_then(Value::as_array).into_iter().flatten() {
+    for child in node
+        .get("Plans")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         collect(child, out);
     }
 }
@@ -66,7 +71,13 @@ mod tests {
         let found = scans(top_plan(&explain).unwrap());
         let names: Vec<_> = found
             .iter()
-            .map(|s| (s.node_type.as_str(), s.relation.as_deref(), s.index.as_deref()))
+            .map(|s| {
+                (
+                    s.node_type.as_str(),
+                    s.relation.as_deref(),
+                    s.index.as_deref(),
+                )
+            })
             .collect();
         assert_eq!(
             names,
