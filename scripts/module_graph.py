@@ -7,7 +7,8 @@ and prints the graph between capabilities (the top-level modules) as Graphviz DO
 Exits 1 when the capability graph, or the graph between the files of one capability, has a cycle.
 
     scripts/module_graph.py            # text listing + cycle check
-    scripts/module_graph.py --dot      # DOT on stdout (docs/modules.dot is made this way)
+    scripts/module_graph.py --dot      # Graphviz DOT on stdout
+    scripts/module_graph.py --markdown # docs/architecture.md: the folders and a mermaid picture
 """
 import pathlib
 import re
@@ -132,6 +133,42 @@ def capability(mod):
     return mod[0] if mod else "lib"
 
 
+def first_doc_line(path: pathlib.Path) -> str:
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("//!"):
+            break
+        text = line[3:].strip()
+        if not text:
+            break
+        lines.append(text)
+    return " ".join(lines)
+
+
+def print_markdown(modules, caps, cap_edges):
+    print("# Architecture: the modules of src/ and what uses what")
+    print()
+    print("Made by `scripts/module_graph.py --markdown > docs/architecture.md`; `make test` fails")
+    print("when the graph has a cycle (between capabilities, or between the files of one folder).")
+    print("An arrow `a --> b` means that code in `a` uses `b`. `lib.rs` only declares the modules and")
+    print("calls their `init` from `_PG_init`.")
+    print()
+    print("```mermaid")
+    print("graph LR")
+    for a in caps:
+        for b in sorted(cap_edges.get(a, ())):
+            print(f"  {a} --> {b}")
+    print("```")
+    print()
+    print("| module | what it owns |")
+    print("|---|---|")
+    for mod in sorted(m for m in modules if m):
+        if len(mod) > 2:
+            continue
+        name = "::".join(mod)
+        print(f"| `{name}` | {first_doc_line(modules[mod])} |")
+
+
 def main():
     modules, edges = collect()
     cap_edges = {}
@@ -143,7 +180,9 @@ def main():
             if a != b:
                 cap_edges.setdefault(a, set()).add(b)
     caps = sorted({capability(m) for m in modules if m})
-    if "--dot" in sys.argv:
+    if "--markdown" in sys.argv:
+        print_markdown(modules, caps, cap_edges)
+    elif "--dot" in sys.argv:
         print("// made by scripts/module_graph.py --dot; an edge a -> b: a uses b")
         print("digraph pg_runbook {\n  rankdir=LR;\n  node [shape=box, fontname=\"sans\"];")
         for a in caps:

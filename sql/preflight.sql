@@ -1,4 +1,4 @@
--- Pre-deployment checks (src/preflight.rs). The functions are defined in Rust; this file documents them.
+-- Pre-deployment checks (src/checks/preflight.rs). The functions are defined in Rust; this file documents them.
 
 COMMENT ON FUNCTION @extschema@.runbook_setting(text) IS
 'The current value of a pg_runbook.* setting as text. Check functions use it in their argument defaults, so a named argument overrides the setting for one call.';

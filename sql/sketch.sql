@@ -1,4 +1,4 @@
--- The request sketch aggregates (functions in src/sketch_agg.rs).
+-- The request sketch aggregates (functions in src/metrics/sketch_agg.rs).
 
 -- ---- the sketch aggregates -----------------------------------------------------------------------
 CREATE AGGREGATE @extschema@.request_sketch(duration_ms double precision, status_code integer, cache_hit boolean) (
