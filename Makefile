@@ -8,7 +8,7 @@ export PG_CONFIG
 PGDATA_TEST := $(CURDIR)/.run/pgrx-test
 
 .PHONY: help setup build install test test-core test-pgrx test-regress test-integration \
-        test-security test-bench-smoke demo demo-stop bench clean
+        test-security test-bench-smoke test-static demo demo-stop bench clean
 
 help:
 	@echo "make demo        run a demo on a throwaway cluster (make demo-stop to stop it)"
@@ -25,8 +25,15 @@ build: setup
 install: setup
 	cargo pgrx install --pg-config $(PG_CONFIG) >/dev/null
 
-test: setup test-core test-pgrx install test-regress test-integration test-security test-bench-smoke
+test: test-static setup test-core test-pgrx install test-regress test-integration test-security test-bench-smoke
 	@echo "all tests passed"
+
+# Static checks of the source, in seconds: every unsafe says why it is sound (SAFETY:), and the
+# module graph has no cycle.
+test-static:
+	python3 scripts/check_unsafe.py --self-test
+	python3 scripts/check_unsafe.py
+	python3 scripts/module_graph.py >/dev/null
 
 # Layer 0: pure logic, no server.
 test-core:

@@ -69,6 +69,8 @@ pub fn bytes_of(datum: pg_sys::Datum) -> Vec<u8> {
 }
 
 impl FromDatum for RawJsonb {
+    // SAFETY: FromDatum's contract (the datum is a jsonb of the current call); it is kept as it
+    // is, not dereferenced here.
     unsafe fn from_polymorphic_datum(
         datum: pg_sys::Datum,
         is_null: bool,
@@ -90,6 +92,8 @@ impl IntoDatum for RawJsonb {
 // SAFETY: the argument is declared jsonb in SQL, so its datum is a jsonb varlena; NULL is
 // handled by `unbox_nullable_arg`'s default (the arg's isnull flag).
 unsafe impl<'fcx> ArgAbi<'fcx> for RawJsonb {
+    // SAFETY: ArgAbi's contract: pgrx calls this only for an argument of this function, which
+    // is declared jsonb.
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
         // SAFETY: as above; a NULL reaching here is refused rather than read.
@@ -101,7 +105,10 @@ unsafe impl<'fcx> ArgAbi<'fcx> for RawJsonb {
 
 // SAFETY: the datum is a valid jsonb allocated in the function's memory context.
 unsafe impl BoxRet for RawJsonb {
+    // SAFETY: BoxRet's contract: called once, with the fcinfo of the function returning jsonb.
     unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+        // SAFETY: a non-NULL jsonb datum (an argument passed on, or built by `from_bytes` in
+        // this call's memory context) returned as the function's result.
         unsafe { fcinfo.return_raw_datum(self.0) }
     }
 }

@@ -24,7 +24,7 @@ pgrx::pg_module_magic!();
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+    let preloading = settings::loading_at_server_start();
     settings::init();
     if preloading {
         checks::health::init_shared_memory();

@@ -307,6 +307,10 @@ pub fn extension_owner() -> pg_sys::Oid {
 /// `f` must return owned values and hold no SPI client.
 pub fn in_subtransaction<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
     use pgrx::pg_sys::panic::CaughtError;
+    // SAFETY: the subtransaction sequence of pgrx-setup.md: remember the memory context and
+    // resource owner, begin, run `f` under PgTry (which catches the ERROR longjmp and any panic),
+    // release or roll back, then restore both, which the subtransaction's end does not do.
+    // Nothing allocated inside is used afterwards: `f` returns owned values.
     unsafe {
         let memory_context = pg_sys::CurrentMemoryContext;
         let resource_owner = pg_sys::CurrentResourceOwner;
@@ -386,6 +390,8 @@ impl Regclass {
 }
 
 impl FromDatum for Regclass {
+    // SAFETY: FromDatum's contract (the datum is of the declared type); a regclass datum is an
+    // OID by value, read here without dereferencing anything.
     unsafe fn from_polymorphic_datum(
         datum: pg_sys::Datum,
         is_null: bool,
@@ -407,6 +413,8 @@ impl IntoDatum for Regclass {
 // SAFETY: the argument is declared regclass in SQL: its datum is an OID; NULL goes through
 // `unbox_nullable_arg`'s default.
 unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for Regclass {
+    // SAFETY: ArgAbi's contract: pgrx calls this only for an argument of this function, which
+    // is declared regclass.
     unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
         // SAFETY: as above.
         unsafe { arg.unbox_arg_using_from_datum() }

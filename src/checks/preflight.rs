@@ -623,11 +623,15 @@ pub(crate) fn runbook_setting(name: Option<&str>) -> String {
     }
     let cname = std::ffi::CString::new(name)
         .unwrap_or_else(|_| error::invalid_argument("name", "contains a NUL byte"));
+    // SAFETY: cname is NUL-terminated and outlives the call; with missing_ok = true an unknown
+    // name is NULL rather than an ERROR, and a NULL varname pointer is allowed.
     let value =
         unsafe { pg_sys::GetConfigOptionByName(cname.as_ptr(), std::ptr::null_mut(), true) };
     if value.is_null() {
         error::undefined_object("setting", name);
     }
+    // SAFETY: not NULL (checked above): GetConfigOptionByName returns a palloc'd NUL-terminated
+    // copy of the value, which lives until the end of this function call.
     unsafe { std::ffi::CStr::from_ptr(value) }
         .to_string_lossy()
         .into_owned()

@@ -5,6 +5,7 @@
 //! partitions are not counted.
 
 use super::text_of;
+use super::tree::{self, node};
 use crate::own_sql::{self, col, quote_ident};
 
 /// The partitioned table's key columns: (quoted name, type as format_type prints it), or None
@@ -47,21 +48,20 @@ enum Value {
 /// key column's type (which comes from the catalog).
 fn value(raw: *mut pgrx::pg_sys::Node, key_type: &str) -> Result<Value, String> {
     use pgrx::pg_sys;
-    // SAFETY: a raw expression node of the bound; the tag is checked before the cast.
-    unsafe {
-        if (*raw).type_ == pg_sys::NodeTag::T_ColumnRef {
-            let fields = super::string_list((*raw.cast::<pg_sys::ColumnRef>()).fields);
-            match fields.as_slice() {
-                [f] if f == "minvalue" => return Ok(Value::Min),
-                [f] if f == "maxvalue" => return Ok(Value::Max),
-                _ => {}
-            }
+    if let Some(column) = tree::cast::<pg_sys::ColumnRef>(raw) {
+        let fields = super::string_list(column.fields);
+        match fields.as_slice() {
+            [f] if f == "minvalue" => return Ok(Value::Min),
+            [f] if f == "maxvalue" => return Ok(Value::Max),
+            _ => {}
         }
     }
     let raw = raw as usize;
+    // SAFETY: raw is a raw expression of the parse tree, which transformExpr reads into new
+    // nodes; a fresh ParseState with no range table, as a bound may not refer to columns. The
+    // expression is analysed and printed, not executed; an ERROR is rolled back by the
+    // subtransaction.
     let text = own_sql::in_subtransaction(move || unsafe {
-        // SAFETY: a fresh ParseState with no range table, as a bound may not refer to columns;
-        // the expression is analysed and printed, not executed.
         let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
         let node = pg_sys::transformExpr(
             pstate,
@@ -92,7 +92,7 @@ fn range_side(
     datums: *mut pgrx::pg_sys::List,
     lower: bool,
 ) -> Result<Option<String>, String> {
-    let items = unsafe { pgrx::PgList::<pgrx::pg_sys::Node>::from_pg(datums) };
+    let items = tree::list::<pgrx::pg_sys::Node>(datums);
     let (mut cols, mut vals, mut open) = (Vec::new(), Vec::new(), false);
     for (raw, (name, ty)) in items.iter_ptr().zip(keys) {
         match value(raw, ty)? {
@@ -124,14 +124,15 @@ pub fn inside(
     spec: *mut pgrx::pg_sys::PartitionBoundSpec,
 ) -> Result<String, String> {
     let keys = key_columns(parent).ok_or("an expression partition key is not counted")?;
-    // SAFETY: the bound of an ATTACH PARTITION command.
-    let (strategy, is_default, list, lower, upper) = unsafe {
+    // The bound of an ATTACH PARTITION command.
+    let (strategy, is_default, list, lower, upper) = {
+        let spec = node(spec);
         (
-            (*spec).strategy as u8,
-            (*spec).is_default,
-            (*spec).listdatums,
-            (*spec).lowerdatums,
-            (*spec).upperdatums,
+            spec.strategy as u8,
+            spec.is_default,
+            spec.listdatums,
+            spec.lowerdatums,
+            spec.upperdatums,
         )
     };
     if is_default {
@@ -154,14 +155,11 @@ pub fn inside(
         }
         b'l' => {
             let (key, ty) = &keys[0];
-            let items = unsafe { pgrx::PgList::<pgrx::pg_sys::Node>::from_pg(list) };
+            let items = tree::list::<pgrx::pg_sys::Node>(list);
             let (mut vals, mut nulls) = (Vec::new(), false);
             for raw in items.iter_ptr() {
-                // SAFETY: a raw bound value; a NULL constant is an A_Const with isnull set.
-                let is_null = unsafe {
-                    (*raw).type_ == pgrx::pg_sys::NodeTag::T_A_Const
-                        && (*raw.cast::<pgrx::pg_sys::A_Const>()).isnull
-                };
+                // A raw bound value; a NULL constant is an A_Const with isnull set.
+                let is_null = tree::cast::<pgrx::pg_sys::A_Const>(raw).is_some_and(|c| c.isnull);
                 if is_null {
                     nulls = true;
                 } else if let Value::Expr(v) = value(raw, ty)? {

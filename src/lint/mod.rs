@@ -13,6 +13,7 @@ mod bounds;
 mod preconditions;
 mod rules;
 mod run_ddl;
+mod tree;
 
 use crate::error;
 use crate::own_sql::{self, col, quote_ident};
@@ -101,19 +102,20 @@ pub fn text_of(p: *const c_char) -> String {
 /// The strings of a List of String nodes (a qualified name, a column list). Any other node (the
 /// `*` of `t.*` is an A_Star) is left out rather than read as a String.
 pub fn string_list(list: *mut pg_sys::List) -> Vec<String> {
-    let items = unsafe { pgrx::PgList::<pg_sys::Node>::from_pg(list) };
+    let items = tree::list::<pg_sys::Node>(list);
     items
         .iter_ptr()
-        // SAFETY: each element is a node; only String nodes are read as such.
-        .filter(|n| unsafe { (**n).type_ } == pg_sys::NodeTag::T_String)
-        .map(|n| text_of(unsafe { (*n.cast::<pg_sys::String>()).sval }))
+        .filter_map(tree::cast::<pg_sys::String>)
+        .map(|s| text_of(s.sval))
         .collect()
 }
 
 /// A RangeVar as written, quoted: `"Sales".orders`.
 pub fn written_name(rv: *const pg_sys::RangeVar) -> String {
-    // SAFETY: a RangeVar from the parse tree.
-    let (schema, rel) = unsafe { (text_of((*rv).schemaname), text_of((*rv).relname)) };
+    let (schema, rel) = (
+        text_of(tree::node(rv).schemaname),
+        text_of(tree::node(rv).relname),
+    );
     if schema.is_empty() {
         quote_ident(&rel)
     } else {

@@ -9,6 +9,7 @@
 //! PostgreSQL itself deparses it after analysing it against the table (docs/lint.md says what that
 //! allows).
 
+use super::tree::node;
 use super::{Statement, describe, parse, relation_oid, string_list, text_of};
 use crate::backend;
 use crate::error;
@@ -94,12 +95,13 @@ fn primary_key(oid: pg_sys::Oid) -> Vec<String> {
 }
 
 fn orphans(table: &str, c: *mut pg_sys::Constraint) -> Option<Count> {
-    let (fk, pk_rv, pk, deferred) = unsafe {
+    let (fk, pk_rv, pk, deferred) = {
+        let c = node(c);
         (
-            string_list((*c).fk_attrs),
-            (*c).pktable,
-            string_list((*c).pk_attrs),
-            (*c).skip_validation,
+            string_list(c.fk_attrs),
+            c.pktable,
+            string_list(c.pk_attrs),
+            c.skip_validation,
         )
     };
     let parent = relation_oid(pk_rv)?;
@@ -135,9 +137,12 @@ fn orphans(table: &str, c: *mut pg_sys::Constraint) -> Option<Count> {
 fn deparsed_check(oid: pg_sys::Oid, expr: *mut pg_sys::Node) -> Result<String, String> {
     let expr = expr as usize;
     own_sql::with_lock_timeout(|| {
+        // SAFETY: expr is a raw expression of the parse tree, which transformExpr reads into
+        // new nodes. The table is opened with ACCESS SHARE (under the extension's lock_timeout,
+        // an unknown OID is an ERROR) only to analyse the expression, and closed again; nothing
+        // is executed here. An ERROR is rolled back by the subtransaction, which releases the
+        // lock and the ParseState's memory.
         own_sql::in_subtransaction(move || unsafe {
-            // SAFETY: the table is opened with ACCESS SHARE (under the extension's lock_timeout)
-            // only to analyse the expression; nothing is executed here.
             let rel = pg_sys::table_open(oid, pg_sys::AccessShareLock as i32);
             let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
             let item = pg_sys::addRangeTableEntryForRelation(
@@ -170,7 +175,7 @@ fn deparsed_check(oid: pg_sys::Oid, expr: *mut pg_sys::Node) -> Result<String, S
 }
 
 fn violations(table: &str, oid: pg_sys::Oid, c: *mut pg_sys::Constraint) -> Result<Count, String> {
-    let (raw, deferred) = unsafe { ((*c).raw_expr, (*c).skip_validation) };
+    let (raw, deferred) = (node(c).raw_expr, node(c).skip_validation);
     let expr = deparsed_check(oid, raw)?;
     Ok(Count {
         check: "check_violations",
@@ -186,8 +191,8 @@ fn out_of_bounds(
     parent: pg_sys::Oid,
     cmd: *mut pg_sys::PartitionCmd,
 ) -> Result<Count, (String, String)> {
-    // SAFETY: the PartitionCmd of an ATTACH PARTITION.
-    let (rv, bound) = unsafe { ((*cmd).name, (*cmd).bound) };
+    // The PartitionCmd of an ATTACH PARTITION.
+    let (rv, bound) = (node(cmd).name, node(cmd).bound);
     let Some(part) = relation_oid(rv).map(describe) else {
         return Err((
             super::written_name(rv),
@@ -208,13 +213,15 @@ fn out_of_bounds(
 fn counts(stmt: &Statement, created: &mut Vec<String>) -> Vec<Result<Count, (String, String)>> {
     let mut out = Vec::new();
     let table_of = |rv: *mut pg_sys::RangeVar, created: &Vec<String>| {
-        let rel = unsafe { text_of((*rv).relname) };
+        let rel = text_of(node(rv).relname);
         if created.contains(&rel) {
             return None;
         }
         relation_oid(rv).map(|oid| (oid, describe(oid)))
     };
-    // SAFETY: each cast follows a check of the node's tag.
+    // SAFETY: stmt.node and every pointer read from it are nodes and Lists of the live raw
+    // parse tree (see tree.rs), read only; each cast follows a check of the node's tag, or of
+    // the AlterTableCmd subtype that fixes what its `def` is.
     unsafe {
         match (*stmt.node).type_ {
             pg_sys::NodeTag::T_CreateStmt => {

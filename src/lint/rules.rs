@@ -5,6 +5,7 @@
 
 mod alter;
 
+use super::tree::{list, node};
 use super::{
     Hit, Statement, Target, describe, index_table, relation_name, relation_oid, text_of,
     written_name,
@@ -64,8 +65,7 @@ impl Session {
 
     /// The table a RangeVar names: created earlier in the migration, in the catalog, or neither.
     fn target(&mut self, rv: *const pg_sys::RangeVar) -> Target {
-        // SAFETY: a RangeVar from the parse tree.
-        let (schema, rel) = unsafe { (text_of((*rv).schemaname), text_of((*rv).relname)) };
+        let (schema, rel) = (text_of(node(rv).schemaname), text_of(node(rv).relname));
         let created = self
             .created
             .iter()
@@ -126,15 +126,15 @@ impl Session {
     pub fn judge(&mut self, stmt: &Statement) -> Vec<Hit> {
         let mut hits = Vec::new();
         let mut exclusive: Vec<Target> = Vec::new();
-        // SAFETY: `node` is a statement node of the raw parse tree; each arm casts it to the
-        // struct its tag names.
-        let tag = unsafe { (*stmt.node).type_ };
+        // `stmt.node` is a statement node of the raw parse tree; each arm casts it to the struct
+        // its tag names.
+        let tag = node(stmt.node).type_;
         match tag {
             pg_sys::NodeTag::T_TransactionStmt => self.transaction(stmt.node.cast()),
             pg_sys::NodeTag::T_VariableSetStmt => self.variable_set(stmt.node.cast()),
             pg_sys::NodeTag::T_CreateStmt => {
-                let rv = unsafe { (*stmt.node.cast::<pg_sys::CreateStmt>()).relation };
-                let (s, r) = unsafe { (text_of((*rv).schemaname), text_of((*rv).relname)) };
+                let rv = node(stmt.node.cast::<pg_sys::CreateStmt>()).relation;
+                let (s, r) = (text_of(node(rv).schemaname), text_of(node(rv).relname));
                 self.created.push((s, r));
             }
             pg_sys::NodeTag::T_IndexStmt => hits.push(self.create_index(stmt)),
@@ -149,7 +149,7 @@ impl Session {
             pg_sys::NodeTag::T_AlterEnumStmt => {
                 let e = stmt.node.cast::<pg_sys::AlterEnumStmt>();
                 // RENAME VALUE sets oldVal too; only ADD VALUE makes a value unusable until COMMIT.
-                let (value, renamed) = unsafe { (text_of((*e).newVal), !(*e).oldVal.is_null()) };
+                let (value, renamed) = (text_of(node(e).newVal), !node(e).oldVal.is_null());
                 if self.in_transaction && !value.is_empty() && !renamed {
                     self.enum_values.push(value);
                 }
@@ -165,7 +165,7 @@ impl Session {
 
     fn transaction(&mut self, t: *mut pg_sys::TransactionStmt) {
         use pg_sys::TransactionStmtKind::*;
-        match unsafe { (*t).kind } {
+        match node(t).kind {
             TRANS_STMT_BEGIN | TRANS_STMT_START => self.in_transaction = true,
             TRANS_STMT_COMMIT | TRANS_STMT_ROLLBACK | TRANS_STMT_PREPARE => {
                 self.in_transaction = false;
@@ -179,8 +179,8 @@ impl Session {
 
     /// `SET [LOCAL] lock_timeout = ...`: any value but 0 counts; RESET and DEFAULT clear it.
     fn variable_set(&mut self, v: *mut pg_sys::VariableSetStmt) {
-        let (kind, name, args, local) =
-            unsafe { ((*v).kind, text_of((*v).name), (*v).args, (*v).is_local) };
+        let v = node(v);
+        let (kind, name, args, local) = (v.kind, text_of(v.name), v.args, v.is_local);
         if name != "lock_timeout" && kind != pg_sys::VariableSetKind::VAR_RESET_ALL {
             return;
         }
@@ -224,7 +224,7 @@ impl Session {
 
     fn create_index(&mut self, stmt: &Statement) -> Hit {
         let i = stmt.node.cast::<pg_sys::IndexStmt>();
-        let (rv, concurrent) = unsafe { ((*i).relation, (*i).concurrent) };
+        let (rv, concurrent) = (node(i).relation, node(i).concurrent);
         let t = self.target(rv);
         if concurrent {
             return self.concurrently(
@@ -255,11 +255,12 @@ impl Session {
 
     fn drop(&mut self, stmt: &Statement, hits: &mut Vec<Hit>, exclusive: &mut Vec<Target>) {
         let d = stmt.node.cast::<pg_sys::DropStmt>();
-        let (kind, objects, concurrent) =
-            unsafe { ((*d).removeType, (*d).objects, (*d).concurrent) };
-        let objects = unsafe { pgrx::PgList::<pg_sys::List>::from_pg(objects) };
+        let d = node(d);
+        let (kind, objects, concurrent) = (d.removeType, d.objects, d.concurrent);
+        let objects = list::<pg_sys::List>(objects);
         for names in objects.iter_ptr() {
-            // SAFETY: DROP INDEX/TABLE objects are name lists.
+            // SAFETY: the objects of a DROP are Lists of String nodes (a possibly qualified name),
+            // which makeRangeVarFromNameList reads into a new RangeVar (an ERROR if too long).
             let rv = unsafe { pg_sys::makeRangeVarFromNameList(names) };
             match kind {
                 pg_sys::ObjectType::OBJECT_INDEX => {
@@ -352,7 +353,11 @@ impl Session {
 
     fn rename(&mut self, stmt: &Statement, hits: &mut Vec<Hit>, exclusive: &mut Vec<Target>) {
         let r = stmt.node.cast::<pg_sys::RenameStmt>();
-        let (kind, rv, sub) = unsafe { ((*r).renameType, (*r).relation, text_of((*r).subname)) };
+        let (kind, rv, sub) = (
+            node(r).renameType,
+            node(r).relation,
+            text_of(node(r).subname),
+        );
         let column = match kind {
             pg_sys::ObjectType::OBJECT_COLUMN => Some(sub.as_str()),
             pg_sys::ObjectType::OBJECT_TABLE => None,
@@ -369,17 +374,17 @@ impl Session {
 
     /// VACUUM FULL and CLUSTER rewrite each table they name under ACCESS EXCLUSIVE.
     fn rewrite_all(&mut self, stmt: &Statement, hits: &mut Vec<Hit>) {
-        let (rule, rels): (&'static str, Vec<*mut pg_sys::RangeVar>) = unsafe {
-            if (*stmt.node).type_ == pg_sys::NodeTag::T_ClusterStmt {
-                let c = stmt.node.cast::<pg_sys::ClusterStmt>();
-                ("cluster", vec![(*c).relation])
+        let (rule, rels): (&'static str, Vec<*mut pg_sys::RangeVar>) = {
+            if node(stmt.node).type_ == pg_sys::NodeTag::T_ClusterStmt {
+                let c = node(stmt.node.cast::<pg_sys::ClusterStmt>());
+                ("cluster", vec![c.relation])
             } else {
-                let v = stmt.node.cast::<pg_sys::VacuumStmt>();
-                if !has_option((*v).options, "full") {
+                let v = node(stmt.node.cast::<pg_sys::VacuumStmt>());
+                if !has_option(v.options, "full") {
                     return;
                 }
-                let rels = pgrx::PgList::<pg_sys::VacuumRelation>::from_pg((*v).rels);
-                let rels: Vec<_> = rels.iter_ptr().map(|r| (*r).relation).collect();
+                let rels = list::<pg_sys::VacuumRelation>(v.rels);
+                let rels: Vec<_> = rels.iter_ptr().map(|r| node(r).relation).collect();
                 (
                     "vacuum_full",
                     if rels.is_empty() {
@@ -426,7 +431,7 @@ impl Session {
 
     fn reindex(&mut self, stmt: &Statement) -> Hit {
         let r = stmt.node.cast::<pg_sys::ReindexStmt>();
-        let (kind, rv, params) = unsafe { ((*r).kind, (*r).relation, (*r).params) };
+        let (kind, rv, params) = (node(r).kind, node(r).relation, node(r).params);
         let concurrent = has_option(params, "concurrently");
         let (target, index) = match kind {
             pg_sys::ReindexObjectType::REINDEX_OBJECT_INDEX => {
@@ -474,9 +479,9 @@ impl Session {
 
     fn lock(&mut self, stmt: &Statement, hits: &mut Vec<Hit>, exclusive: &mut Vec<Target>) {
         let l = stmt.node.cast::<pg_sys::LockStmt>();
-        let (rels, mode) = unsafe { ((*l).relations, (*l).mode) };
+        let (rels, mode) = (node(l).relations, node(l).mode);
         let mode = LockMode::ALL[(mode.clamp(1, 8) - 1) as usize];
-        let rels = unsafe { pgrx::PgList::<pg_sys::RangeVar>::from_pg(rels) };
+        let rels = list::<pg_sys::RangeVar>(rels);
         for rv in rels.iter_ptr() {
             let t = self.target(rv);
             let mut h = hit("lock_table", Status::Pass, mode, &t, Work::None);
@@ -523,20 +528,20 @@ impl Session {
 
 /// Whether a SET's value is 0 (lock_timeout = 0 means wait for ever).
 fn is_zero(args: *mut pg_sys::List) -> bool {
-    let args = unsafe { pgrx::PgList::<pg_sys::Node>::from_pg(args) };
+    let args = list::<pg_sys::Node>(args);
     let Some(first) = args.get_ptr(0) else {
         return true;
     };
-    // SAFETY: SET values are A_Const nodes; the union member is chosen by the value's tag.
+    let Some(c) = super::tree::cast::<pg_sys::A_Const>(first) else {
+        return false;
+    };
+    // SAFETY: an A_Const's value is a union whose member is chosen by its own tag: ival for
+    // an Integer, sval for a String.
     unsafe {
-        if (*first).type_ != pg_sys::NodeTag::T_A_Const {
-            return false;
-        }
-        let c = first.cast::<pg_sys::A_Const>();
-        match (*c).val.node.type_ {
-            pg_sys::NodeTag::T_Integer => (*c).val.ival.ival == 0,
+        match c.val.node.type_ {
+            pg_sys::NodeTag::T_Integer => c.val.ival.ival == 0,
             pg_sys::NodeTag::T_String => {
-                let s = text_of((*c).val.sval.sval);
+                let s = text_of(c.val.sval.sval);
                 s.trim()
                     .trim_end_matches(|ch: char| ch.is_alphabetic())
                     .trim()
@@ -549,9 +554,11 @@ fn is_zero(args: *mut pg_sys::List) -> bool {
 
 /// Whether a List of DefElem options holds `name` switched on (VACUUM (FULL), REINDEX (CONCURRENTLY)).
 fn has_option(options: *mut pg_sys::List, name: &str) -> bool {
-    let options = unsafe { pgrx::PgList::<pg_sys::DefElem>::from_pg(options) };
-    options.iter_ptr().any(|d| unsafe {
-        // SAFETY: utility statement options are DefElem nodes.
-        text_of((*d).defname) == name && ((*d).arg.is_null() || pg_sys::defGetBoolean(d))
+    let options = list::<pg_sys::DefElem>(options);
+    options.iter_ptr().any(|d| {
+        // SAFETY: utility statement options are DefElem nodes of the parse tree; defGetBoolean
+        // reads the option's argument (an ERROR if it is not a boolean, as for the statement).
+        text_of(node(d).defname) == name
+            && (node(d).arg.is_null() || unsafe { pg_sys::defGetBoolean(d) })
     })
 }

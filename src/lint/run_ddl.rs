@@ -8,7 +8,6 @@ use crate::own_sql::{self, col};
 use crate::settings;
 use pgrx::prelude::*;
 use runbook_core::lint::{Limits, LockMode};
-use std::ffi::c_int;
 
 /// Why `stmt` is not a DDL statement run_ddl can run, or None.
 fn refusal(stmt: &Statement) -> Option<String> {
@@ -201,47 +200,41 @@ fn run_ddl_log_attempt(
     if !["done", "lock_timeout", "error"].contains(&outcome) {
         error::invalid_argument("outcome", "must be done, lock_timeout or error");
     }
+    // SAFETY: GetUserId reads the backend's current user id, always set inside a transaction.
     let user = unsafe { pg_sys::GetUserId() };
     let owner = extension_owner();
     let table = own_sql::ext_object("ddl_attempt_log");
     let retention = settings::DDL_LOG_RETENTION_S.get();
-    let (mut saved, mut context) = (pg_sys::InvalidOid, 0);
-    // SAFETY: switches to the owner for the two statements below and back; an ERROR in between is
-    // cleaned up by the transaction's abort, which restores the user.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut saved, &mut context);
-        pg_sys::SetUserIdAndSecContext(
-            owner,
-            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int,
-        );
-    }
-    own_sql::with_lock_timeout(|| {
-        own_sql::execute(
-            &format!(
-                "INSERT INTO {table} (username, statement, attempt, outcome, elapsed_ms, blocked_by, blockers, error) \
-                 VALUES ((SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) $1), \
-                         $2, $3, $4, $5, $6, $7, $8)"
-            ),
-            &[
-                user.into(),
-                statement.into(),
-                attempt.into(),
-                outcome.into(),
-                elapsed_ms.into(),
-                blocked_by.into(),
-                blockers.into(),
-                error_message.into(),
-            ],
-        );
-        if retention > 0 {
+    // As the owner for the two statements below, and back; an ERROR in between is cleaned up by
+    // the transaction's abort, which restores the user.
+    own_sql::as_role(owner, false, || {
+        own_sql::with_lock_timeout(|| {
             own_sql::execute(
                 &format!(
-                    "DELETE FROM {table} WHERE attempted_at OPERATOR(pg_catalog.<) \
-                     (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))"
+                    "INSERT INTO {table} (username, statement, attempt, outcome, elapsed_ms, blocked_by, blockers, error) \
+                 VALUES ((SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) $1), \
+                         $2, $3, $4, $5, $6, $7, $8)"
                 ),
-                &[(retention as f64).into()],
+                &[
+                    user.into(),
+                    statement.into(),
+                    attempt.into(),
+                    outcome.into(),
+                    elapsed_ms.into(),
+                    blocked_by.into(),
+                    blockers.into(),
+                    error_message.into(),
+                ],
             );
-        }
+            if retention > 0 {
+                own_sql::execute(
+                    &format!(
+                        "DELETE FROM {table} WHERE attempted_at OPERATOR(pg_catalog.<) \
+                     (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))"
+                    ),
+                    &[(retention as f64).into()],
+                );
+            }
+        })
     });
-    unsafe { pg_sys::SetUserIdAndSecContext(saved, context) };
 }

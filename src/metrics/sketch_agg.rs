@@ -16,6 +16,8 @@ use runbook_core::sketch::{Sketch, SketchView};
 /// The aggregate's memory context; outside an aggregate call this is a misuse and an ERROR.
 fn agg_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext {
     let mut ctx: pg_sys::MemoryContext = std::ptr::null_mut();
+    // SAFETY: fcinfo is this call's own (pgrx passes it through); AggCheckCallContext only reads
+    // its context field and writes the aggregate's memory context into `ctx`.
     if unsafe { pg_sys::AggCheckCallContext(fcinfo, &mut ctx) } == 0 || ctx.is_null() {
         error::invalid_argument(
             "state",
@@ -25,15 +27,23 @@ fn agg_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext {
     ctx
 }
 
-fn new_state<T>(fcinfo: pg_sys::FunctionCallInfo, state: T) -> *mut T {
-    PgMemoryContexts::For(agg_context(fcinfo)).leak_and_drop_on_delete(state)
+/// A new aggregate state, allocated in the aggregate's memory context and dropped with it.
+fn new_state<'a, T>(fcinfo: pg_sys::FunctionCallInfo, state: T) -> &'a mut T {
+    let p = PgMemoryContexts::For(agg_context(fcinfo)).leak_and_drop_on_delete(state);
+    // SAFETY: a leaked Box holding `state`: non-NULL, initialised and not referenced elsewhere;
+    // it is freed only when the aggregate's memory context is reset, after the aggregate's calls.
+    unsafe { &mut *p }
 }
 
-fn state_ptr<T>(state: &Option<Internal>) -> Option<*mut T> {
-    state
-        .as_ref()
-        .and_then(|s| unsafe { s.get::<T>() })
-        .map(|p| p as *const T as *mut T)
+/// The state behind an aggregate function's `internal` argument (None before the first row).
+fn state_of<'a, T>(state: Option<Internal>) -> Option<&'a mut T> {
+    let p = state?.unwrap()?.cast_mut_ptr::<T>();
+    // SAFETY: the `internal` state argument of each function here is the `T` that `new_state`
+    // made for the same aggregate: the aggregate declarations (sql/sketch.sql) pair every
+    // function with its aggregate's state type, and SQL cannot make an `internal` value. It lives
+    // in the aggregate's memory context, longer than this call, and PostgreSQL passes a state to
+    // one call at a time, so this is the only reference to it.
+    unsafe { p.as_mut() }
 }
 
 fn into_internal<T>(p: *mut T) -> Internal {
@@ -70,12 +80,12 @@ fn request_sketch_trans(
     cache_hit: Option<bool>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Option<Internal> {
-    let p = match state_ptr::<Sketch>(&state) {
+    let p = match state_of::<Sketch>(state) {
         Some(p) => p,
         None => new_state(fcinfo, Sketch::new()),
     };
     if let Some(d) = duration_ms {
-        unsafe { (*p).add_request(finite_duration(d), status_code, cache_hit) };
+        p.add_request(finite_duration(d), status_code, cache_hit);
     }
     Some(into_internal(p))
 }
@@ -87,12 +97,12 @@ fn sketch_union_trans(
     sketch: Option<&[u8]>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Option<Internal> {
-    let p = match state_ptr::<Sketch>(&state) {
+    let p = match state_of::<Sketch>(state) {
         Some(p) => p,
         None => new_state(fcinfo, Sketch::new()),
     };
     if let Some(bytes) = sketch {
-        unsafe { (*p).merge(&decode(bytes)) };
+        p.merge(&decode(bytes));
     }
     Some(into_internal(p))
 }
@@ -104,12 +114,12 @@ fn sketch_combine(
     b: Option<Internal>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Option<Internal> {
-    match (state_ptr::<Sketch>(&a), state_ptr::<Sketch>(&b)) {
+    match (state_of::<Sketch>(a), state_of::<Sketch>(b)) {
         (None, None) => None,
         (Some(pa), None) => Some(into_internal(pa)),
-        (None, Some(pb)) => Some(into_internal(new_state(fcinfo, unsafe { (*pb).clone() }))),
+        (None, Some(pb)) => Some(into_internal(new_state(fcinfo, pb.clone()))),
         (Some(pa), Some(pb)) => {
-            unsafe { (*pa).merge(&*pb) };
+            pa.merge(pb);
             Some(into_internal(pa))
         }
     }
@@ -118,7 +128,7 @@ fn sketch_combine(
 /// Serialization of both aggregates' state: the sketch's stored bytes.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn sketch_serialize(state: Option<Internal>) -> Option<Vec<u8>> {
-    state_ptr::<Sketch>(&state).map(|p| unsafe { (*p).to_bytes() })
+    state_of::<Sketch>(state).map(|p| p.to_bytes())
 }
 
 /// Deserialization of both aggregates' state.
@@ -209,12 +219,20 @@ fn sketch_mean(sketch: &[u8]) -> Option<f64> {
 /// contexts) cost as much per row as the counting itself. The arguments are read as PostgreSQL
 /// lays them out (timestamptz, float8, int4 and bool by value; text as a varlena, detoasted through
 /// PostgreSQL only when it is compressed or out of line). Declared in SQL below.
+// SAFETY: the exported name is prefixed with the function's and is unique in the process;
+// PostgreSQL calls it only as the C function request_rollup_trans declared below, with that
+// function's fcinfo (6 arguments of the declared types).
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn request_rollup_trans_raw(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
     use pgrx::fcinfo::{pg_arg_is_null, pg_getarg_datum_raw};
+    // SAFETY: fcinfo has the 6 arguments of the SQL declaration, each read only when not NULL:
+    // 0 the state (`new_state`'s Rollup from an earlier row of this aggregate, see `state_of`),
+    // 1 a timestamptz and 3 a float8 by value (8-byte datums on 64-bit builds), 2 a text
+    // varlena (`text_bytes`), 4 an int4 and 5 a bool by value. The endpoint's bytes are valid
+    // UTF-8 unchecked only in a UTF-8 database, where PostgreSQL has verified every text value.
     unsafe {
         let p: *mut Rollup = if pg_arg_is_null(fcinfo, 0) {
             // A backend stays in one database: its encoding is known from the first state on.
@@ -255,27 +273,30 @@ static DATABASE_IS_UTF8: std::sync::atomic::AtomicBool = std::sync::atomic::Atom
 
 /// The bytes of a text datum: read in place when it is stored inline and uncompressed (what
 /// a heap tuple's short text always is), else detoasted by PostgreSQL.
+///
+/// # Safety
+/// `d` is a non-NULL text (or other varlena) datum of the current call; the bytes live as long
+/// as the datum's memory, at least until the call returns.
 #[inline]
 unsafe fn text_bytes<'a>(d: pg_sys::Datum) -> &'a [u8] {
+    let mut v = d.cast_mut_ptr::<pg_sys::varlena>();
+    // SAFETY: a varlena (the caller's promise). Out of line (1-byte external header) or compressed
+    // values are detoasted by PostgreSQL into a plain copy in the current memory context; the
+    // others are read in place. pgrx's helpers read the header as this platform lays it out.
     unsafe {
-        let ptr = d.cast_mut_ptr::<u8>();
-        let h = *ptr;
-        if h & 0x01 == 0x01 && h != 0x01 {
-            // 1-byte header: length (with the header) in the upper 7 bits.
-            let len = (h >> 1) as usize;
-            return std::slice::from_raw_parts(ptr.add(1), len - 1);
+        if pgrx::varatt_is_1b_e(v) || pgrx::varatt_is_4b_c(v) {
+            v = pg_sys::pg_detoast_datum_packed(v);
         }
-        if h & 0x03 == 0x00 {
-            // 4-byte header, uncompressed.
-            let len = (std::ptr::read_unaligned(ptr as *const u32) >> 2) as usize;
-            return std::slice::from_raw_parts(ptr.add(4), len - 4);
-        }
-        let v = pg_sys::pg_detoast_datum_packed(ptr as *mut pg_sys::varlena) as *mut u8;
-        text_bytes(pg_sys::Datum::from(v))
+        std::slice::from_raw_parts(
+            pgrx::vardata_any(v) as *const u8,
+            pgrx::varsize_any_exhdr(v),
+        )
     }
 }
 
 /// The function-info record PostgreSQL looks up for a version-1 C function.
+// SAFETY: the name PostgreSQL's fmgr looks up for request_rollup_trans_raw (pg_finfo_ + its
+// name), unique in the process; it returns a pointer to a static record.
 #[unsafe(no_mangle)]
 #[doc(hidden)]
 pub extern "C" fn pg_finfo_request_rollup_trans_raw() -> &'static pg_sys::Pg_finfo_record {
@@ -296,12 +317,12 @@ fn rollup_combine(
     b: Option<Internal>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Option<Internal> {
-    match (state_ptr::<Rollup>(&a), state_ptr::<Rollup>(&b)) {
+    match (state_of::<Rollup>(a), state_of::<Rollup>(b)) {
         (None, None) => None,
         (Some(pa), None) => Some(into_internal(pa)),
-        (None, Some(pb)) => Some(into_internal(new_state(fcinfo, unsafe { (*pb).clone() }))),
+        (None, Some(pb)) => Some(into_internal(new_state(fcinfo, pb.clone()))),
         (Some(pa), Some(pb)) => {
-            unsafe { (*pa).merge(&*pb) };
+            pa.merge(pb);
             Some(into_internal(pa))
         }
     }
@@ -314,13 +335,13 @@ fn decode_rollup(bytes: &[u8]) -> Rollup {
 /// Final function of request_rollup(): its rows, each sketch in stored form.
 #[pg_extern(immutable, parallel_safe)]
 fn rollup_final(state: Option<Internal>) -> Option<Vec<u8>> {
-    state_ptr::<Rollup>(&state).map(|p| unsafe { (*p).to_row_bytes() })
+    state_of::<Rollup>(state).map(|p| p.to_row_bytes())
 }
 
 /// Serialization of request_rollup()'s state.
 #[pg_extern(immutable, parallel_safe)]
 fn rollup_serialize(state: Option<Internal>) -> Option<Vec<u8>> {
-    state_ptr::<Rollup>(&state).map(|p| unsafe { (*p).to_bytes() })
+    state_of::<Rollup>(state).map(|p| p.to_bytes())
 }
 
 /// Deserialization of request_rollup().

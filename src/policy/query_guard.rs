@@ -64,6 +64,8 @@ fn refusal(query: &str) -> Option<String> {
 
 /// Walks the whole raw tree (subqueries, CTEs, sublinks, set operations) for anything that
 /// writes or locks rows; stops at the first.
+// SAFETY: called only by raw_expression_tree_walker (below and in `refusal`), with a node of a
+// raw parse tree or NULL and the context pointer `refusal` passed.
 #[pg_guard]
 unsafe extern "C-unwind" fn refuse_walker(
     node: *mut pg_sys::Node,
@@ -74,6 +76,7 @@ unsafe extern "C-unwind" fn refuse_walker(
     }
     // SAFETY: context is the `Option<&str>` that `refusal` passed; node is a raw parse node.
     let found = unsafe { &mut *(context as *mut Option<&'static str>) };
+    // SAFETY: node is a non-NULL raw parse node (checked above); every node starts with its tag.
     let tag = unsafe { (*node).type_ };
     match tag {
         pg_sys::NodeTag::T_InsertStmt => *found = Some("INSERT"),

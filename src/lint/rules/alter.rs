@@ -2,6 +2,7 @@
 //! and validated constraints, partitions attached and detached.
 
 use super::{Session, hit, is_existing};
+use crate::lint::tree::{self, node};
 use crate::lint::{Hit, Statement, Target, string_list, text_of, written_name};
 use crate::own_sql::{self, col, quote_ident};
 use pgrx::prelude::*;
@@ -17,16 +18,16 @@ impl Session {
         exclusive: &mut Vec<Target>,
     ) {
         let a = stmt.node.cast::<pg_sys::AlterTableStmt>();
-        let (rv, cmds, objtype) = unsafe { ((*a).relation, (*a).cmds, (*a).objtype) };
+        let (rv, cmds, objtype) = (node(a).relation, node(a).cmds, node(a).objtype);
         if objtype != pg_sys::ObjectType::OBJECT_TABLE {
             return;
         }
         let t = self.target(rv);
-        let cmds = unsafe { pgrx::PgList::<pg_sys::AlterTableCmd>::from_pg(cmds) };
+        let cmds = tree::list::<pg_sys::AlterTableCmd>(cmds);
         let single = cmds.len() == 1;
         let mut strongest = LockMode::AccessShare;
         for cmd in cmds.iter_ptr() {
-            let (sub, name, def) = unsafe { ((*cmd).subtype, text_of((*cmd).name), (*cmd).def) };
+            let (sub, name, def) = (node(cmd).subtype, text_of(node(cmd).name), node(cmd).def);
             use pg_sys::AlterTableType::*;
             let lock = match sub {
                 AT_AddColumn => {
@@ -72,8 +73,13 @@ impl Session {
     }
 
     fn add_column(&self, t: &Target, def: *mut pg_sys::ColumnDef) -> Option<Hit> {
-        let (colname, type_name, constraints) =
-            unsafe { (text_of((*def).colname), (*def).typeName, (*def).constraints) };
+        let (colname, type_name, constraints) = (
+            text_of(node(def).colname),
+            node(def).typeName,
+            node(def).constraints,
+        );
+        // SAFETY: the column's TypeName from the parse tree; TypeNameToString only prints it
+        // into a new palloc'd string (no catalog lookup).
         let type_text = unsafe { text_of(pg_sys::TypeNameToString(type_name)) };
         let mut rewrite: Option<String> = None;
         let mut default_expr: Option<*mut pg_sys::Node> = None;
@@ -91,10 +97,10 @@ impl Session {
                 "a {type_text} column fills every row from a sequence"
             ));
         }
-        let list = unsafe { pgrx::PgList::<pg_sys::Constraint>::from_pg(constraints) };
+        let list = tree::list::<pg_sys::Constraint>(constraints);
         for c in list.iter_ptr() {
-            match unsafe { (*c).contype } {
-                pg_sys::ConstrType::CONSTR_DEFAULT => default_expr = Some(unsafe { (*c).raw_expr }),
+            match node(c).contype {
+                pg_sys::ConstrType::CONSTR_DEFAULT => default_expr = Some(node(c).raw_expr),
                 pg_sys::ConstrType::CONSTR_IDENTITY => {
                     rewrite = Some("an identity column fills every row from a sequence".into())
                 }
@@ -161,7 +167,7 @@ impl Session {
     }
 
     fn alter_type(&self, t: &Target, column: &str, def: *mut pg_sys::ColumnDef) -> Hit {
-        let (type_name, using) = unsafe { ((*def).typeName, (*def).raw_default) };
+        let (type_name, using) = (node(def).typeName, node(def).raw_default);
         let mut h = hit(
             "type_change_rewrite",
             Status::Pass,
@@ -176,8 +182,9 @@ impl Session {
         };
         let new = own_sql::in_subtransaction(move || {
             let (mut typid, mut typmod) = (pg_sys::InvalidOid, -1);
-            // SAFETY: resolves the TypeName through the caller's search_path; an unknown type is
-            // an ERROR caught by the subtransaction.
+            // SAFETY: type_name is the TypeName of the parse tree (read-only here) and the two
+            // outputs are locals; it resolves the name through the caller's search_path, and an
+            // unknown type is an ERROR caught by the subtransaction.
             unsafe {
                 pg_sys::typenameTypeIdAndMod(
                     std::ptr::null_mut(),
@@ -219,6 +226,8 @@ impl Session {
                 |r| col::<String>(r, 1).unwrap_or_default(),
             )
         };
+        // SAFETY: format_type_with_typemod prints any type OID (an unknown one as "???") into a
+        // new palloc'd string; it only reads the catalog.
         let format =
             |oid, typmod| unsafe { text_of(pg_sys::format_type_with_typemod(oid, typmod)) };
         let old_t = lc::ColumnType {
@@ -229,7 +238,7 @@ impl Session {
             name: typname(new_oid),
             typmod: new_mod,
         };
-        // SAFETY: a catalog lookup on two type oids.
+        // SAFETY: a catalog lookup on two type OIDs, by value; it only reads the catalog.
         let coercible = unsafe { pg_sys::IsBinaryCoercible(old_oid, new_oid) };
         let change = format!(
             "{} to {}",
@@ -309,12 +318,13 @@ impl Session {
         stmt: &Statement,
         hits: &mut Vec<Hit>,
     ) -> LockMode {
-        let (kind, name, not_valid, index) = unsafe {
+        let (kind, name, not_valid, index) = {
+            let c = node(c);
             (
-                (*c).contype,
-                text_of((*c).conname),
-                (*c).skip_validation,
-                (*c).indexname,
+                c.contype,
+                text_of(c.conname),
+                c.skip_validation,
+                c.indexname,
             )
         };
         use pg_sys::ConstrType::*;
@@ -325,9 +335,9 @@ impl Session {
                 } else {
                     ("check_not_valid", LockMode::AccessExclusive, "check")
                 };
-                let columns = unsafe {
+                let columns = {
                     if kind == CONSTR_FOREIGN {
-                        string_list((*c).fk_attrs)
+                        string_list(node(c).fk_attrs)
                     } else {
                         Vec::new()
                     }
@@ -339,7 +349,7 @@ impl Session {
                     name
                 };
                 let checked = if kind == CONSTR_CHECK {
-                    unsafe { not_null_column((*c).raw_expr) }
+                    not_null_column(node(c).raw_expr)
                 } else {
                     None
                 };
@@ -390,7 +400,7 @@ impl Session {
                     hit("unique_without_index", Status::Pass, lock, t, Work::Scan),
                     "the constraint's index is built under ACCESS EXCLUSIVE",
                 );
-                let columns = unsafe { string_list((*c).keys) };
+                let columns = string_list(node(c).keys);
                 if kind != CONSTR_EXCLUSION
                     && is_existing(t)
                     && !t.partitioned
@@ -459,7 +469,7 @@ impl Session {
     }
 
     fn attach(&mut self, parent: &Target, cmd: *mut pg_sys::PartitionCmd) -> Hit {
-        let part = self.target(unsafe { (*cmd).name });
+        let part = self.target(node(cmd).name);
         let mut h = self.sized(
             hit("attach_partition", Status::Pass, LockMode::AccessExclusive, &part, Work::Scan),
             &format!(
@@ -479,14 +489,14 @@ impl Session {
         cmd: *mut pg_sys::PartitionCmd,
         stmt: &Statement,
     ) -> (Hit, LockMode) {
-        if unsafe { (*cmd).concurrent } {
+        if node(cmd).concurrent {
             let lock = LockMode::ShareUpdateExclusive;
             return (
                 self.concurrently("detach_partition_not_concurrent", lock, parent, &stmt.text),
                 lock,
             );
         }
-        let part = unsafe { written_name((*cmd).name) };
+        let part = written_name(node(cmd).name);
         let lock = LockMode::AccessExclusive;
         let mut h = self.sized(
             hit("detach_partition_not_concurrent", Status::Pass, lock, parent, Work::None),
@@ -503,26 +513,16 @@ impl Session {
 }
 
 /// The column of a `CHECK (column IS NOT NULL)` expression.
-unsafe fn not_null_column(expr: *mut pg_sys::Node) -> Option<String> {
-    // SAFETY: raw expression nodes, cast only after checking their tags.
-    unsafe {
-        if expr.is_null() || (*expr).type_ != pg_sys::NodeTag::T_NullTest {
-            return None;
-        }
-        let n = expr.cast::<pg_sys::NullTest>();
-        let arg = (*n).arg.cast::<pg_sys::Node>();
-        if (*n).nulltesttype != pg_sys::NullTestType::IS_NOT_NULL
-            || arg.is_null()
-            || (*arg).type_ != pg_sys::NodeTag::T_ColumnRef
-        {
-            return None;
-        }
-        let raw = (*arg.cast::<pg_sys::ColumnRef>()).fields;
-        let fields = string_list(raw);
-        // One plain name: `t.*` (an A_Star) or a qualified column is not this pattern.
-        let one = fields.len() == 1 && pgrx::PgList::<pg_sys::Node>::from_pg(raw).len() == 1;
-        one.then(|| fields[0].clone())
+fn not_null_column(expr: *mut pg_sys::Node) -> Option<String> {
+    let n = tree::cast::<pg_sys::NullTest>(expr)?;
+    if n.nulltesttype != pg_sys::NullTestType::IS_NOT_NULL {
+        return None;
     }
+    let raw = tree::cast::<pg_sys::ColumnRef>(n.arg.cast::<pg_sys::Node>())?.fields;
+    let fields = string_list(raw);
+    // One plain name: `t.*` (an A_Star) or a qualified column is not this pattern.
+    let one = fields.len() == 1 && tree::list::<pg_sys::Node>(raw).len() == 1;
+    one.then(|| fields[0].clone())
 }
 
 /// Whether a column default is volatile, and its text as PostgreSQL deparses it: the raw
@@ -530,9 +530,11 @@ unsafe fn not_null_column(expr: *mut pg_sys::Node) -> Option<String> {
 /// caller's search_path), in a subtransaction so an unknown function is an answer, not an ERROR.
 fn volatile_default(expr: *mut pg_sys::Node) -> Result<(bool, String), String> {
     let expr = expr as usize;
+    // SAFETY: expr is a raw expression of the parse tree, which transformExpr reads into new
+    // nodes; a fresh ParseState with no range table: a column default may not refer to columns.
+    // Nothing is executed; the expression is only analysed and printed, and an ERROR (an unknown
+    // function) is rolled back by the subtransaction.
     own_sql::in_subtransaction(move || unsafe {
-        // SAFETY: a fresh ParseState with no range table: a column default may not refer to
-        // columns. Nothing is executed; the expression is only analysed and printed.
         let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
         let node = pg_sys::transformExpr(
             pstate,
