@@ -9,6 +9,8 @@
 use pgrx::pg_sys;
 use std::ffi::c_int;
 
+// SAFETY: the signatures are PostgreSQL 15's (utils/timeout.h, tcop/tcopprot.h); every call
+// goes through the wrappers below.
 unsafe extern "C-unwind" {
     fn enable_timeout_after(id: c_int, delay_ms: c_int);
     fn enable_timeout_at(id: c_int, fin_time: pg_sys::TimestampTz);
