@@ -4,7 +4,6 @@
 //! column's type. Range and list bounds on key columns; expression keys, hash and DEFAULT
 //! partitions are not counted.
 
-use super::text_of;
 use super::tree::{self, node};
 use crate::own_sql::{self, col, quote_ident};
 
@@ -56,27 +55,8 @@ fn value(raw: *mut pgrx::pg_sys::Node, key_type: &str) -> Result<Value, String> 
             _ => {}
         }
     }
-    let raw = raw as usize;
-    // SAFETY: raw is a raw expression of the parse tree, which transformExpr reads into new
-    // nodes; a fresh ParseState with no range table, as a bound may not refer to columns. The
-    // expression is analysed and printed, not executed; an ERROR is rolled back by the
-    // subtransaction.
-    let text = own_sql::in_subtransaction(move || unsafe {
-        let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
-        let node = pg_sys::transformExpr(
-            pstate,
-            raw as *mut pg_sys::Node,
-            pg_sys::ParseExprKind::EXPR_KIND_PARTITION_BOUND,
-        );
-        let text = text_of(pg_sys::deparse_expression(
-            node,
-            std::ptr::null_mut(),
-            false,
-            false,
-        ));
-        pg_sys::free_parsestate(pstate);
-        text
-    })?;
+    let text =
+        tree::analyse_expression(raw, pg_sys::ParseExprKind::EXPR_KIND_PARTITION_BOUND)?.text;
     Ok(Value::Expr(format!("({text})::{key_type}")))
 }
 

@@ -9,6 +9,7 @@
 //! returns, and nothing changes it while the rules read it (the parser is done; transformExpr
 //! builds new nodes).
 
+use crate::own_sql;
 use pgrx::PgList;
 use pgrx::pg_sys;
 
@@ -58,4 +59,39 @@ pub fn cast<'tree, T: Tagged>(n: *mut pg_sys::Node) -> Option<&'tree T> {
             .filter(|n| n.type_ == T::TAG)
             .map(|n| &*(n as *const pg_sys::Node).cast::<T>())
     }
+}
+
+/// A raw expression of the tree analysed as PostgreSQL analyses it in the clause `kind` (its
+/// functions and operators resolved through the caller's search_path), and its text as
+/// PostgreSQL deparses it; `volatile` says whether it calls a volatile function. Runs in a
+/// subtransaction, so an expression PostgreSQL refuses (an unknown function, a bad value) is an
+/// answer (its message), not an ERROR of the lint.
+pub fn analyse_expression(
+    raw: *mut pg_sys::Node,
+    kind: pg_sys::ParseExprKind::Type,
+) -> Result<Analysed, String> {
+    let raw = raw as usize;
+    // SAFETY: raw is a raw expression of the live parse tree (see the module's comment), which
+    // transformExpr reads into new nodes; a fresh ParseState with no range table, as neither a
+    // column default nor a partition bound may refer to columns. The expression is analysed and
+    // printed, never executed; an ERROR is rolled back by the subtransaction.
+    own_sql::in_subtransaction(move || unsafe {
+        let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
+        let node = pg_sys::transformExpr(pstate, raw as *mut pg_sys::Node, kind);
+        let volatile = pg_sys::contain_volatile_functions(node);
+        let text = super::text_of(pg_sys::deparse_expression(
+            node,
+            std::ptr::null_mut(),
+            false,
+            false,
+        ));
+        pg_sys::free_parsestate(pstate);
+        Analysed { volatile, text }
+    })
+}
+
+/// What `analyse_expression` found.
+pub struct Analysed {
+    pub volatile: bool,
+    pub text: String,
 }

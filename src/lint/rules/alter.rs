@@ -529,26 +529,6 @@ fn not_null_column(expr: *mut pg_sys::Node) -> Option<String> {
 /// expression is transformed as ALTER TABLE ... ADD COLUMN would (functions resolved through the
 /// caller's search_path), in a subtransaction so an unknown function is an answer, not an ERROR.
 fn volatile_default(expr: *mut pg_sys::Node) -> Result<(bool, String), String> {
-    let expr = expr as usize;
-    // SAFETY: expr is a raw expression of the parse tree, which transformExpr reads into new
-    // nodes; a fresh ParseState with no range table: a column default may not refer to columns.
-    // Nothing is executed; the expression is only analysed and printed, and an ERROR (an unknown
-    // function) is rolled back by the subtransaction.
-    own_sql::in_subtransaction(move || unsafe {
-        let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
-        let node = pg_sys::transformExpr(
-            pstate,
-            expr as *mut pg_sys::Node,
-            pg_sys::ParseExprKind::EXPR_KIND_COLUMN_DEFAULT,
-        );
-        let volatile = pg_sys::contain_volatile_functions(node);
-        let text = text_of(pg_sys::deparse_expression(
-            node,
-            std::ptr::null_mut(),
-            false,
-            false,
-        ));
-        pg_sys::free_parsestate(pstate);
-        (volatile, text)
-    })
+    let analysed = tree::analyse_expression(expr, pg_sys::ParseExprKind::EXPR_KIND_COLUMN_DEFAULT)?;
+    Ok((analysed.volatile, analysed.text))
 }
