@@ -219,8 +219,8 @@ fn sketch_mean(sketch: &[u8]) -> Option<f64> {
 /// contexts) cost as much per row as the counting itself. The arguments are read as PostgreSQL
 /// lays them out (timestamptz, float8, int4 and bool by value; text as a varlena, detoasted through
 /// PostgreSQL only when it is compressed or out of line). Declared in SQL below.
-// SAFETY: the exported name is prefixed with the function's and is unique in the process;
-// PostgreSQL calls it only as the C function request_rollup_trans declared below, with that
+// SAFETY: the exported symbol is named after this function, a name no other library in the
+// process exports; PostgreSQL calls it only as the C function request_rollup_trans declared below, with that
 // function's fcinfo (6 arguments of the declared types).
 #[pg_guard]
 #[unsafe(no_mangle)]
