@@ -175,40 +175,31 @@ fn sketch_merge(a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
     }
 }
 
-/// Requests counted in a sketch.
-#[pg_extern(immutable, parallel_safe, strict)]
-fn sketch_count(sketch: &[u8]) -> i64 {
-    view(sketch).counters.count as i64
+/// The readers of one figure of a sketch's counters, each a SQL function taking the sketch.
+macro_rules! sketch_reader {
+    ($($(#[$doc:meta])* fn $name:ident -> $ty:ty = |$c:ident| $read:expr;)*) => {$(
+        $(#[$doc])*
+        #[pg_extern(immutable, parallel_safe, strict)]
+        fn $name(sketch: &[u8]) -> $ty {
+            let $c = view(sketch).counters;
+            $read
+        }
+    )*};
 }
 
-/// Requests with status >= 500 counted in a sketch.
-#[pg_extern(immutable, parallel_safe, strict)]
-fn sketch_errors(sketch: &[u8]) -> i64 {
-    view(sketch).counters.errors as i64
-}
-
-/// Requests with cache_hit true counted in a sketch.
-#[pg_extern(immutable, parallel_safe, strict)]
-fn sketch_cache_hits(sketch: &[u8]) -> i64 {
-    view(sketch).counters.cache_hits as i64
-}
-
-/// Requests with a known cache_hit (true or false) counted in a sketch.
-#[pg_extern(immutable, parallel_safe, strict)]
-fn sketch_cache_lookups(sketch: &[u8]) -> i64 {
-    view(sketch).counters.cache_lookups as i64
-}
-
-/// The largest duration in a sketch (exact).
-#[pg_extern(immutable, parallel_safe, strict)]
-fn sketch_max(sketch: &[u8]) -> Option<f64> {
-    view(sketch).counters.largest()
-}
-
-/// The mean duration in a sketch (exact).
-#[pg_extern(immutable, parallel_safe, strict)]
-fn sketch_mean(sketch: &[u8]) -> Option<f64> {
-    view(sketch).counters.mean()
+sketch_reader! {
+    /// Requests counted in a sketch.
+    fn sketch_count -> i64 = |c| c.count as i64;
+    /// Requests with status >= 500 counted in a sketch.
+    fn sketch_errors -> i64 = |c| c.errors as i64;
+    /// Requests with cache_hit true counted in a sketch.
+    fn sketch_cache_hits -> i64 = |c| c.cache_hits as i64;
+    /// Requests with a known cache_hit (true or false) counted in a sketch.
+    fn sketch_cache_lookups -> i64 = |c| c.cache_lookups as i64;
+    /// The largest duration in a sketch (exact).
+    fn sketch_max -> Option<f64> = |c| c.largest();
+    /// The mean duration in a sketch (exact).
+    fn sketch_mean -> Option<f64> = |c| c.mean();
 }
 
 // ---- the whole rollup in one aggregate ------------------------------------------------------
