@@ -107,6 +107,42 @@ fn sketch_union_trans(
     Some(into_internal(p))
 }
 
+/// An aggregate state that absorbs another of its kind (what a combine function does).
+trait Combinable: Clone {
+    fn absorb(&mut self, other: &Self);
+}
+
+impl Combinable for Sketch {
+    fn absorb(&mut self, other: &Self) {
+        self.merge(other)
+    }
+}
+
+impl Combinable for Rollup {
+    fn absorb(&mut self, other: &Self) {
+        self.merge(other)
+    }
+}
+
+/// The combine step of a parallel aggregate: the second state merged into the first, either
+/// missing (a worker that saw no rows) taken as empty; a state first seen here is copied into the
+/// aggregate's memory context.
+fn combine<T: Combinable>(
+    a: Option<Internal>,
+    b: Option<Internal>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<Internal> {
+    match (state_of::<T>(a), state_of::<T>(b)) {
+        (None, None) => None,
+        (Some(pa), None) => Some(into_internal(pa)),
+        (None, Some(pb)) => Some(into_internal(new_state(fcinfo, pb.clone()))),
+        (Some(pa), Some(pb)) => {
+            pa.absorb(pb);
+            Some(into_internal(pa))
+        }
+    }
+}
+
 /// Combine function of both aggregates (parallel plans): merges the second state into the first.
 #[pg_extern(immutable, parallel_safe)]
 fn sketch_combine(
@@ -114,15 +150,7 @@ fn sketch_combine(
     b: Option<Internal>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Option<Internal> {
-    match (state_of::<Sketch>(a), state_of::<Sketch>(b)) {
-        (None, None) => None,
-        (Some(pa), None) => Some(into_internal(pa)),
-        (None, Some(pb)) => Some(into_internal(new_state(fcinfo, pb.clone()))),
-        (Some(pa), Some(pb)) => {
-            pa.merge(pb);
-            Some(into_internal(pa))
-        }
-    }
+    combine::<Sketch>(a, b, fcinfo)
 }
 
 /// Serialization of both aggregates' state: the sketch's stored bytes.
@@ -308,15 +336,7 @@ fn rollup_combine(
     b: Option<Internal>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Option<Internal> {
-    match (state_of::<Rollup>(a), state_of::<Rollup>(b)) {
-        (None, None) => None,
-        (Some(pa), None) => Some(into_internal(pa)),
-        (None, Some(pb)) => Some(into_internal(new_state(fcinfo, pb.clone()))),
-        (Some(pa), Some(pb)) => {
-            pa.merge(pb);
-            Some(into_internal(pa))
-        }
-    }
+    combine::<Rollup>(a, b, fcinfo)
 }
 
 fn decode_rollup(bytes: &[u8]) -> Rollup {
