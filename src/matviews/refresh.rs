@@ -378,28 +378,24 @@ pub fn wait_latch(ms: i64) {
 fn create_segment(plan: &Plan, options: RefreshOptions) -> Shared {
     let n = plan.views.len();
     let size = segment_size(n, plan.edges.len());
-    // SAFETY: dsm_create raises an ERROR rather than return NULL (flags 0); the fresh segment of
-    // `size` bytes is ours alone until a worker is started with its handle below.
+    // SAFETY: dsm_create (flags 0) raises an ERROR rather than return NULL, and its segment is
+    // this process's alone until a worker is started with its handle, after this block. `base`
+    // points to `size` writable bytes; zero bytes are a valid state for every atomic; the header,
+    // `n` slots and the edges fit in `size` (segment_size), and each pointer is aligned for its
+    // type: the segment starts on a MAXALIGN boundary, and the slots and edges start at multiples
+    // of size_of::<Header>() and size_of::<Slot>(), which are multiples of their 8-byte
+    // alignment. GetUserId and GetSessionUserId read this backend's state.
     let (segment, base) = unsafe {
         let segment = pg_sys::dsm_create(size, 0);
-        (segment, pg_sys::dsm_segment_address(segment) as *mut u8)
-    };
-    // SAFETY: user ids are plain reads of this backend's state.
-    let (user, session_user) = unsafe { (pg_sys::GetUserId(), pg_sys::GetSessionUserId()) };
-    // SAFETY: `base` points to `size` writable bytes that no other process sees yet; zero bytes
-    // are a valid state for every atomic; the header, `n` slots and the edges fit in `size`
-    // (segment_size), and each pointer is aligned for its type: the segment starts on a
-    // MAXALIGN boundary, and the slots and edges start at multiples of size_of::<Header>() and
-    // size_of::<Slot>(), which are multiples of their 8-byte alignment.
-    unsafe {
+        let base = pg_sys::dsm_segment_address(segment) as *mut u8;
         std::ptr::write_bytes(base, 0, size);
         let header = base as *mut Header;
         (*header).magic = SEGMENT_MAGIC;
         (*header).count = n as u32;
         (*header).edge_count = plan.edges.len() as u32;
         (*header).database = backend::database();
-        (*header).user = user;
-        (*header).session_user = session_user;
+        (*header).user = pg_sys::GetUserId();
+        (*header).session_user = pg_sys::GetSessionUserId();
         (*header).caller_pid = my_pid();
         (*header).options = options;
         (*header).started_at = backend::now_micros();
@@ -414,7 +410,8 @@ fn create_segment(plan: &Plan, options: RefreshOptions) -> Shared {
                 reads: reads as u32,
             };
         }
-    }
+        (segment, base)
+    };
     Shared { segment, base }
 }
 
