@@ -1,7 +1,7 @@
 //! A refresh run, the caller's side: dynamic background workers started for each call refresh
 //! the views, one transaction per view, while the calling session waits, relays a NOTICE per view
 //! and returns the rows. The staggered refresh starts one worker; the parallel refresh several,
-//! which take views as their dependencies complete (matview_worker.rs).
+//! which take views as their dependencies complete (worker.rs).
 //!
 //! Why workers: a function's body runs inside its caller's transaction, so refreshes done there
 //! would hold every view's lock until the end and be undone together by any later error or a
@@ -85,13 +85,13 @@ pub struct RunResult {
 
 // ---- the shared segment -------------------------------------------------------------------------
 //
-// Layout: a Header, then one Slot per view of the plan (in refresh order), then the dependency
+// Layout: a RunHeader, then one Slot per view of the plan (in refresh order), then the dependency
 // edges. The caller writes all of it before it starts any worker; afterwards only atomics change,
 // except a slot's plain fields, which the one worker that claimed the slot writes before it
 // publishes DONE (Release), and which nobody reads before seeing DONE (Acquire).
 
 #[repr(C)]
-pub struct Header {
+pub struct RunHeader {
     magic: u32,
     count: u32,
     edge_count: u32,
@@ -148,7 +148,7 @@ struct Edge {
 }
 
 fn slots_offset() -> usize {
-    std::mem::size_of::<Header>()
+    std::mem::size_of::<RunHeader>()
 }
 
 fn edges_offset(count: usize) -> usize {
@@ -161,17 +161,17 @@ fn segment_size(views: usize, edges: usize) -> usize {
 
 /// The run's segment as one process sees it. Every access to the segment's memory goes through
 /// the methods here.
-pub struct Shared {
+pub struct RunSegment {
     segment: *mut pg_sys::dsm_segment,
     base: *mut u8,
 }
 
-impl Shared {
+impl RunSegment {
     /// Attaches to the segment `handle` (in a worker); `None` when the caller has gone.
-    pub fn attach(handle: pg_sys::dsm_handle) -> Option<Shared> {
+    pub fn attach(handle: pg_sys::dsm_handle) -> Option<RunSegment> {
         // SAFETY: dsm_attach returns NULL for a handle whose segment no longer exists; a live
         // segment stays mapped in this process until it detaches or exits, so its address is
-        // valid for the life of the returned Shared (a worker never detaches: it exits).
+        // valid for the life of the returned RunSegment (a worker never detaches: it exits).
         let (segment, base) = unsafe {
             let segment = pg_sys::dsm_attach(handle);
             if segment.is_null() {
@@ -179,7 +179,7 @@ impl Shared {
             }
             (segment, pg_sys::dsm_segment_address(segment) as *mut u8)
         };
-        let shared = Shared { segment, base };
+        let shared = RunSegment { segment, base };
         (shared.header().magic == SEGMENT_MAGIC).then_some(shared)
     }
 
@@ -197,11 +197,11 @@ impl Shared {
         unsafe { pg_sys::dsm_detach(self.segment) };
     }
 
-    pub fn header(&self) -> &Header {
-        // SAFETY: the segment starts with a Header, zeroed then written by the caller before any
+    pub fn header(&self) -> &RunHeader {
+        // SAFETY: the segment starts with a RunHeader, zeroed then written by the caller before any
         // worker was started (a worker checks the magic number first); after that only its
         // atomics change.
-        unsafe { &*(self.base as *const Header) }
+        unsafe { &*(self.base as *const RunHeader) }
     }
 
     /// How many views the run has.
@@ -375,7 +375,7 @@ pub fn wait_latch(ms: i64) {
 
 // ---- the caller ---------------------------------------------------------------------------------
 
-fn create_segment(plan: &Plan, options: RefreshOptions) -> Shared {
+fn create_segment(plan: &Plan, options: RefreshOptions) -> RunSegment {
     let n = plan.views.len();
     let size = segment_size(n, plan.edges.len());
     // SAFETY: dsm_create (flags 0) raises an ERROR rather than return NULL, and its segment is
@@ -383,13 +383,13 @@ fn create_segment(plan: &Plan, options: RefreshOptions) -> Shared {
     // points to `size` writable bytes; zero bytes are a valid state for every atomic; the header,
     // `n` slots and the edges fit in `size` (segment_size), and each pointer is aligned for its
     // type: the segment starts on a MAXALIGN boundary, and the slots and edges start at multiples
-    // of size_of::<Header>() and size_of::<Slot>(), which are multiples of their 8-byte
+    // of size_of::<RunHeader>() and size_of::<Slot>(), which are multiples of their 8-byte
     // alignment. GetUserId and GetSessionUserId read this backend's state.
     let (segment, base) = unsafe {
         let segment = pg_sys::dsm_create(size, 0);
         let base = pg_sys::dsm_segment_address(segment) as *mut u8;
         std::ptr::write_bytes(base, 0, size);
-        let header = base as *mut Header;
+        let header = base as *mut RunHeader;
         (*header).magic = SEGMENT_MAGIC;
         (*header).count = n as u32;
         (*header).edge_count = plan.edges.len() as u32;
@@ -412,7 +412,7 @@ fn create_segment(plan: &Plan, options: RefreshOptions) -> Shared {
         }
         (segment, base)
     };
-    Shared { segment, base }
+    RunSegment { segment, base }
 }
 
 fn start_worker(handle: pg_sys::dsm_handle) -> Option<DynamicBackgroundWorker> {

@@ -13,7 +13,7 @@ use crate::matviews::log::{
     record_sources, source_states, sources_of_views, without_flush_wait,
 };
 use crate::matviews::refresh::{
-    Header, RUN_APPLICATION_NAME, RefreshOptions, Shared, ViewResult, backend_alive, my_pid,
+    RUN_APPLICATION_NAME, RefreshOptions, RunHeader, RunSegment, ViewResult, backend_alive, my_pid,
     wait_latch,
 };
 use crate::matviews::views::{ViewInfo, views_by_oid};
@@ -65,7 +65,7 @@ pub extern "C-unwind" fn pg_runbook_matview_refresh_main(arg: pg_sys::Datum) {
     // pgrx's SIGTERM handler only sets a flag; PostgreSQL's `die` also interrupts a running
     // REFRESH, so terminating the worker (as a cancelled caller does) takes effect at once.
     backend::die_on_sigterm();
-    let Some(shared) = Shared::attach(arg.value() as pg_sys::dsm_handle) else {
+    let Some(shared) = RunSegment::attach(arg.value() as pg_sys::dsm_handle) else {
         return; // the caller has gone
     };
     let h = shared.header();
@@ -87,13 +87,13 @@ pub extern "C-unwind" fn pg_runbook_matview_refresh_main(arg: pg_sys::Datum) {
     shared.wake_all();
 }
 
-fn caller_gone(h: &Header) -> bool {
+fn caller_gone(h: &RunHeader) -> bool {
     !backend_alive(h.caller_pid) || backend::shutdown_requested()
 }
 
 /// Waits (on the latch, woken by the caller and the other workers) until `ready`; false when the
 /// caller has gone or the server shuts down.
-fn wait_for(h: &Header, ready: impl Fn() -> bool) -> bool {
+fn wait_for(h: &RunHeader, ready: impl Fn() -> bool) -> bool {
     while !ready() {
         if caller_gone(h) {
             return false;
@@ -105,7 +105,7 @@ fn wait_for(h: &Header, ready: impl Fn() -> bool) -> bool {
 
 /// The worker's first transaction: become the caller, pin the search_path, read the views; worker
 /// 1 also writes the run's row, the others wait for it.
-fn prepare(shared: &Shared, me: u32) -> Run {
+fn prepare(shared: &RunSegment, me: u32) -> Run {
     let h = shared.header();
     let oids: Vec<pg_sys::Oid> = (0..shared.count()).map(|i| shared.matview(i)).collect();
     begin_transaction();
@@ -176,7 +176,7 @@ fn prepare(shared: &Shared, me: u32) -> Run {
 }
 
 /// Prunes the log, takes a run id and writes the run's row (worker 1, as the extension's owner).
-fn start_run(h: &Header, t: &Bookkeeping, views: usize) -> i64 {
+fn start_run(h: &RunHeader, t: &Bookkeeping, views: usize) -> i64 {
     let o = h.options;
     let options = format!(
         "stagger {} ms, concurrently {}, lock_timeout {} ms, statement_timeout {} ms, only_if_changed {}",
@@ -210,7 +210,7 @@ fn start_run(h: &Header, t: &Bookkeeping, views: usize) -> i64 {
 }
 
 /// The last worker out writes the run's end, its total time and its parallelism.
-fn finish(h: &Header, run: &Run) {
+fn finish(h: &RunHeader, run: &Run) {
     let total_us = backend::now_micros() - h.started_at;
     h.total_us.store(total_us, Ordering::Release);
     begin_transaction();
@@ -230,7 +230,7 @@ fn finish(h: &Header, run: &Run) {
 
 /// Takes ready views until none is left; waits while every pending view waits for another's
 /// refresh.
-fn work(shared: &Shared, run: &Run, me: u32) {
+fn work(shared: &RunSegment, run: &Run, me: u32) {
     let h = shared.header();
     let o = h.options;
     let mut tracker = SkipTracker::new(run.names.clone(), &run.edges);
@@ -266,7 +266,7 @@ fn work(shared: &Shared, run: &Run, me: u32) {
                 tracker.record(reads, shared.outcome(reads));
             }
         }
-        let result = take(run, i, tracker.skip_reason(i), &o, me);
+        let result = refresh_or_skip(run, i, tracker.skip_reason(i), &o, me);
         previous_refreshed = matches!(result.outcome, Outcome::Success | Outcome::Failed);
         shared.complete(i, &result);
         shared.wake_all();
@@ -292,7 +292,13 @@ fn refreshes_concurrently(v: &ViewInfo, o: &RefreshOptions) -> bool {
 }
 
 /// Refreshes (or skips) view `i` of the run.
-fn take(run: &Run, i: usize, skip: Option<String>, o: &RefreshOptions, me: u32) -> ViewResult {
+fn refresh_or_skip(
+    run: &Run,
+    i: usize,
+    skip: Option<String>,
+    o: &RefreshOptions,
+    me: u32,
+) -> ViewResult {
     let t = &run.bookkeeping;
     let skipped = |v: &ViewInfo, reason: String| {
         let result = not_refreshed(me, Outcome::Skipped, refreshes_concurrently(v, o), reason);
