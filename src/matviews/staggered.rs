@@ -48,29 +48,25 @@ pub fn interval_argument_ms(arg: &str, value: Option<Interval>, max_ms: f64) -> 
     ms.round() as i64
 }
 
-type RefreshRows = TableIterator<
-    'static,
-    (
-        name!(matview, String),
-        name!(mode, String),
-        name!(status, String),
-        name!(duration_ms, f64),
-        name!(error, Option<String>),
-    ),
->;
-
-/// Refreshes `plan` on one worker, in its order, and returns a row per view reached.
-fn refresh_one_after_another(plan: Plan, options: RefreshOptions) -> RefreshRows {
+/// Refreshes `plan` on one worker, in its order, and returns a row per view reached: matview,
+/// mode, status, duration_ms, error.
+fn refresh_one_after_another(
+    plan: Plan,
+    options: RefreshOptions,
+) -> Vec<(String, String, String, f64, Option<String>)> {
     let run = refresh::run(&plan, options, 1);
-    TableIterator::new(run.results.into_iter().map(move |(i, r)| {
-        (
-            plan.views[i].display(),
-            r.mode(),
-            r.status(),
-            r.duration_ms,
-            r.error,
-        )
-    }))
+    run.results
+        .into_iter()
+        .map(|(i, r)| {
+            (
+                plan.views[i].display(),
+                r.mode(),
+                r.status(),
+                r.duration_ms,
+                r.error,
+            )
+        })
+        .collect()
 }
 
 /// Refreshes the matching materialized views in dependency order, each in its own transaction
@@ -105,7 +101,7 @@ fn refresh_materialized_views_staggered(
         only_if_changed,
     );
     let plan = Plan::of_matching(&Filter::validated(schema_pattern, name_pattern));
-    refresh_one_after_another(plan, options)
+    TableIterator::new(refresh_one_after_another(plan, options))
 }
 
 /// Refreshes every materialized view, plainly and in dependency order, with the same log.
@@ -127,7 +123,8 @@ fn refresh_materialized_views() -> TableIterator<
         statement_timeout_ms: 0,
         only_if_changed: false,
     };
-    refresh_one_after_another(Plan::of_matching(&Filter::everything()), options)
+    let plan = Plan::of_matching(&Filter::everything());
+    TableIterator::new(refresh_one_after_another(plan, options))
 }
 
 #[cfg(any(test, feature = "pg_test"))]
