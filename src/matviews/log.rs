@@ -1,16 +1,19 @@
 //! The refresh workers' bookkeeping: their transactions, the log rows, and the source snapshots
 //! behind only_if_changed. Written as the extension's owner, one transaction per view, with
 //! every function and operator pg_catalog-qualified (the worker pins its search_path too).
+//! sql/matviews.sql, loaded here, creates the tables written here.
 
-use crate::matviews::refresh::mode_word;
-use crate::matviews::{REFERENCES, ViewInfo};
+use crate::matviews::refresh::ViewResult;
+use crate::matviews::views::{VIEW_REFERENCES, ViewInfo, oid_array};
 use crate::own_sql::{self, col};
 use pgrx::prelude::*;
 use runbook_core::matviews::{Outcome, SourceState};
 use std::collections::BTreeMap;
-use std::ffi::c_int;
 
-pub fn begin() {
+pub fn begin_transaction() {
+    // SAFETY: a worker's own top-level transaction, started when none is open (a worker runs
+    // its units one after another); the snapshot is pushed for the statements run in it and
+    // popped by commit_transaction (or released by the abort of a failed transaction).
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
@@ -18,7 +21,8 @@ pub fn begin() {
     }
 }
 
-pub fn commit() {
+pub fn commit_transaction() {
+    // SAFETY: ends the transaction begin_transaction started, popping the snapshot it pushed.
     unsafe {
         pg_sys::PopActiveSnapshot();
         pg_sys::CommitTransactionCommand();
@@ -28,22 +32,6 @@ pub fn commit() {
     }
 }
 
-/// Runs `f` as the extension's owner, then switches back; an ERROR inside is cleaned up by the
-/// transaction's abort, which restores the user.
-pub fn as_owner<R>(t: &Tables, f: impl FnOnce() -> R) -> R {
-    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        pg_sys::SetUserIdAndSecContext(
-            t.owner,
-            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int,
-        );
-    }
-    let result = f();
-    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
-    result
-}
-
 /// Bookkeeping transactions (the run's row, skipped and unchanged log rows) need not wait for
 /// their WAL flush: losing one in a crash is harmless, and each would otherwise cost a disk flush
 /// that a bare REFRESH does not pay. Refreshes and failures keep synchronous_commit as configured.
@@ -51,52 +39,42 @@ pub fn without_flush_wait() {
     own_sql::set_local("synchronous_commit", "off");
 }
 
-/// The extension's tables, qualified once per run.
-pub struct Tables {
+/// What a worker needs to write its run's bookkeeping: the extension's tables (qualified once per
+/// run), who writes them, and what each log row records of the worker.
+pub struct Bookkeeping {
     /// The extension's owner: the worker writes its bookkeeping as this role (as a SECURITY
     /// DEFINER function would), so a caller needs no privileges on these tables.
     pub owner: pg_sys::Oid,
-    pub log: String,
-    pub sources: String,
-    pub runs: String,
+    pub log_table: String,
+    pub sources_table: String,
+    pub runs_table: String,
     /// The role the refreshes run as (the caller's), recorded in each log row.
     pub role: String,
     /// This worker's number in its run (1-based), recorded in each log row.
     pub worker: i32,
 }
 
-/// Writes one log row in its own transaction (for views not refreshed: skipped, failed).
-#[allow(clippy::too_many_arguments)]
-pub fn log_row(
-    t: &Tables,
-    run_id: i64,
-    v: &ViewInfo,
-    concurrent: bool,
-    outcome: Outcome,
-    ms: f64,
-    rows: Option<i64>,
-    err: Option<&str>,
-) {
-    begin();
-    if outcome != Outcome::Failed {
-        without_flush_wait();
+impl Bookkeeping {
+    /// Runs `f` as the extension's owner, then switches back; an ERROR inside is cleaned up by
+    /// the transaction's abort, which restores the user.
+    pub fn as_owner<R>(&self, f: impl FnOnce() -> R) -> R {
+        own_sql::as_role(self.owner, false, f)
     }
-    insert_log(t, run_id, v, concurrent, outcome, ms, rows, err);
-    commit();
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn insert_log(
-    t: &Tables,
-    run_id: i64,
-    v: &ViewInfo,
-    concurrent: bool,
-    outcome: Outcome,
-    ms: f64,
-    rows: Option<i64>,
-    err: Option<&str>,
-) {
-    as_owner(t, || {
+/// Writes the log row of a view that was not refreshed (skipped, failed) in its own transaction.
+pub fn log_in_own_transaction(t: &Bookkeeping, run_id: i64, v: &ViewInfo, result: &ViewResult) {
+    begin_transaction();
+    if result.outcome != Outcome::Failed {
+        without_flush_wait();
+    }
+    insert_log_row(t, run_id, v, result);
+    commit_transaction();
+}
+
+/// Inserts view `v`'s log row in the open transaction.
+pub fn insert_log_row(t: &Bookkeeping, run_id: i64, v: &ViewInfo, result: &ViewResult) {
+    t.as_owner(|| {
         own_sql::run_prepared(
             &format!(
                 "INSERT INTO {} (run_id, schemaname, matview, mode, status, started_at, finished_at, \
@@ -105,18 +83,18 @@ pub fn insert_log(
                      pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) \
                        pg_catalog.make_interval(secs => $6 OPERATOR(pg_catalog./) 1000.0::pg_catalog.float8), \
                      pg_catalog.clock_timestamp(), $6, $7, $8, $9, $10)",
-                t.log
+                t.log_table
             ),
             &[INT8, TEXT, TEXT, TEXT, TEXT, FLOAT8, INT8, TEXT, INT4, TEXT],
             &[
                 run_id.into(),
                 v.schema.as_str().into(),
                 v.name.as_str().into(),
-                mode_word(concurrent).into(),
-                outcome.as_str().into(),
-                ms.into(),
-                rows.into(),
-                err.into(),
+                result.mode().into(),
+                result.status().into(),
+                result.duration_ms.into(),
+                result.rows.into(),
+                result.error.as_deref().into(),
                 t.worker.into(),
                 t.role.as_str().into(),
             ],
@@ -132,13 +110,13 @@ const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
 const FLOAT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::FLOAT8OID);
 
 /// The view's source relations now, and as recorded at its last successful refresh.
-pub type Sources = BTreeMap<u32, SourceState>;
+pub type SourceStates = BTreeMap<u32, SourceState>;
 
 /// The source relations of each of `views` (keyed by view oid): the tables and views it reads,
 /// through views, and the partitions of partitioned ones. Read once per run, with the views.
 pub fn sources_of_views(views: &[pg_sys::Oid]) -> BTreeMap<u32, Vec<i64>> {
     let sql = format!(
-        "{REFERENCES}, rels AS ( \
+        "{VIEW_REFERENCES}, rels AS ( \
            SELECT mv, rel FROM refs \
            UNION SELECT refs.mv, p.relid FROM refs \
              JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) refs.rel \
@@ -148,7 +126,7 @@ pub fn sources_of_views(views: &[pg_sys::Oid]) -> BTreeMap<u32, Vec<i64>> {
          FROM rels JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) rels.rel \
           AND c.relkind OPERATOR(pg_catalog.=) ANY ('{{r,m,p,f}}'::pg_catalog.\"char\"[])"
     );
-    let ids: Vec<i64> = views.iter().map(|o| o.to_u32() as i64).collect();
+    let ids = oid_array(views);
     let mut sources = BTreeMap::<u32, Vec<i64>>::new();
     for (view, source) in own_sql::select(&sql, &[ids.into()], |r| {
         (col::<i64>(r, 1).unwrap_or(0), col::<i64>(r, 2).unwrap_or(0))
@@ -160,8 +138,12 @@ pub fn sources_of_views(views: &[pg_sys::Oid]) -> BTreeMap<u32, Vec<i64>> {
 
 /// The state of `v`'s sources now (write counters and file nodes), and as recorded at its last
 /// successful refresh. One prepared statement per view.
-pub fn source_states(t: &Tables, v: &ViewInfo, sources: &[i64]) -> (Sources, Sources) {
-    as_owner(t, || {
+pub fn source_states(
+    t: &Bookkeeping,
+    v: &ViewInfo,
+    sources: &[i64],
+) -> (SourceStates, SourceStates) {
+    t.as_owner(|| {
         let sql = format!(
             "SELECT true, c.oid::pg_catalog.int8, pg_catalog.pg_stat_get_tuples_inserted(c.oid) \
                 OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_tuples_updated(c.oid) \
@@ -171,7 +153,7 @@ pub fn source_states(t: &Tables, v: &ViewInfo, sources: &[i64]) -> (Sources, Sou
          UNION ALL \
          SELECT false, source::pg_catalog.int8, writes, filenode::pg_catalog.int8 FROM {} \
          WHERE matview OPERATOR(pg_catalog.=) $2::pg_catalog.oid",
-            t.sources
+            t.sources_table
         );
         let rows = own_sql::run_prepared(
             &sql,
@@ -188,8 +170,8 @@ pub fn source_states(t: &Tables, v: &ViewInfo, sources: &[i64]) -> (Sources, Sou
                 )
             },
         );
-        let mut now = Sources::new();
-        let mut before = Sources::new();
+        let mut now = SourceStates::new();
+        let mut before = SourceStates::new();
         for (is_now, oid, state) in rows {
             if is_now {
                 now.insert(oid, state)
@@ -201,8 +183,8 @@ pub fn source_states(t: &Tables, v: &ViewInfo, sources: &[i64]) -> (Sources, Sou
     })
 }
 
-pub fn record_sources(t: &Tables, v: &ViewInfo, sources: &Sources) {
-    as_owner(t, || {
+pub fn record_sources(t: &Bookkeeping, v: &ViewInfo, sources: &SourceStates) {
+    t.as_owner(|| {
         let oids: Vec<i64> = sources.keys().map(|&o| o as i64).collect();
         let writes: Vec<i64> = sources.values().map(|s| s.writes).collect();
         let files: Vec<i64> = sources.values().map(|s| s.filenode as i64).collect();
@@ -215,7 +197,7 @@ pub fn record_sources(t: &Tables, v: &ViewInfo, sources: &Sources) {
              FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4)) AS x(s, w, f) \
              ON CONFLICT (matview, source) DO UPDATE \
                SET writes = excluded.writes, filenode = excluded.filenode, recorded_at = excluded.recorded_at",
-                t = t.sources
+                t = t.sources_table
             ),
             &[INT8, INT8_ARRAY, INT8_ARRAY, INT8_ARRAY],
             &[
@@ -228,3 +210,16 @@ pub fn record_sources(t: &Tables, v: &ViewInfo, sources: &Sources) {
         );
     })
 }
+
+// The tables written here, and the COMMENTs of the folder's functions (hence the requires).
+pgrx::extension_sql_file!(
+    "../../sql/matviews.sql",
+    name = "matviews",
+    requires = [
+        verify_materialized_view_indexes,
+        refresh_materialized_views_staggered,
+        refresh_materialized_views,
+        refresh_status,
+        prune_mv_refresh_log
+    ]
+);

@@ -1,14 +1,15 @@
 //! `refresh_analytics_views_concurrent()`: the views the staggered refresh would refresh, with
 //! independent views refreshed at the same time on several background workers, and a verdict
-//! against a time budget. The workers are the staggered refresh's (matview_worker.rs); this
-//! module sizes the run and judges it (runbook-core's `matviews`).
+//! against a time budget. The run is the staggered refresh's (refresh.rs, worker.rs) with more
+//! workers; this module sizes it and judges it (runbook-core's `matviews`).
 
 // pgrx needs each #[pg_extern] signature to spell out its row type (it does not resolve aliases).
 #![allow(clippy::type_complexity)]
 
 use crate::error;
 use crate::matviews::refresh::{self, MAX_WORKERS};
-use crate::matviews::{filter, in_refresh_order, non_negative_ms, options, views_matching};
+use crate::matviews::staggered::{interval_argument_ms, refresh_options};
+use crate::matviews::views::{Filter, Plan};
 use crate::own_sql::{self, col};
 use crate::settings;
 use pgrx::prelude::*;
@@ -64,16 +65,15 @@ fn refresh_analytics_views_concurrent(
         error::invalid_argument("max_parallel", "at least 1 worker is needed");
     }
     const MONTH_MS: f64 = 30.0 * 86_400_000.0;
-    let budget_ms = non_negative_ms("budget", budget, MONTH_MS) as f64;
-    let options = options(
+    let budget_ms = interval_argument_ms("budget", budget, MONTH_MS) as f64;
+    let options = refresh_options(
         0,
         concurrently,
         lock_timeout,
         statement_timeout,
         only_if_changed,
     );
-    let f = filter(schema_pattern, name_pattern);
-    let plan = own_sql::with_lock_timeout(|| in_refresh_order(views_matching(&f)));
+    let plan = Plan::of_matching(&Filter::validated(schema_pattern, name_pattern));
     let workers = parallelism(
         requested as usize,
         cap as usize,
@@ -83,8 +83,8 @@ fn refresh_analytics_views_concurrent(
     let result = refresh::run(&plan, options, workers);
 
     let mut durations = vec![0.0; plan.views.len()];
-    for (row, &i) in result.rows.iter().zip(&result.indices) {
-        durations[i] = row.duration_ms;
+    for (i, r) in &result.results {
+        durations[*i] = r.duration_ms;
     }
     let (chain, chain_ms) = slowest_chain(&durations, &plan.edges);
     let names: Vec<String> = chain.iter().map(|&i| plan.views[i].display()).collect();
@@ -107,16 +107,16 @@ fn refresh_analytics_views_concurrent(
         Some(detail),
     );
     let rows: Vec<_> = result
-        .rows
+        .results
         .into_iter()
-        .map(|r| {
+        .map(|(i, r)| {
             (
-                Some(r.matview),
-                r.mode,
-                r.status,
+                Some(plan.views[i].display()),
+                r.mode(),
+                r.status(),
                 r.duration_ms,
                 r.rows,
-                Some(r.worker),
+                Some(r.worker as i32),
                 r.error,
             )
         })

@@ -9,14 +9,14 @@
 //! not a failed refresh, so it does not count toward the `mv_refresh_failures` rollback trigger.
 
 use crate::matviews::log::{
-    Tables, as_owner, begin, commit, insert_log, log_row, record_sources, source_states,
-    sources_of_views, without_flush_wait,
+    Bookkeeping, begin_transaction, commit_transaction, insert_log_row, log_in_own_transaction,
+    record_sources, source_states, sources_of_views, without_flush_wait,
 };
 use crate::matviews::refresh::{
-    CLAIMED, Header, Options, PENDING, RUN_APPLICATION_NAME, Shared, SlotResult, outcome_of,
+    RUN_APPLICATION_NAME, RefreshOptions, RunHeader, RunSegment, ViewResult, backend_alive, my_pid,
     wait_latch,
 };
-use crate::matviews::{self, ViewInfo};
+use crate::matviews::views::{ViewInfo, views_by_oid};
 use crate::own_sql::{self, col};
 use crate::{backend, error};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 /// What one worker knows of its run.
 struct Run {
-    tables: Tables,
+    bookkeeping: Bookkeeping,
     run_id: i64,
     views: Vec<Option<ViewInfo>>,
     sources: BTreeMap<u32, Vec<i64>>,
@@ -57,19 +57,21 @@ fn report_activity(text: Option<&str>) {
 
 /// The worker's entry point; its argument is the handle of the caller's segment.
 #[pg_guard]
+// SAFETY: no other symbol of the process has this name; the postmaster looks the worker's entry
+// point up by it (set_function in refresh.rs), and the signature is the one it calls.
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_runbook_matview_refresh_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
     // pgrx's SIGTERM handler only sets a flag; PostgreSQL's `die` also interrupts a running
     // REFRESH, so terminating the worker (as a cancelled caller does) takes effect at once.
     backend::die_on_sigterm();
-    let Some(shared) = Shared::attach(arg.value() as pg_sys::dsm_handle) else {
+    let Some(shared) = RunSegment::attach(arg.value() as pg_sys::dsm_handle) else {
         return; // the caller has gone
     };
     let h = shared.header();
     let me = h.joined.fetch_add(1, Ordering::AcqRel) + 1;
     if me as usize <= h.pids.len() {
-        h.pids[me as usize - 1].store(unsafe { pg_sys::MyProcPid }, Ordering::Release);
+        h.pids[me as usize - 1].store(my_pid(), Ordering::Release);
     }
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(h.database), Some(h.session_user));
     if !wait_for(h, || h.go.load(Ordering::Acquire) == 1) {
@@ -85,15 +87,13 @@ pub extern "C-unwind" fn pg_runbook_matview_refresh_main(arg: pg_sys::Datum) {
     shared.wake_all();
 }
 
-fn caller_gone(h: &Header) -> bool {
-    unsafe {
-        pg_sys::BackendPidGetProc(h.caller_pid).is_null() || pg_sys::ShutdownRequestPending != 0
-    }
+fn caller_gone(h: &RunHeader) -> bool {
+    !backend_alive(h.caller_pid) || backend::shutdown_requested()
 }
 
 /// Waits (on the latch, woken by the caller and the other workers) until `ready`; false when the
 /// caller has gone or the server shuts down.
-fn wait_for(h: &Header, ready: impl Fn() -> bool) -> bool {
+fn wait_for(h: &RunHeader, ready: impl Fn() -> bool) -> bool {
     while !ready() {
         if caller_gone(h) {
             return false;
@@ -105,47 +105,54 @@ fn wait_for(h: &Header, ready: impl Fn() -> bool) -> bool {
 
 /// The worker's first transaction: become the caller, pin the search_path, read the views; worker
 /// 1 also writes the run's row, the others wait for it.
-fn prepare(shared: &Shared, me: u32) -> Run {
+fn prepare(shared: &RunSegment, me: u32) -> Run {
     let h = shared.header();
-    let oids: Vec<pg_sys::Oid> = (0..shared.count())
-        .map(|i| shared.slot(i).matview)
-        .collect();
-    begin();
+    let oids: Vec<pg_sys::Oid> = (0..shared.count()).map(|i| shared.matview(i)).collect();
+    begin_transaction();
     if h.user != h.session_user {
         // As SET ROLE would; the caller was running as this role, so the worker may too.
+        // SAFETY: sets this backend's current role inside its open transaction, as SET ROLE
+        // does; `h.user` is the caller's current role, which the session user may become.
         unsafe { pg_sys::SetCurrentRoleId(h.user, pg_sys::superuser_arg(h.user)) };
     }
     // Session-level: every later statement of this worker resolves names without any role's or
     // caller's search_path.
     own_sql::set_session("search_path", own_sql::OWN_SEARCH_PATH);
+    if h.workers.load(Ordering::Acquire) > 1 {
+        // A run on several workers already spreads its views over the cores max_parallel was
+        // sized for: parallel query workers would compete with the run's other workers for the
+        // same cores and cost a process start per REFRESH (measured on 2 cores: a third more
+        // CPU per run, none of it shortening the run). The staggered refresh keeps them.
+        own_sql::set_session("max_parallel_workers_per_gather", "0");
+    }
     without_flush_wait();
-    let tables = Tables {
+    let bookkeeping = Bookkeeping {
         owner: own_sql::select_one(
             "SELECT extowner FROM pg_catalog.pg_extension \
              WHERE extname OPERATOR(pg_catalog.=) 'pg_runbook'",
             &[],
             |r| col::<pg_sys::Oid>(r, 1).unwrap_or(pg_sys::BOOTSTRAP_SUPERUSERID.into()),
         ),
-        log: own_sql::ext_object("mv_refresh_log"),
-        sources: own_sql::ext_object("mv_refresh_sources"),
-        runs: own_sql::ext_object("mv_refresh_runs"),
+        log_table: own_sql::ext_object("mv_refresh_log"),
+        sources_table: own_sql::ext_object("mv_refresh_sources"),
+        runs_table: own_sql::ext_object("mv_refresh_runs"),
         role: own_sql::select_one("SELECT CURRENT_USER::pg_catalog.text", &[], |r| {
             col::<String>(r, 1).unwrap_or_default()
         }),
         worker: me as i32,
     };
     if me == 1 {
-        let run_id = start_run(h, &tables, oids.len());
+        let run_id = start_run(h, &bookkeeping, oids.len());
         h.run_id.store(run_id, Ordering::Release);
     }
-    let found = matviews::views_by_oid(&oids);
+    let found = views_by_oid(&oids);
     let views: Vec<Option<ViewInfo>> = oids
         .iter()
         .map(|oid| found.iter().find(|v| v.oid == *oid).cloned())
         .collect();
     let present: Vec<pg_sys::Oid> = views.iter().flatten().map(|v| v.oid).collect();
     let sources = sources_of_views(&present);
-    commit();
+    commit_transaction();
     if me == 1 {
         h.setup_done.store(1, Ordering::Release);
         shared.wake_all();
@@ -159,14 +166,14 @@ fn prepare(shared: &Shared, me: u32) -> Run {
     } else {
         0
     };
-    begin();
+    begin_transaction();
     own_sql::set_session(
         "application_name",
         &format!("{RUN_APPLICATION_NAME}{run_id}"),
     );
-    commit();
+    commit_transaction();
     Run {
-        tables,
+        bookkeeping,
         run_id,
         views,
         sources,
@@ -176,13 +183,13 @@ fn prepare(shared: &Shared, me: u32) -> Run {
 }
 
 /// Prunes the log, takes a run id and writes the run's row (worker 1, as the extension's owner).
-fn start_run(h: &Header, t: &Tables, views: usize) -> i64 {
+fn start_run(h: &RunHeader, t: &Bookkeeping, views: usize) -> i64 {
     let o = h.options;
     let options = format!(
         "stagger {} ms, concurrently {}, lock_timeout {} ms, statement_timeout {} ms, only_if_changed {}",
         o.stagger_ms, o.concurrently, o.lock_timeout_ms, o.statement_timeout_ms, o.only_if_changed
     );
-    as_owner(t, || {
+    t.as_owner(|| {
         own_sql::select_one(
             &format!("SELECT {}.prune_mv_refresh_log()", own_sql::ext_schema()),
             &[],
@@ -194,7 +201,7 @@ fn start_run(h: &Header, t: &Tables, views: usize) -> i64 {
                                  parallelism, refreshed_by) \
                  VALUES (pg_catalog.nextval($1::pg_catalog.regclass), pg_catalog.pg_backend_pid(), \
                          $2, $3, $4, pg_catalog.now(), $5, $6) RETURNING run_id",
-                t.runs
+                t.runs_table
             ),
             &[
                 own_sql::ext_object("mv_refresh_run_id").into(),
@@ -210,27 +217,27 @@ fn start_run(h: &Header, t: &Tables, views: usize) -> i64 {
 }
 
 /// The last worker out writes the run's end, its total time and its parallelism.
-fn finish(h: &Header, run: &Run) {
+fn finish(h: &RunHeader, run: &Run) {
     let total_us = backend::now_micros() - h.started_at;
     h.total_us.store(total_us, Ordering::Release);
-    begin();
+    begin_transaction();
     without_flush_wait();
-    as_owner(&run.tables, || {
+    run.bookkeeping.as_owner(|| {
         own_sql::execute(
             &format!(
                 "UPDATE {} SET finished_at = pg_catalog.clock_timestamp(), total_ms = $2 \
                  WHERE run_id OPERATOR(pg_catalog.=) $1",
-                run.tables.runs
+                run.bookkeeping.runs_table
             ),
             &[run.run_id.into(), (total_us as f64 / 1000.0).into()],
         )
     });
-    commit();
+    commit_transaction();
 }
 
 /// Takes ready views until none is left; waits while every pending view waits for another's
 /// refresh.
-fn work(shared: &Shared, run: &Run, me: u32) {
+fn work(shared: &RunSegment, run: &Run, me: u32) {
     let h = shared.header();
     let o = h.options;
     let mut tracker = SkipTracker::new(run.names.clone(), &run.edges);
@@ -255,13 +262,7 @@ fn work(shared: &Shared, run: &Run, me: u32) {
             wait_latch(20);
             continue;
         };
-        let claimed = shared.slot(i).state.compare_exchange(
-            PENDING,
-            CLAIMED,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
-        if claimed.is_err() {
+        if !shared.claim(i) {
             continue;
         }
         if previous_refreshed && o.stagger_ms > 0 {
@@ -269,49 +270,55 @@ fn work(shared: &Shared, run: &Run, me: u32) {
         }
         for &(view, reads) in &run.edges {
             if view == i && states[reads] == SlotState::Done {
-                tracker.record(reads, outcome_of(shared.slot(reads).outcome));
+                tracker.record(reads, shared.outcome(reads));
             }
         }
-        let result = take(run, i, tracker.skip_reason(i), &o, me);
+        let result = refresh_or_skip(run, i, tracker.skip_reason(i), &o, me);
         previous_refreshed = matches!(result.outcome, Outcome::Success | Outcome::Failed);
         shared.complete(i, &result);
         shared.wake_all();
     }
 }
 
+/// The result of a view not refreshed: skipped, or failed before its refresh began.
+fn not_refreshed(me: u32, outcome: Outcome, concurrent: bool, reason: String) -> ViewResult {
+    ViewResult {
+        worker: me,
+        outcome,
+        concurrent,
+        duration_ms: 0.0,
+        rows: None,
+        error: Some(reason),
+    }
+}
+
+/// Whether `v` is refreshed CONCURRENTLY under options `o`: asked for, and possible (a populated
+/// view with a usable unique index).
+fn refreshes_concurrently(v: &ViewInfo, o: &RefreshOptions) -> bool {
+    o.concurrently && v.populated && v.unique_index.is_some()
+}
+
 /// Refreshes (or skips) view `i` of the run.
-fn take(run: &Run, i: usize, skip: Option<String>, o: &Options, me: u32) -> SlotResult {
-    let t = &run.tables;
+fn refresh_or_skip(
+    run: &Run,
+    i: usize,
+    skip: Option<String>,
+    o: &RefreshOptions,
+    me: u32,
+) -> ViewResult {
+    let t = &run.bookkeeping;
     let skipped = |v: &ViewInfo, reason: String| {
-        let concurrent = o.concurrently && v.populated && v.unique_index.is_some();
-        log_row(
-            t,
-            run.run_id,
-            v,
-            concurrent,
-            Outcome::Skipped,
-            0.0,
-            None,
-            Some(&reason),
-        );
-        SlotResult {
-            worker: me,
-            outcome: Outcome::Skipped,
-            concurrent,
-            ms: 0.0,
-            rows: None,
-            error: Some(reason),
-        }
+        let result = not_refreshed(me, Outcome::Skipped, refreshes_concurrently(v, o), reason);
+        log_in_own_transaction(t, run.run_id, v, &result);
+        result
     };
     match (&run.views[i], skip) {
-        (None, _) => SlotResult {
-            worker: me,
-            outcome: Outcome::Failed,
-            concurrent: false,
-            ms: 0.0,
-            rows: None,
-            error: Some("the materialized view no longer exists".to_string()),
-        },
+        (None, _) => not_refreshed(
+            me,
+            Outcome::Failed,
+            false,
+            "the materialized view no longer exists".to_string(),
+        ),
         (Some(v), _) if !v.may_refresh => skipped(
             v,
             format!(
@@ -326,9 +333,7 @@ fn take(run: &Run, i: usize, skip: Option<String>, o: &Options, me: u32) -> Slot
                 .sources
                 .get(&v.oid.to_u32())
                 .map_or(&[][..], |s| s.as_slice());
-            let mut r = refresh_one(t, run.run_id, v, sources, o);
-            r.worker = me;
-            r
+            refresh_one(t, run.run_id, v, sources, o, me)
         }
     }
 }
@@ -353,8 +358,11 @@ fn stagger(ms: i64) {
 fn refresh_counting_rows(sql: &str) -> i64 {
     let text = CString::new(sql)
         .unwrap_or_else(|_| error::spi_failure("refreshing", "a NUL byte in the statement"));
-    // SAFETY: the statement is one REFRESH we built from a quoted name; it is parsed and run
-    // inside this worker's open transaction, with a snapshot pushed as ProcessUtility expects.
+    // SAFETY: the statement is one REFRESH we built from a quoted name, parsed in this worker's
+    // open transaction (an ERROR raises through pg_guard and aborts it); the parse tree and the
+    // PlannedStmt are palloc'd in the current memory context and outlive the call; `text` lives
+    // until the end of this function, after ProcessUtility returns; the snapshot pushed here is
+    // popped before return, as ProcessUtility's callers do.
     unsafe {
         let parsed = pg_sys::raw_parser(text.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
         if parsed.is_null() || (*parsed).length != 1 {
@@ -389,12 +397,26 @@ fn refresh_counting_rows(sql: &str) -> i64 {
 }
 
 /// Refreshes one view in its own transaction; a failure is rolled back and logged in another.
-fn refresh_one(t: &Tables, run_id: i64, v: &ViewInfo, sources: &[i64], o: &Options) -> SlotResult {
+fn refresh_one(
+    t: &Bookkeeping,
+    run_id: i64,
+    v: &ViewInfo,
+    sources: &[i64],
+    o: &RefreshOptions,
+    me: u32,
+) -> ViewResult {
     let started = Instant::now();
-    let concurrent =
-        std::cell::Cell::new(o.concurrently && v.populated && v.unique_index.is_some());
+    let concurrent = refreshes_concurrently(v, o);
+    let result = |outcome, duration_ms, rows, error| ViewResult {
+        worker: me,
+        outcome,
+        concurrent,
+        duration_ms,
+        rows,
+        error,
+    };
     let attempt = PgTryBuilder::new(AssertUnwindSafe(|| {
-        begin();
+        begin_transaction();
         // Not through SQL: a set_config(..., true) run by a catalog helper would end with it.
         own_sql::set_local("lock_timeout", &format!("{}ms", o.lock_timeout_ms));
         own_sql::set_local(
@@ -407,26 +429,14 @@ fn refresh_one(t: &Tables, run_id: i64, v: &ViewInfo, sources: &[i64], o: &Optio
         let (sources, before) = source_states(t, v, sources);
         if o.only_if_changed && v.populated && sources_unchanged(&before, &sources) {
             without_flush_wait();
-            insert_log(
-                t,
-                run_id,
-                v,
-                concurrent.get(),
-                Outcome::Unchanged,
-                0.0,
-                None,
-                None,
-            );
-            commit();
-            return Ok((Outcome::Unchanged, None));
+            let unchanged = result(Outcome::Unchanged, 0.0, None, None);
+            insert_log_row(t, run_id, v, &unchanged);
+            commit_transaction();
+            return Ok(unchanged);
         }
         let sql = format!(
             "REFRESH MATERIALIZED VIEW {}{}",
-            if concurrent.get() {
-                "CONCURRENTLY "
-            } else {
-                ""
-            },
+            if concurrent { "CONCURRENTLY " } else { "" },
             v.display()
         );
         report_activity(Some(&sql));
@@ -435,56 +445,36 @@ fn refresh_one(t: &Tables, run_id: i64, v: &ViewInfo, sources: &[i64], o: &Optio
         }
         let rows = refresh_counting_rows(&sql);
         backend::disarm_statement_timeout();
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        insert_log(
-            t,
-            run_id,
-            v,
-            concurrent.get(),
+        let refreshed = result(
             Outcome::Success,
-            ms,
+            started.elapsed().as_secs_f64() * 1000.0,
             Some(rows),
             None,
         );
+        insert_log_row(t, run_id, v, &refreshed);
         record_sources(t, v, &sources);
-        commit();
-        Ok((Outcome::Success, Some(rows)))
+        commit_transaction();
+        Ok(refreshed)
     }))
     .catch_others(|e| Err(own_sql::caught_message(&e)))
     .execute();
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     match attempt {
-        Ok((outcome, rows)) => SlotResult {
-            worker: 0,
-            outcome,
-            concurrent: concurrent.get(),
-            ms: if outcome == Outcome::Success { ms } else { 0.0 },
-            rows,
-            error: None,
-        },
+        Ok(mut done) => {
+            // The row returned counts the commit too; the log row was written before it.
+            if done.outcome == Outcome::Success {
+                done.duration_ms = ms;
+            }
+            done
+        }
         Err(message) => {
             backend::disarm_statement_timeout();
             // SAFETY: the refresh's transaction failed and is ours to end; the worker starts a
             // new one for the next view.
             unsafe { pg_sys::AbortCurrentTransaction() };
-            log_row(
-                t,
-                run_id,
-                v,
-                concurrent.get(),
-                Outcome::Failed,
-                ms,
-                None,
-                Some(&message),
-            );
-            SlotResult {
-                worker: 0,
-                outcome: Outcome::Failed,
-                concurrent: concurrent.get(),
-                ms,
-                rows: None,
-                error: Some(message),
-            }
+            let failed = result(Outcome::Failed, ms, None, Some(message));
+            log_in_own_transaction(t, run_id, v, &failed);
+            failed
         }
     }
 }

@@ -84,6 +84,21 @@ q postgres "ALTER SYSTEM RESET pg_runbook.refresh_max_parallel" >/dev/null
 q postgres "SELECT pg_reload_conf()" >/dev/null
 sleep 0.5
 
+echo "parallel query: kept by one worker, left out by several"
+# Each view records the setting it was refreshed under.
+q "$DB" "CREATE SCHEMA pq;
+  CREATE MATERIALIZED VIEW pq.a AS SELECT current_setting('max_parallel_workers_per_gather') AS per_gather;
+  CREATE MATERIALIZED VIEW pq.b AS SELECT current_setting('max_parallel_workers_per_gather') AS per_gather;" >/dev/null
+q "$DB" "SELECT count(*) FROM refresh_materialized_views_staggered(schema_pattern => 'pq')" >/dev/null
+check "the staggered refresh refreshes under the server's setting" \
+  "$(q "$DB" "SELECT string_agg(per_gather, ' ') FROM (SELECT per_gather FROM pq.a UNION ALL SELECT per_gather FROM pq.b) s")" \
+  "$(q "$DB" "SHOW max_parallel_workers_per_gather") $(q "$DB" "SHOW max_parallel_workers_per_gather")"
+q "$DB" "SELECT count(*) FROM refresh_analytics_views_concurrent(schema_pattern => 'pq', max_parallel => 2)" >/dev/null
+check "a run on two workers refreshes without parallel query" \
+  "$(q "$DB" "SELECT parallelism FROM mv_refresh_runs WHERE run_id = (SELECT max(run_id) FROM mv_refresh_runs)") $(q "$DB" "SELECT string_agg(per_gather, ' ') FROM (SELECT per_gather FROM pq.a UNION ALL SELECT per_gather FROM pq.b) s")" \
+  "2 0 0"
+q "$DB" "DROP SCHEMA pq CASCADE" >/dev/null
+
 echo "a locked view is reported, not waited on"
 bg "$DB" "BEGIN; SELECT count(*) FROM par.i2; SELECT pg_sleep(4); COMMIT;"
 holder=$!

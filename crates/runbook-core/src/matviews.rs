@@ -57,6 +57,32 @@ impl Outcome {
     }
 }
 
+/// How a view is refreshed: CONCURRENTLY (readers go on; needs a usable unique index and a
+/// populated view) or plainly (readers wait for the refresh).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshMode {
+    Concurrent,
+    Plain,
+}
+
+impl RefreshMode {
+    pub fn of(concurrent: bool) -> Self {
+        if concurrent {
+            RefreshMode::Concurrent
+        } else {
+            RefreshMode::Plain
+        }
+    }
+
+    /// As mv_refresh_log.mode and the refresh functions' `mode` column spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshMode::Concurrent => "concurrent",
+            RefreshMode::Plain => "plain",
+        }
+    }
+}
+
 /// Tracks outcomes during a run and says which views to skip: a view built on a view that failed,
 /// or was itself skipped, would be refreshed from stale or broken data.
 #[derive(Debug, Clone)]
@@ -255,6 +281,13 @@ pub fn budget_verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_refresh_mode_is_spelled_as_the_log_table_allows() {
+        // mv_refresh_log.mode has CHECK (mode IN ('concurrent', 'plain')).
+        assert_eq!(RefreshMode::of(true).as_str(), "concurrent");
+        assert_eq!(RefreshMode::of(false).as_str(), "plain");
+    }
 
     #[test]
     fn a_view_on_a_view_comes_after_it_whatever_the_input_order() {
