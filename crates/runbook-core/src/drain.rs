@@ -6,7 +6,7 @@ use std::time::Duration;
 /// What one batch of the invalidation drain did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BatchOutcome {
-    /// Events the batch claimed (locked) from the queue, in id order after its floor.
+    /// Events the batch claimed (locked) from the queue, in id order after the cursor's `after_id`.
     pub claimed: i64,
     /// Events deleted from the queue (finished, malformed or coalesced into a finished tag).
     pub events_done: i64,
@@ -15,7 +15,7 @@ pub struct BatchOutcome {
     pub unfinished: i64,
     /// Cache entries the batch deleted.
     pub entries_deleted: i64,
-    /// The highest id claimed (the floor given when none was).
+    /// The highest id claimed (the `after_id` given when none was).
     pub max_id: i64,
     /// Malformed events moved to cache_invalidation_rejected.
     pub rejected: i64,
@@ -27,17 +27,17 @@ impl BatchOutcome {
     }
 }
 
-/// Where a drain stands between batches: claim ids above `floor`; `progressed` says whether
+/// Where a drain stands between batches: claim ids above `after_id`; `progressed` says whether
 /// any batch since the drain last went back to the start finished an event or deleted an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
-    pub floor: i64,
+    pub after_id: i64,
     pub progressed: bool,
 }
 
 impl Cursor {
     pub const START: Cursor = Cursor {
-        floor: 0,
+        after_id: 0,
         progressed: false,
     };
 }
@@ -53,11 +53,11 @@ pub fn next(cursor: Cursor, batch_size: i64, b: &BatchOutcome) -> Option<Cursor>
     let progressed = cursor.progressed || b.progressed();
     if b.claimed >= batch_size {
         return Some(Cursor {
-            floor: b.max_id,
+            after_id: b.max_id,
             progressed,
         });
     }
-    if progressed && (cursor.floor > 0 || b.unfinished > 0) {
+    if progressed && (cursor.after_id > 0 || b.unfinished > 0) {
         return Some(Cursor::START);
     }
     None
@@ -97,8 +97,11 @@ mod tests {
         }
     }
 
-    fn at(floor: i64, progressed: bool) -> Cursor {
-        Cursor { floor, progressed }
+    fn at(after_id: i64, progressed: bool) -> Cursor {
+        Cursor {
+            after_id,
+            progressed,
+        }
     }
 
     #[test]
