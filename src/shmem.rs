@@ -20,7 +20,7 @@ use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
 use std::cell::Cell;
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Whether `_PG_init` runs because the library is in shared_preload_libraries (the only time
 /// shared memory and static workers can be requested).
@@ -44,8 +44,7 @@ pub fn init() {
 
 /// Whether shared memory exists (the library was preloaded).
 pub fn ready() -> bool {
-    // SAFETY: written only by the postmaster's startup hook before it forks.
-    unsafe { !SLOTS.is_null() }
+    !SLOTS.load(Ordering::Relaxed).is_null()
 }
 
 // ---- the per-database slots -----------------------------------------------------------------
@@ -196,10 +195,10 @@ impl CounterCell {
 
 // Set in the postmaster by the startup hook (and again after a crash restart), inherited by
 // every process it forks; null when the library was not preloaded.
-static mut SLOTS: *mut Slot = std::ptr::null_mut();
-static mut COUNTERS: *const CounterCell = std::ptr::null();
-static mut CAPACITY: usize = 0;
-static mut LOCK: *mut pg_sys::LWLock = std::ptr::null_mut();
+static SLOTS: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
+static COUNTERS: AtomicPtr<CounterCell> = AtomicPtr::new(std::ptr::null_mut());
+static CAPACITY: AtomicUsize = AtomicUsize::new(0);
+static LOCK: AtomicPtr<pg_sys::LWLock> = AtomicPtr::new(std::ptr::null_mut());
 static mut PREV_REQUEST: pg_sys::shmem_request_hook_type = None;
 static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;
 
@@ -213,7 +212,7 @@ fn region_size(capacity: usize) -> usize {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn on_request() {
+extern "C-unwind" fn on_request() {
     // SAFETY: called by the postmaster in shmem_request_hook, where these requests belong.
     unsafe {
         if let Some(prev) = PREV_REQUEST {
@@ -225,7 +224,7 @@ unsafe extern "C-unwind" fn on_request() {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn on_startup() {
+extern "C-unwind" fn on_startup() {
     // SAFETY: AddinShmemInitLock (MainLWLockArray[21] in PG 15) serialises ShmemInitStruct; the
     // space was requested in on_request with the same capacity. The counters start right after
     // the slots, whose size is a multiple of 8 (repr(C) with u64 members), so they are aligned.
@@ -254,18 +253,18 @@ unsafe extern "C-unwind" fn on_startup() {
                 });
             }
         }
-        SLOTS = slots;
-        COUNTERS = counters;
-        CAPACITY = capacity;
-        LOCK = &raw mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock;
+        let lock = &raw mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock;
+        CAPACITY.store(capacity, Ordering::Relaxed);
+        COUNTERS.store(counters, Ordering::Relaxed);
+        LOCK.store(lock, Ordering::Relaxed);
+        SLOTS.store(slots, Ordering::Release);
         pg_sys::LWLockRelease(init_lock);
     }
 }
 
 /// How many databases the slots have room for.
 pub fn capacity() -> usize {
-    // SAFETY: written only by the postmaster before forking.
-    unsafe { CAPACITY }
+    CAPACITY.load(Ordering::Relaxed)
 }
 
 fn counter_cells() -> &'static [CounterCell] {
@@ -273,7 +272,7 @@ fn counter_cells() -> &'static [CounterCell] {
         return &[];
     }
     // SAFETY: the cells live as long as shared memory and are only touched through atomics.
-    unsafe { std::slice::from_raw_parts(COUNTERS, CAPACITY) }
+    unsafe { std::slice::from_raw_parts(COUNTERS.load(Ordering::Relaxed), capacity()) }
 }
 
 fn with(mode: pg_sys::LWLockMode::Type, f: impl FnOnce(&mut [Slot])) {
@@ -284,8 +283,9 @@ fn with(mode: pg_sys::LWLockMode::Type, f: impl FnOnce(&mut [Slot])) {
     // `f` only copies plain data (no ERROR can leave the lock held: LWLocks are released at
     // abort anyway).
     unsafe {
-        pg_sys::LWLockAcquire(LOCK, mode);
-        let slots = std::slice::from_raw_parts_mut(SLOTS, CAPACITY);
+        let lock = LOCK.load(Ordering::Relaxed);
+        pg_sys::LWLockAcquire(lock, mode);
+        let slots = std::slice::from_raw_parts_mut(SLOTS.load(Ordering::Relaxed), capacity());
         f(slots);
         if mode == pg_sys::LWLockMode::LW_EXCLUSIVE {
             // A slot that changed hands starts with fresh counters, tagged with its database.
@@ -295,7 +295,7 @@ fn with(mode: pg_sys::LWLockMode::Type, f: impl FnOnce(&mut [Slot])) {
                 }
             }
         }
-        pg_sys::LWLockRelease(LOCK);
+        pg_sys::LWLockRelease(lock);
     }
 }
 

@@ -237,6 +237,8 @@ fn in_recovery() -> bool {
 }
 
 #[pg_guard]
+// SAFETY: the name is unique in the process; the postmaster finds the worker's entry point by
+// it (set_function), and nothing else defines it.
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_runbook_worker_main(arg: pg_sys::Datum) {
     // The launcher passes the database's oid as the argument (ObjectIdGetDatum).

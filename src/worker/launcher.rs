@@ -329,6 +329,8 @@ fn serve(name: &str, oid: pg_sys::Oid, entry: &mut Entry, running: &mut usize, b
 }
 
 #[pg_guard]
+// SAFETY: the name is unique in the process; the postmaster finds the worker's entry point by
+// it (set_function), and nothing else defines it.
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_runbook_launcher_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
