@@ -1,8 +1,9 @@
 //! The drain of the invalidation queue, one loop for every caller: the SQL function
 //! `drain_cache_invalidation_queue` (its batches are subtransactions of the caller's one
-//! transaction), the background worker (a transaction per batch, see `drain_batches`), and the
-//! procedure `drain_cache_invalidation_queue_batches`, whose PL/pgSQL loop commits after each call
-//! of `drain_cache_invalidation_batch` (one batch and `runbook_core::drain::next`).
+//! transaction) and the background worker (a transaction per batch) both run `drain_batches`;
+//! the procedure `drain_cache_invalidation_queue_batches`, whose PL/pgSQL loop commits after each
+//! call, steps through the same batches with `drain_cache_invalidation_batch` (one batch and
+//! `runbook_core::drain::next`).
 //!
 //! A batch is one set-based statement, its plan prepared once per backend: it claims events with
 //! FOR UPDATE SKIP LOCKED, locks the cache rows they name with SKIP LOCKED, deletes tagged rows in
@@ -161,30 +162,9 @@ pub fn one_batch_if_installed(after_id: i64, batch_size: i32) -> Option<BatchOut
     own_sql::ext_schema_if_installed().map(|schema| one_batch(&schema, after_id, batch_size))
 }
 
-/// The drain loop: batch after batch from the start of the queue, each run by `run_batch` with
-/// the id to claim after (the caller gives it its transaction), until the queue has nothing left
-/// this round (`runbook_core::drain::next`), a batch fails, or `after_batch` says stop. Returns
-/// the events finished by the batches that succeeded, and the failure that ended it, if one did.
-pub fn drain_batches<E>(
-    batch_size: i32,
-    mut run_batch: impl FnMut(i64) -> Result<BatchOutcome, E>,
-    mut after_batch: impl FnMut(&BatchOutcome) -> bool,
-) -> (i64, Option<E>) {
-    let mut cursor = Some(Cursor::START);
-    let mut total = 0i64;
-    while let Some(at) = cursor {
-        let b = match run_batch(at.after_id) {
-            Ok(b) => b,
-            Err(e) => return (total, Some(e)),
-        };
-        total += b.events_done;
-        cursor = next(at, batch_size as i64, &b);
-        if !after_batch(&b) {
-            break;
-        }
-    }
-    (total, None)
-}
+/// The drain loop itself is pure bookkeeping, kept (and tested) in the core crate; the worker
+/// calls it from here.
+pub use runbook_core::drain::drain_batches;
 
 /// Drains until the queue is empty or `max_seconds` have passed (at least one batch); returns the
 /// number of events processed. Each batch runs in a subtransaction: when one fails (a migration's
