@@ -40,11 +40,10 @@ fn jsonb_from_text(text: &str) -> Vec<u8> {
 
 /// The bytes of `n` as a numeric datum, for a jsonb number.
 fn numeric_bytes(n: i64) -> Vec<u8> {
-    let numeric =
-        unsafe { pgrx::direct_function_call_as_datum(pg_sys::int8_numeric, &[Some(n.into())]) }
-            .unwrap_or_else(|| {
-                crate::error::spi_failure("health_check", "int8_numeric returned NULL")
-            });
+    let argument = [Some(n.into())];
+    // SAFETY: int8_numeric takes an int8 datum and returns a numeric datum.
+    let numeric = unsafe { pgrx::direct_function_call_as_datum(pg_sys::int8_numeric, &argument) }
+        .unwrap_or_else(|| crate::error::spi_failure("health_check", "int8_numeric returned NULL"));
     jsonb_datum::bytes_of(numeric)
 }
 
@@ -100,7 +99,8 @@ fn compute_body(checked_at: i64) -> Vec<u8> {
             (r.check.to_string(), problem)
         })
         .collect();
-    let checked_at = unsafe { TimestampWithTimeZone::from_datum(checked_at.into(), false) }
+    let checked_at = TimestampWithTimeZone::try_from(checked_at)
+        .ok()
         .map(|t| t.to_iso_string())
         .unwrap_or_default();
     let body = serde_json::json!({
