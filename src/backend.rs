@@ -31,6 +31,14 @@ pub fn database() -> pg_sys::Oid {
     unsafe { pg_sys::MyDatabaseId }
 }
 
+/// Whether the library is being loaded by `shared_preload_libraries` at server start (the only
+/// time shared memory can be requested and a static background worker registered).
+pub fn preloading() -> bool {
+    // SAFETY: a plain bool that PostgreSQL sets before and clears after loading the preloaded
+    // libraries, in the postmaster's single thread; reading it by value is always allowed.
+    unsafe { pg_sys::process_shared_preload_libraries_in_progress }
+}
+
 /// The current time in PostgreSQL's microseconds since 2000-01-01.
 pub fn now_micros() -> i64 {
     // SAFETY: reads the clock; no state is touched.

@@ -18,17 +18,17 @@ mod policy;
 mod privileges;
 mod schema;
 mod settings;
+mod shmem;
 mod worker;
 
 pgrx::pg_module_magic!();
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    let preloading = settings::loading_at_server_start();
     settings::init();
-    if preloading {
-        checks::health::init_shared_memory();
-        worker::init_preloaded();
+    if backend::preloading() {
+        shmem::init();
+        worker::register_launcher();
     }
 }
 

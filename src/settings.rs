@@ -502,14 +502,6 @@ pub fn overridden_in_session() -> Option<String> {
     })
 }
 
-/// Whether the library is being loaded by shared_preload_libraries at server start (the only
-/// time shared memory can be requested and postmaster-only settings defined).
-pub fn loading_at_server_start() -> bool {
-    // SAFETY: a plain bool that PostgreSQL sets before and clears after loading the preloaded
-    // libraries, in the postmaster's single thread; reading it by value is always allowed.
-    unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress }
-}
-
 /// After this, a typo such as `SET pg_runbook.lock_timout` is an error instead of a silent
 /// placeholder. Must run after every setting is defined.
 fn reserve_prefix() {
@@ -547,7 +539,7 @@ fn worker_scale_settings() {
     );
     // Shared memory is sized once, at server start: defining a postmaster-only setting after
     // startup is FATAL, so only the preloading call defines it.
-    if loading_at_server_start() {
+    if crate::backend::preloading() {
         GucRegistry::define_int_guc(
             c"pg_runbook.max_databases",
             c"Databases pg_runbook's shared memory has room for (worker state and cache counters).",

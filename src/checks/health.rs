@@ -8,15 +8,11 @@
 
 use crate::checks::preflight::{self, Thresholds};
 use crate::jsonb_datum::{self, RawJsonb};
-use crate::{own_sql, settings};
-use pgrx::lwlock::PgLwLock;
-use pgrx::pg_shmem_init;
+use crate::{own_sql, settings, shmem};
 use pgrx::prelude::*;
-use pgrx::shmem::PGRXSharedMemory;
 use runbook_core::jsonb;
 use runbook_core::status::{Status, health_word};
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 pgrx::extension_sql_file!(
     "../../sql/health.sql",
@@ -24,47 +20,9 @@ pgrx::extension_sql_file!(
     requires = [health_check, health_live]
 );
 
-/// Room for one result (a jsonb value, stored as its bytes); `checks` details are cut so that it
-/// always fits.
-const BODY_CAPACITY: usize = 8192;
+/// `checks` details are cut to this many characters, so that a result always fits in shared
+/// memory (`shmem::HEALTH_BODY_CAPACITY`).
 const DETAIL_LIMIT: usize = 200;
-/// Databases whose results are cached at once. Results are per database (the cache hit ratio and
-/// invalid indexes are), and a cluster rarely has more databases behind one health probe.
-const SLOTS: usize = 8;
-
-#[derive(Copy, Clone)]
-struct Slot {
-    database: pg_sys::Oid,
-    /// When the stored result was computed (PostgreSQL timestamp, microseconds); 0 when empty.
-    checked_at: i64,
-    len: usize,
-    body: [u8; BODY_CAPACITY],
-}
-
-#[derive(Copy, Clone)]
-pub struct SharedHealth {
-    slots: [Slot; SLOTS],
-}
-
-impl Default for SharedHealth {
-    fn default() -> Self {
-        let empty = Slot {
-            database: pg_sys::InvalidOid,
-            checked_at: 0,
-            len: 0,
-            body: [0; BODY_CAPACITY],
-        };
-        SharedHealth {
-            slots: [empty; SLOTS],
-        }
-    }
-}
-
-// SAFETY: plain fixed-size data with no pointers.
-unsafe impl PGRXSharedMemory for SharedHealth {}
-
-static SHARED: PgLwLock<SharedHealth> = unsafe { PgLwLock::new(c"pg_runbook_health_cache") };
-static SHARED_READY: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static BACKEND_CACHE: RefCell<Option<(i64, Vec<u8>)>> = const { RefCell::new(None) };
@@ -82,60 +40,28 @@ fn jsonb_from_text(text: &str) -> Vec<u8> {
 
 /// The bytes of `n` as a numeric datum, for a jsonb number.
 fn numeric_bytes(n: i64) -> Vec<u8> {
-    let numeric =
-        unsafe { pgrx::direct_function_call_as_datum(pg_sys::int8_numeric, &[Some(n.into())]) }
-            .unwrap_or_else(|| {
-                crate::error::spi_failure("health_check", "int8_numeric returned NULL")
-            });
+    let argument = [Some(n.into())];
+    // SAFETY: int8_numeric takes an int8 datum and returns a numeric datum.
+    let numeric = unsafe { pgrx::direct_function_call_as_datum(pg_sys::int8_numeric, &argument) }
+        .unwrap_or_else(|| crate::error::spi_failure("health_check", "int8_numeric returned NULL"));
     jsonb_datum::bytes_of(numeric)
-}
-
-/// Requests the shared cache; only called while the library is being preloaded.
-pub fn init_shared_memory() {
-    pg_shmem_init!(SHARED);
-    SHARED_READY.store(true, Ordering::Relaxed);
 }
 
 /// This database's stored result: when it was computed, and the jsonb of every member but
 /// `cached`, `age_ms` and `cache`.
 fn load() -> Option<(i64, Vec<u8>)> {
-    if !SHARED_READY.load(Ordering::Relaxed) {
+    if !shmem::ready() {
         return BACKEND_CACHE.with(|c| c.borrow().clone());
     }
-    let db = crate::backend::database();
-    let guard = SHARED.share();
-    guard
-        .slots
-        .iter()
-        .find(|s| s.database == db && s.checked_at != 0)
-        .map(|s| (s.checked_at, s.body[..s.len].to_vec()))
+    shmem::load_health(crate::backend::database())
 }
 
 fn store(checked_at: i64, body: &[u8]) {
-    if !SHARED_READY.load(Ordering::Relaxed) {
+    if !shmem::ready() {
         BACKEND_CACHE.with(|c| *c.borrow_mut() = Some((checked_at, body.to_vec())));
         return;
     }
-    if body.len() > BODY_CAPACITY {
-        return;
-    }
-    let db = crate::backend::database();
-    let mut guard = SHARED.exclusive();
-    // This database's slot, else the stalest one.
-    let index = guard
-        .slots
-        .iter()
-        .position(|s| s.database == db)
-        .unwrap_or_else(|| {
-            (0..SLOTS)
-                .min_by_key(|&i| guard.slots[i].checked_at)
-                .unwrap_or(0)
-        });
-    let slot = &mut guard.slots[index];
-    slot.database = db;
-    slot.body[..body.len()].copy_from_slice(body);
-    slot.len = body.len();
-    slot.checked_at = checked_at;
+    shmem::store_health(crate::backend::database(), checked_at, body);
 }
 
 fn cut(text: &str) -> &str {
@@ -173,7 +99,8 @@ fn compute_body(checked_at: i64) -> Vec<u8> {
             (r.check.to_string(), problem)
         })
         .collect();
-    let checked_at = unsafe { TimestampWithTimeZone::from_datum(checked_at.into(), false) }
+    let checked_at = TimestampWithTimeZone::try_from(checked_at)
+        .ok()
         .map(|t| t.to_iso_string())
         .unwrap_or_default();
     let body = serde_json::json!({
@@ -210,11 +137,7 @@ fn health_check() -> RawJsonb {
             (now, body, false)
         }
     };
-    let scope = if SHARED_READY.load(Ordering::Relaxed) {
-        "shared"
-    } else {
-        "backend"
-    };
+    let scope = if shmem::ready() { "shared" } else { "backend" };
     with_call_members(&body, now, checked_at, cached, scope, None)
 }
 

@@ -69,7 +69,7 @@ fn verify_materialized_view_indexes(
 /// Deletes mv_refresh_log rows older than `pg_runbook.refresh_log_retention` (0 keeps them all)
 /// and returns how many. Every refresh run calls it first; the background worker calls it too.
 #[pg_extern(volatile)]
-fn prune_mv_refresh_log() -> i64 {
+pub fn prune_mv_refresh_log() -> i64 {
     let retention_s = settings::REFRESH_LOG_RETENTION_S.get();
     if retention_s == 0 {
         return 0;

@@ -106,7 +106,7 @@ fn fold_sql(schema: &str) -> String {
 /// their own bucket), prunes raw rows older than pg_runbook.metrics_retention, and returns how many
 /// rows it folded. Another rollup running at the same time makes this one return 0 at once.
 #[pg_extern(volatile, parallel_unsafe, requires = ["metrics"])]
-fn rollup_metrics() -> i64 {
+pub fn rollup_metrics() -> i64 {
     let schema = own_sql::ext_schema();
     own_sql::with_lock_timeout(|| {
         let Some(w) = lock_watermark(&schema) else {

@@ -1,65 +1,62 @@
 //! The per-database worker, started by the launcher with the database's oid. Each round it
-//! drains the invalidation queue batch by batch (`cache::drain_step`, one transaction each) and,
-//! on their intervals, calls `rollup_metrics()`, `clean_expired_cache()` and
-//! `prune_mv_refresh_log()` when they exist. Without the extension it says so and exits; the
-//! launcher looks again later.
+//! drains the invalidation queue with the cache's drain loop (`cache::drain`), one transaction per
+//! batch, and runs the periodic jobs of `jobs::JOBS` that are due, each in a transaction of its
+//! own. Without the extension it says so and exits; the launcher looks again later.
 
-use super::shared::{self, State};
+use super::jobs::{self, Interval, JOBS};
+use super::{nap_until, reload_configuration, report_activity};
 use crate::backend::{self, shutdown_requested};
-use crate::own_sql::{self, col};
-use crate::{cache, settings};
+use crate::cache::drain;
+use crate::shmem::{self, WorkerState};
+use crate::{own_sql, settings};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
-use runbook_core::drain::{Cursor, backoff, next};
-use std::ffi::CString;
+use runbook_core::drain::backoff;
 use std::time::{Duration, Instant};
 
-/// Where this worker's slot is and which database it serves.
+/// The index of this worker's slot in shared memory.
 #[derive(Copy, Clone)]
-struct Me {
+struct MySlot {
     index: usize,
 }
 
-fn set_state(me: Me, state: State) {
-    shared::update(me.index, |s| s.state = state);
-    report_activity(state);
+fn set_state(me: MySlot, state: WorkerState) {
+    shmem::update(me.index, |s| s.state = state);
+    show_in_activity(state);
 }
 
 /// Shows the current step in pg_stat_activity (state and query columns).
-fn report_activity(state: State) {
-    let (backend_state, text) = match state {
-        State::Idle | State::WaitingForExtension | State::Disabled | State::Standby => {
-            (pg_sys::BackendState::STATE_IDLE, state.name())
-        }
-        State::Draining => (
-            pg_sys::BackendState::STATE_RUNNING,
-            "draining the cache invalidation queue",
-        ),
-        State::RollingUp => (
-            pg_sys::BackendState::STATE_RUNNING,
-            "rollup_metrics(), notify_alert_changes()",
-        ),
-        State::Maintenance => (
-            pg_sys::BackendState::STATE_RUNNING,
-            "clean_expired_cache(), prune_mv_refresh_log()",
-        ),
-        _ => (pg_sys::BackendState::STATE_IDLE, state.name()),
+fn show_in_activity(state: WorkerState) {
+    let running = |interval: Interval| {
+        let names: Vec<&str> = JOBS
+            .iter()
+            .filter(|j| j.interval == interval)
+            .map(|j| j.signature)
+            .collect();
+        (pg_sys::BackendState::STATE_RUNNING, names.join(", "))
     };
-    let text = CString::new(text).unwrap_or_default();
-    // SAFETY: pgstat_report_activity copies the text into this backend's status entry.
-    unsafe { pg_sys::pgstat_report_activity(backend_state, text.as_ptr()) };
+    let (backend_state, text) = match state {
+        WorkerState::Draining => (
+            pg_sys::BackendState::STATE_RUNNING,
+            "draining the cache invalidation queue".to_string(),
+        ),
+        WorkerState::RollingUp => running(Interval::Rollup),
+        WorkerState::Maintenance => running(Interval::Maintenance),
+        _ => (pg_sys::BackendState::STATE_IDLE, state.name().to_string()),
+    };
+    report_activity(backend_state, &text);
 }
 
-fn record_error(me: Me, what: &str, message: &str) {
+fn record_error(me: MySlot, what: &str, message: &str) {
     let text = format!("{what}: {message}");
     pgrx::warning!("pg_runbook worker: {text}");
-    let at = shared::now_micros();
-    shared::update(me.index, |s| s.set_error(&text, at));
+    let at = backend::now_micros();
+    shmem::update(me.index, |s| s.set_error(&text, at));
 }
 
-/// Runs one unit of work in its own transaction. An ERROR inside is caught, the transaction
+/// Runs one unit of work in a transaction of its own. An ERROR inside is caught, the transaction
 /// aborted, and the message returned, so the loop carries on.
-fn unit<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+fn in_own_transaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     let f = std::panic::AssertUnwindSafe(f);
     let outcome = PgTryBuilder::new(move || {
         let f = f;
@@ -77,32 +74,10 @@ fn unit<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     outcome
 }
 
-/// Waits until `deadline`, looping: a wake-up from an enqueue or a signal must not cut a backoff
-/// short. With `stop_on_latch` a set latch (an enqueue's wake, SIGHUP) ends the wait at once.
-/// False when the worker should leave.
-pub fn nap_until(deadline: Instant, stop_on_latch: bool) -> bool {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return !shutdown_requested();
-        }
-        if !BackgroundWorker::wait_latch(Some(left)) || shutdown_requested() {
-            return false;
-        }
-        if stop_on_latch {
-            return true;
-        }
-    }
-}
-
-fn reload(me: Me) {
-    // SAFETY: the documented way to apply a reload in a worker (pgrx 0.18 no longer does it).
-    unsafe {
-        pg_sys::ConfigReloadPending = 0;
-        pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
-    }
+fn reload(me: MySlot) {
+    reload_configuration();
     let naptime = settings::NAPTIME_MS.get();
-    shared::update(me.index, |s| s.naptime_ms = naptime);
+    shmem::update(me.index, |s| s.naptime_ms = naptime);
     log!(
         "pg_runbook worker: configuration reloaded: naptime {} ms, drain_batch_size {}, enabled {}",
         naptime,
@@ -111,29 +86,13 @@ fn reload(me: Me) {
     );
 }
 
-/// Calls `schema.signature` when that function exists. Returns whether it ran.
-fn call_if_exists(signature: &str) -> bool {
-    let Some(schema) = own_sql::ext_schema_if_installed() else {
-        return false;
-    };
-    let function = format!("{schema}.{signature}");
-    let exists = own_sql::select_one(
-        "SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
-        &[function.as_str().into()],
-        |r| col::<bool>(r, 1).unwrap_or(false),
-    );
-    if exists {
-        own_sql::with_lock_timeout(|| own_sql::execute(&format!("SELECT {function}"), &[]));
-    }
-    exists
-}
-
-struct Round {
+/// When the jobs last ran, and the failures that make the drain and the jobs back off.
+struct Schedule {
     last_rollup: Instant,
     last_maintenance: Instant,
     /// Consecutive failed drains, and failed job rounds: each backs off on its own, so a job
     /// that cannot get its lock does not hold up the drain.
-    failures: u32,
+    drain_failures: u32,
     job_failures: u32,
     jobs_not_before: Instant,
 }
@@ -148,128 +107,119 @@ enum Drained {
     Failed,
 }
 
-/// Drains batch after batch, each in its own transaction, until the queue has nothing left
-/// this round (see `runbook_core::drain::next`).
-fn drain_round(me: Me) -> Drained {
+/// Drains batch after batch with the cache's drain loop, each batch in a transaction of its own,
+/// until the queue has nothing left this round or the worker is asked to leave.
+fn drain_round(me: MySlot) -> Drained {
     let batch_size = settings::DRAIN_BATCH_SIZE.get();
-    let mut cursor = Some(Cursor::START);
-    while let Some(at) = cursor {
-        set_state(me, State::Draining);
-        let outcome = unit(move || {
-            own_sql::ext_schema_if_installed()
-                .map(|schema| cache::drain_step(&schema, at.floor, batch_size))
-        });
-        match outcome {
-            Err(e) => {
-                record_error(me, "draining the cache invalidation queue", &e);
-                return Drained::Failed;
-            }
-            Ok(None) => return Drained::NoExtension,
-            Ok(Some(batch)) => {
-                if batch.rejected > 0 {
-                    let why = format!(
-                        "moved {} malformed event(s) to cache_invalidation_rejected",
-                        batch.rejected
-                    );
-                    record_error(me, "draining the cache invalidation queue", &why);
+    let what = "draining the cache invalidation queue";
+    let (_, failure) = drain::drain_batches(
+        batch_size,
+        |after_id| {
+            set_state(me, WorkerState::Draining);
+            match in_own_transaction(move || drain::one_batch_if_installed(after_id, batch_size)) {
+                Ok(Some(batch)) => Ok(batch),
+                Ok(None) => Err(Drained::NoExtension),
+                Err(e) => {
+                    record_error(me, what, &e);
+                    Err(Drained::Failed)
                 }
-                if batch.events_done > 0 {
-                    let at = shared::now_micros();
-                    shared::update(me.index, |s| {
-                        s.worker_drained += batch.events_done as u64;
-                        s.last_drain_at = at;
-                    });
-                }
-                cursor = next(at, batch_size as i64, &batch);
             }
-        }
-        if shutdown_requested() {
-            break;
-        }
-    }
-    Drained::Done
+        },
+        |batch| {
+            if batch.rejected > 0 {
+                let why = format!(
+                    "moved {} malformed event(s) to cache_invalidation_rejected",
+                    batch.rejected
+                );
+                record_error(me, what, &why);
+            }
+            if batch.events_done > 0 {
+                let at = backend::now_micros();
+                shmem::update(me.index, |s| {
+                    s.worker_drained += batch.events_done as u64;
+                    s.last_drain_at = at;
+                });
+            }
+            !shutdown_requested()
+        },
+    );
+    failure.unwrap_or(Drained::Done)
 }
 
 /// Runs the periodic jobs that are due; after a failure they wait out a growing backoff.
-fn periodic_jobs(me: Me, round: &mut Round, naptime: Duration) {
-    if Instant::now() < round.jobs_not_before {
+fn periodic_jobs(me: MySlot, schedule: &mut Schedule, naptime: Duration) {
+    if Instant::now() < schedule.jobs_not_before {
         return;
     }
+    let due = |last: Instant, ms: i32| last.elapsed() >= Duration::from_millis(ms as u64);
+    let rollup_due = due(schedule.last_rollup, settings::ROLLUP_INTERVAL_MS.get());
+    if rollup_due {
+        schedule.last_rollup = Instant::now();
+    }
+    let maintenance_due = due(
+        schedule.last_maintenance,
+        settings::MAINTENANCE_INTERVAL_MS.get(),
+    );
+    if maintenance_due {
+        schedule.last_maintenance = Instant::now();
+    }
     let mut ok = true;
-    let mut job = |state: State, signature: &str| {
-        set_state(me, state);
-        if let Err(e) = unit(|| call_if_exists(signature)) {
-            record_error(me, &format!("running {signature}"), &e);
+    for job in JOBS.iter().filter(|j| match j.interval {
+        Interval::Rollup => rollup_due,
+        Interval::Maintenance => maintenance_due,
+    }) {
+        set_state(me, job.state());
+        if let Err(e) = in_own_transaction(|| jobs::run(job)).and_then(|ran| ran) {
+            record_error(me, &format!("running {}", job.signature), &e);
             ok = false;
         }
-    };
-    let due = |last: Instant, ms: i32| last.elapsed() >= Duration::from_millis(ms as u64);
-    if due(round.last_rollup, settings::ROLLUP_INTERVAL_MS.get()) {
-        round.last_rollup = Instant::now();
-        job(State::RollingUp, "rollup_metrics()");
-        job(State::RollingUp, "notify_alert_changes()");
-    }
-    if due(
-        round.last_maintenance,
-        settings::MAINTENANCE_INTERVAL_MS.get(),
-    ) {
-        round.last_maintenance = Instant::now();
-        job(State::Maintenance, "clean_expired_cache()");
-        job(State::Maintenance, "prune_mv_refresh_log()");
     }
     if ok {
-        round.job_failures = 0;
+        schedule.job_failures = 0;
     } else {
-        round.job_failures += 1;
-        round.jobs_not_before =
-            Instant::now() + backoff(round.job_failures + 1, naptime, max_backoff());
+        schedule.job_failures += 1;
+        schedule.jobs_not_before =
+            Instant::now() + backoff(schedule.job_failures + 1, naptime, max_backoff());
     }
 }
 
 /// Clears the slot's pid when the worker exits (ERROR, FATAL after SIGTERM, or return), so
 /// worker_status() never shows a dead process as working.
 #[pg_guard]
-unsafe extern "C-unwind" fn on_exit(_code: std::ffi::c_int, arg: pg_sys::Datum) {
+extern "C-unwind" fn on_exit(_code: std::ffi::c_int, arg: pg_sys::Datum) {
     let index = arg.value();
-    shared::update(index, |s| {
+    shmem::update(index, |s| {
         s.pid = 0;
         s.procno = -1;
-        if s.state != State::WaitingForExtension {
-            s.state = State::Stopped;
+        if s.state != WorkerState::WaitingForExtension {
+            s.state = WorkerState::Stopped;
         }
     });
 }
 
 /// Takes this database's slot and publishes the pid; None when shared memory has no room.
-fn take_slot(database: pg_sys::Oid) -> Option<Me> {
-    let pid = unsafe { pg_sys::MyProcPid };
+fn take_slot(database: pg_sys::Oid) -> Option<MySlot> {
+    let pid = std::process::id() as i32;
     let mut index = None;
-    shared::write(|slots| {
+    shmem::write(|slots| {
         index = slots.iter().position(|s| s.database == database);
         if let Some(i) = index {
             slots[i].pid = pid;
-            slots[i].state = State::Starting;
+            slots[i].state = WorkerState::Starting;
             slots[i].naptime_ms = settings::NAPTIME_MS.get();
         }
     });
     let index = index?;
-    // SAFETY: registers a plain function with the slot index as its argument.
+    // SAFETY: registers a plain function, run at exit with the slot index as its argument.
     unsafe { pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(index)) };
-    Some(Me { index })
+    Some(MySlot { index })
 }
 
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub extern "C-unwind" fn pg_runbook_worker_main(arg: pg_sys::Datum) {
-    let database = unsafe { pg_sys::Oid::from_datum(arg, false) }.unwrap_or(pg_sys::InvalidOid);
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    backend::die_on_sigterm();
-    let Some(me) = take_slot(database) else {
-        return;
-    };
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
-    // SAFETY: sets this session's search_path once, before any query: nothing the worker runs
-    // resolves through a path an ordinary role could plant objects in.
+/// Pins this session's search_path once, before any query: nothing the worker runs resolves
+/// through a path an ordinary role could plant objects in.
+fn pin_search_path() {
+    // SAFETY: SetConfigOption copies both NUL-terminated strings; called outside any
+    // transaction, between the connection and the first query.
     unsafe {
         pg_sys::SetConfigOption(
             c"search_path".as_ptr(),
@@ -277,15 +227,36 @@ pub extern "C-unwind" fn pg_runbook_worker_main(arg: pg_sys::Datum) {
             pg_sys::GucContext::PGC_SUSET,
             pg_sys::GucSource::PGC_S_OVERRIDE,
         );
-        let procno = (*pg_sys::MyProc).pgprocno;
-        shared::update(me.index, |s| s.procno = procno);
     }
-    let name = shared::snapshot()[me.index].name();
+}
+
+/// Whether the server is a standby (or still replaying WAL): the worker then writes nothing.
+fn in_recovery() -> bool {
+    // SAFETY: reads the shared recovery state, which any backend may do at any time.
+    unsafe { pg_sys::RecoveryInProgress() }
+}
+
+#[pg_guard]
+// SAFETY: the name is unique in the process; the postmaster finds the worker's entry point by
+// it (set_function), and nothing else defines it.
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_runbook_worker_main(arg: pg_sys::Datum) {
+    // The launcher passes the database's oid as the argument (ObjectIdGetDatum).
+    let database = pg_sys::Oid::from_u32(arg.value() as u32);
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    backend::die_on_sigterm();
+    let Some(me) = take_slot(database) else {
+        return;
+    };
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
+    pin_search_path();
+    shmem::publish_latch(me.index);
+    let name = shmem::snapshot()[me.index].name();
     log!("pg_runbook worker started for database \"{name}\"");
-    let mut round = Round {
+    let mut schedule = Schedule {
         last_rollup: Instant::now(),
         last_maintenance: Instant::now(),
-        failures: 0,
+        drain_failures: 0,
         job_failures: 0,
         jobs_not_before: Instant::now(),
     };
@@ -298,28 +269,28 @@ pub extern "C-unwind" fn pg_runbook_worker_main(arg: pg_sys::Datum) {
         }
         let naptime = Duration::from_millis(settings::NAPTIME_MS.get() as u64);
         if !settings::WORKER_ENABLED.get() {
-            set_state(me, State::Disabled);
-        } else if unsafe { pg_sys::RecoveryInProgress() } {
-            set_state(me, State::Standby);
+            set_state(me, WorkerState::Disabled);
+        } else if in_recovery() {
+            set_state(me, WorkerState::Standby);
         } else {
             let drained = drain_round(me);
             if matches!(drained, Drained::NoExtension) {
-                set_state(me, State::WaitingForExtension);
+                set_state(me, WorkerState::WaitingForExtension);
                 log!(
                     "pg_runbook worker: extension pg_runbook is not created in database \"{name}\"; the launcher will look again"
                 );
                 return;
             }
             if !shutdown_requested() {
-                periodic_jobs(me, &mut round, naptime);
+                periodic_jobs(me, &mut schedule, naptime);
             }
             if matches!(drained, Drained::Done) {
-                round.failures = 0;
-                set_state(me, State::Idle);
+                schedule.drain_failures = 0;
+                set_state(me, WorkerState::Idle);
             } else {
-                round.failures += 1;
-                let wait = backoff(round.failures + 1, naptime, max_backoff());
-                set_state(me, State::BackingOff);
+                schedule.drain_failures += 1;
+                let wait = backoff(schedule.drain_failures + 1, naptime, max_backoff());
+                set_state(me, WorkerState::BackingOff);
                 if !nap_until(Instant::now() + wait, false) {
                     break;
                 }

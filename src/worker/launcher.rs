@@ -8,10 +8,10 @@
 //! up without a restart; a database that does not exist, or whose worker died, is retried after
 //! an exponential backoff capped by `pg_runbook.max_backoff`.
 
-use super::database::nap_until;
-use super::shared::{self, State};
+use super::{nap_until, reload_configuration, report_activity};
 use crate::backend::{self, shutdown_requested};
 use crate::settings;
+use crate::shmem::{self, WorkerState};
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker,
     SignalWakeFlags,
@@ -26,9 +26,8 @@ const TICK: Duration = Duration::from_secs(1);
 const EXTENSION_RECHECK: Duration = Duration::from_secs(10);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
-/// Requests shared memory and registers the launcher; preloading only.
-pub fn init_preloaded() {
-    shared::init();
+/// Registers the launcher; preloading only (static workers registered later are ignored).
+pub fn register_launcher() {
     BackgroundWorkerBuilder::new("pg_runbook launcher")
         .set_type("pg_runbook launcher")
         .set_library("pg_runbook")
@@ -115,10 +114,10 @@ impl Entry {
 }
 
 /// Sets the managed slot of `name` (a database that has an oid, or a missing one that has none).
-fn show(name: &str, database: pg_sys::Oid, state: State, reason: Option<&str>) -> bool {
-    let at = shared::now_micros();
+fn show(name: &str, database: pg_sys::Oid, state: WorkerState, reason: Option<&str>) -> bool {
+    let at = backend::now_micros();
     let mut kept = false;
-    shared::write(|slots| {
+    shmem::write(|slots| {
         let index = slots
             .iter()
             .position(|s| {
@@ -152,7 +151,7 @@ fn show(name: &str, database: pg_sys::Oid, state: State, reason: Option<&str>) -
 /// Slots of databases no longer asked for stop being shown (their counters stay while the
 /// database exists); slots of dropped databases are freed for others.
 fn forget_unlisted(wanted: &[String], existing: &[(pg_sys::Oid, String)]) {
-    shared::write(|slots| {
+    shmem::write(|slots| {
         for s in slots.iter_mut() {
             let dropped = s.database != pg_sys::InvalidOid
                 && !existing.iter().any(|(oid, _)| *oid == s.database);
@@ -180,7 +179,7 @@ fn start_worker(database: pg_sys::Oid, name: &str) -> Option<DynamicBackgroundWo
         .set_argument(database.into_datum())
         .enable_spi_access()
         .set_restart_time(None)
-        .set_notify_pid(unsafe { pg_sys::MyProcPid })
+        .set_notify_pid(std::process::id() as i32)
         .load_dynamic()
         .ok()
 }
@@ -228,14 +227,8 @@ impl Launcher {
             }
         }
         let text = format!("launcher: {running} of {} database(s) served", wanted.len());
-        report(&text);
+        report_activity(pg_sys::BackendState::STATE_IDLE, &text);
     }
-}
-
-fn report(text: &str) {
-    let text = std::ffi::CString::new(text).unwrap_or_default();
-    // SAFETY: pgstat_report_activity copies the text.
-    unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, text.as_ptr()) };
 }
 
 fn serve_missing(name: &str, entry: &mut Entry) {
@@ -250,7 +243,12 @@ fn serve_missing(name: &str, entry: &mut Entry) {
     );
     log!("pg_runbook launcher: {text}");
     entry.said = text.clone();
-    show(name, pg_sys::InvalidOid, State::BackingOff, Some(&text));
+    show(
+        name,
+        pg_sys::InvalidOid,
+        WorkerState::BackingOff,
+        Some(&text),
+    );
 }
 
 /// Keeps `name` served, or says why it is not.
@@ -263,7 +261,7 @@ fn serve(name: &str, oid: pg_sys::Oid, entry: &mut Entry, running: &mut usize, b
         *entry = Entry::new();
         entry.database = oid;
     }
-    let slot = shared::find(oid);
+    let slot = shmem::find(oid);
     let alive = match &entry.handle {
         Some(h) => matches!(h.pid(), Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted)),
         // A worker started by an earlier launcher (this one restarted) is adopted.
@@ -271,14 +269,14 @@ fn serve(name: &str, oid: pg_sys::Oid, entry: &mut Entry, running: &mut usize, b
     };
     if alive {
         *running += 1;
-        if slot.is_some_and(|s| s.state == State::Idle) {
+        if slot.is_some_and(|s| s.state == WorkerState::Idle) {
             entry.attempts = 0;
         }
         return;
     }
     if entry.handle.take().is_some() {
         // It exited: for want of the extension (look again later) or after a failure.
-        if slot.is_some_and(|s| s.state == State::WaitingForExtension) {
+        if slot.is_some_and(|s| s.state == WorkerState::WaitingForExtension) {
             entry.attempts = 0;
             entry.not_before = Instant::now() + EXTENSION_RECHECK;
         } else {
@@ -289,19 +287,19 @@ fn serve(name: &str, oid: pg_sys::Oid, entry: &mut Entry, running: &mut usize, b
                 wait.as_secs_f64().round()
             );
             log!("pg_runbook launcher: {text}");
-            show(name, oid, State::BackingOff, Some(&text));
+            show(name, oid, WorkerState::BackingOff, Some(&text));
             return;
         }
     }
     if Instant::now() < entry.not_before {
-        let state = slot.map(|s| s.state).unwrap_or(State::Starting);
+        let state = slot.map(|s| s.state).unwrap_or(WorkerState::Starting);
         show(name, oid, state, None);
         return;
     }
-    if !show(name, oid, State::Starting, None) {
+    if !show(name, oid, WorkerState::Starting, None) {
         entry.say(format!(
             "database \"{name}\" unserved: shared memory has room for {} databases (pg_runbook.max_databases)",
-            shared::capacity()
+            shmem::capacity()
         ));
         return;
     }
@@ -310,7 +308,7 @@ fn serve(name: &str, oid: pg_sys::Oid, entry: &mut Entry, running: &mut usize, b
             "database \"{name}\" unserved: pg_runbook.max_workers ({budget}) workers already run"
         );
         entry.say(text.clone());
-        show(name, oid, State::Unserved, Some(&text));
+        show(name, oid, WorkerState::Unserved, Some(&text));
         return;
     }
     match start_worker(oid, name) {
@@ -324,13 +322,15 @@ fn serve(name: &str, oid: pg_sys::Oid, entry: &mut Entry, running: &mut usize, b
                 "database \"{name}\" unserved: no free background worker slot (max_worker_processes)"
             );
             entry.say(text.clone());
-            show(name, oid, State::Unserved, Some(&text));
+            show(name, oid, WorkerState::Unserved, Some(&text));
             entry.not_before = Instant::now() + FIRST_RETRY;
         }
     }
 }
 
 #[pg_guard]
+// SAFETY: the name is unique in the process; the postmaster finds the worker's entry point by
+// it (set_function), and nothing else defines it.
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_runbook_launcher_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
@@ -345,11 +345,7 @@ pub extern "C-unwind" fn pg_runbook_launcher_main(_arg: pg_sys::Datum) {
             break;
         }
         if BackgroundWorker::sighup_received() {
-            // SAFETY: the documented way to apply a reload in a worker.
-            unsafe {
-                pg_sys::ConfigReloadPending = 0;
-                pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
-            }
+            reload_configuration();
         }
         launcher.tick();
         // A worker's exit (the postmaster signals the launcher, bgw_notify_pid) or SIGHUP sets

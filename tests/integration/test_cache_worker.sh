@@ -53,12 +53,20 @@ wait_for "$DB" "SELECT (SELECT count(*) FROM cache_invalidation_queue) = 0" 10
 check "malformed_event_is_moved_aside" "$(q "$DB" "SELECT problem FROM cache_invalidation_rejected")" "neither cache_key nor tag is set"
 check_match "malformed event is in worker_status" "$(q "$DB" "SELECT last_error FROM worker_status()")" "malformed"
 
+# --- a job the worker cannot find is an error in worker_status, never a job silently switched
+# off: notify_alert_changes() (written in SQL, resolved by its signature) renamed away
+q postgres "ALTER SYSTEM SET pg_runbook.rollup_interval = '100ms'" >/dev/null
+q "$DB" "ALTER FUNCTION notify_alert_changes() RENAME TO notify_alert_changes_moved" >/dev/null
+q postgres "SELECT pg_reload_conf()" >/dev/null
+wait_for "$DB" "SELECT EXISTS (SELECT 1 FROM worker_status() WHERE last_error LIKE '%notify_alert_changes() does not exist%')" 15
+check_match "a_job_whose_function_is_missing_is_recorded_in_worker_status" "$(q "$DB" "SELECT last_error FROM worker_status()")" \
+  "running notify_alert_changes\(\): function .*notify_alert_changes\(\) does not exist"
+q "$DB" "ALTER FUNCTION notify_alert_changes_moved() RENAME TO notify_alert_changes" >/dev/null
+
 # --- a periodic job that raises is logged, and draining goes on: a migration-like session holds
 # performance_metrics locked, so the worker's rollup_metrics() gives up at its lock_timeout
 PGAPPNAME=it_metrics_lock bg "$DB" "BEGIN; LOCK TABLE performance_metrics IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);"
 wait_for "$DB" "SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = 'it_metrics_lock' AND wait_event = 'PgSleep'"
-q postgres "ALTER SYSTEM SET pg_runbook.rollup_interval = '100ms'" >/dev/null
-q postgres "SELECT pg_reload_conf()" >/dev/null
 wait_for "$DB" "SELECT EXISTS (SELECT 1 FROM worker_status() WHERE last_error LIKE '%lock timeout%')" 15
 check_match "failing_job_is_recorded_in_worker_status" "$(q "$DB" "SELECT last_error FROM worker_status()")" "rollup_metrics.*lock timeout"
 q "$DB" "SELECT cache_put('still_draining', '1', '1 hour', '{d}'); SELECT invalidate_cache_tag('d')" >/dev/null

@@ -6,7 +6,7 @@ use std::time::Duration;
 /// What one batch of the invalidation drain did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BatchOutcome {
-    /// Events the batch claimed (locked) from the queue, in id order after its floor.
+    /// Events the batch claimed (locked) from the queue, in id order after the cursor's `after_id`.
     pub claimed: i64,
     /// Events deleted from the queue (finished, malformed or coalesced into a finished tag).
     pub events_done: i64,
@@ -15,7 +15,7 @@ pub struct BatchOutcome {
     pub unfinished: i64,
     /// Cache entries the batch deleted.
     pub entries_deleted: i64,
-    /// The highest id claimed (the floor given when none was).
+    /// The highest id claimed (the `after_id` given when none was).
     pub max_id: i64,
     /// Malformed events moved to cache_invalidation_rejected.
     pub rejected: i64,
@@ -27,17 +27,17 @@ impl BatchOutcome {
     }
 }
 
-/// Where a drain stands between batches: claim ids above `floor`; `progressed` says whether
+/// Where a drain stands between batches: claim ids above `after_id`; `progressed` says whether
 /// any batch since the drain last went back to the start finished an event or deleted an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
-    pub floor: i64,
+    pub after_id: i64,
     pub progressed: bool,
 }
 
 impl Cursor {
     pub const START: Cursor = Cursor {
-        floor: 0,
+        after_id: 0,
         progressed: false,
     };
 }
@@ -53,14 +53,40 @@ pub fn next(cursor: Cursor, batch_size: i64, b: &BatchOutcome) -> Option<Cursor>
     let progressed = cursor.progressed || b.progressed();
     if b.claimed >= batch_size {
         return Some(Cursor {
-            floor: b.max_id,
+            after_id: b.max_id,
             progressed,
         });
     }
-    if progressed && (cursor.floor > 0 || b.unfinished > 0) {
+    if progressed && (cursor.after_id > 0 || b.unfinished > 0) {
         return Some(Cursor::START);
     }
     None
+}
+
+/// The drain loop, one for every caller (the SQL function, the worker): batch after batch from
+/// the start of the queue, each run by `run_batch` with the id to claim after (the caller gives
+/// it its transaction), until `next` says the queue has nothing left this round, a batch fails,
+/// or `after_batch` says stop. Returns the events finished by the batches that succeeded, and
+/// the failure that ended the drain, if one did.
+pub fn drain_batches<E>(
+    batch_size: i32,
+    mut run_batch: impl FnMut(i64) -> Result<BatchOutcome, E>,
+    mut after_batch: impl FnMut(&BatchOutcome) -> bool,
+) -> (i64, Option<E>) {
+    let mut cursor = Some(Cursor::START);
+    let mut total = 0i64;
+    while let Some(at) = cursor {
+        let b = match run_batch(at.after_id) {
+            Ok(b) => b,
+            Err(e) => return (total, Some(e)),
+        };
+        total += b.events_done;
+        cursor = next(at, batch_size as i64, &b);
+        if !after_batch(&b) {
+            break;
+        }
+    }
+    (total, None)
 }
 
 /// How many distinct tags one batch works on, and how many entries per tag it may delete, so
@@ -97,8 +123,76 @@ mod tests {
         }
     }
 
-    fn at(floor: i64, progressed: bool) -> Cursor {
-        Cursor { floor, progressed }
+    fn at(after_id: i64, progressed: bool) -> Cursor {
+        Cursor {
+            after_id,
+            progressed,
+        }
+    }
+
+    /// A queue of events 1..=`events`; each batch claims up to `size` queued ids above
+    /// `after_id` and finishes (deletes) every one of them.
+    fn queue_of(events: i64, size: i64) -> impl FnMut(i64) -> Result<BatchOutcome, &'static str> {
+        let mut queued: Vec<i64> = (1..=events).collect();
+        move |after_id| {
+            let claimed: Vec<i64> = queued
+                .iter()
+                .copied()
+                .filter(|&id| id > after_id)
+                .take(size as usize)
+                .collect();
+            queued.retain(|id| !claimed.contains(id));
+            let n = claimed.len() as i64;
+            let max_id = claimed.last().copied().unwrap_or(after_id);
+            Ok(batch(n, n, 0, n, max_id))
+        }
+    }
+
+    #[test]
+    fn the_drain_loop_runs_batches_until_the_queue_is_empty() {
+        let mut seen = Vec::new();
+        let mut run = queue_of(25, 10);
+        let (total, failure) = drain_batches(
+            10,
+            |after_id| {
+                seen.push(after_id);
+                run(after_id)
+            },
+            |_| true,
+        );
+        assert_eq!((total, failure), (25, None));
+        // Full batches go on after their last id; the short one goes back to the start once,
+        // finds nothing, and the drain ends.
+        assert_eq!(seen, vec![0, 10, 20, 0]);
+    }
+
+    #[test]
+    fn the_drain_loop_stops_at_a_failed_batch_keeping_what_was_done() {
+        let mut calls = 0;
+        let mut run = queue_of(100, 10);
+        let (total, failure) = drain_batches(
+            10,
+            |after_id| {
+                calls += 1;
+                if calls == 3 {
+                    Err("lock timeout")
+                } else {
+                    run(after_id)
+                }
+            },
+            |_| true,
+        );
+        assert_eq!((total, failure), (20, Some("lock timeout")));
+    }
+
+    #[test]
+    fn the_drain_loop_stops_when_the_caller_says_so() {
+        let mut batches = 0;
+        let (total, failure) = drain_batches(10, queue_of(100, 10), |_| {
+            batches += 1;
+            batches < 2
+        });
+        assert_eq!((total, failure), (20, None));
     }
 
     #[test]
