@@ -7,6 +7,7 @@ use crate::jsonb_datum::RawJsonb;
 use crate::own_sql::{self, col, quote_ident};
 use crate::{error, policy::query_guard};
 use pgrx::prelude::*;
+use runbook_core::explain;
 
 /// Recomputes the `n` most-hit cached queries that are expired or were invalidated, and, when
 /// pg_prewarm is installed, loads the relations they read into shared buffers. Returns how many
@@ -151,26 +152,16 @@ fn relations_read_by(query: &str) -> Vec<String> {
     });
     let mut names = Vec::new();
     if let Some(plan) = plan {
-        collect_relations(&plan.0, &mut names);
+        let scans = explain::top_plan(&plan.0).map(explain::scans);
+        for scan in scans.into_iter().flatten() {
+            // A Bitmap Index Scan names no schema: its table is prewarmed, its index is not.
+            let Some(schema) = scan.schema else { continue };
+            for name in [scan.relation, scan.index].into_iter().flatten() {
+                names.push(format!("{}.{}", quote_ident(&schema), quote_ident(&name)));
+            }
+        }
     }
     names.sort();
     names.dedup();
     names
-}
-
-fn collect_relations(node: &serde_json::Value, out: &mut Vec<String>) {
-    match node {
-        serde_json::Value::Object(map) => {
-            if let Some(schema) = map.get("Schema").and_then(|s| s.as_str()) {
-                for key in ["Relation Name", "Index Name"] {
-                    if let Some(name) = map.get(key).and_then(|n| n.as_str()) {
-                        out.push(format!("{}.{}", quote_ident(schema), quote_ident(name)));
-                    }
-                }
-            }
-            map.values().for_each(|v| collect_relations(v, out));
-        }
-        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_relations(v, out)),
-        _ => {}
-    }
 }
