@@ -28,12 +28,14 @@ install: setup
 test: test-static setup test-core test-pgrx install test-regress test-integration test-security test-bench-smoke
 	@echo "all tests passed"
 
-# Static checks of the source, in seconds: every unsafe says why it is sound (SAFETY:), and the
-# module graph has no cycle.
+# Static checks of the source, in seconds: every unsafe says why it is sound (SAFETY:), the
+# module graph has no cycle, and docs/architecture.md draws the graph as it is.
 test-static:
 	python3 scripts/check_unsafe.py --self-test
 	python3 scripts/check_unsafe.py
 	python3 scripts/module_graph.py >/dev/null
+	python3 scripts/module_graph.py --markdown | diff -u docs/architecture.md - \
+	  || { echo "docs/architecture.md is stale: scripts/module_graph.py --markdown > docs/architecture.md"; exit 1; }
 
 # Layer 0: pure logic, no server.
 test-core:

@@ -39,8 +39,8 @@ fill_pgq() {
   } | psql -X -q -At -d bench -v ON_ERROR_STOP=1 >/dev/null
 }
 # four_callers_ms SQL: four sessions run SQL at once on the same queue; every call must succeed
-# (they claim events and cache rows with SKIP LOCKED and never wait for each other) and leave the
-# queue empty. Wall clock from the first start to the last end.
+# (they claim events and cache rows with SKIP LOCKED and never wait for each other). Wall clock
+# from the first start to the last end.
 four_callers_ms() {
   local start end pids=() failed=0
   start=$(date +%s%N)
@@ -61,7 +61,11 @@ for _ in $(seq "$RUNS"); do
     "$(time_ms bench "SELECT drain_cache_invalidation_queue(1000, 600)")" ms
   q bench "$fill" >/dev/null; q bench "VACUUM ANALYZE query_cache, cache_invalidation_queue" >/dev/null
   measure "$B" "$F4" "$(four_callers_ms "SELECT drain_cache_invalidation_queue(1000, 600)")" ms
-  [ "$(q bench "SELECT count(*) FROM cache_invalidation_queue")" = 0 ] || { echo "four drainers left events behind" >&2; exit 1; }
+  # Four function calls are four long transactions: an event whose cache row another caller
+  # held is skipped and left for a later pass (the worker's next round). Nothing may be lost: one
+  # more pass must empty the queue.
+  q bench "SELECT drain_cache_invalidation_queue(1000, 600)" >/dev/null
+  [ "$(q bench "SELECT count(*) FROM cache_invalidation_queue")" = 0 ] || { echo "four drainers and a later pass left events behind" >&2; exit 1; }
   q bench "$fill" >/dev/null; q bench "VACUUM ANALYZE query_cache, cache_invalidation_queue" >/dev/null
   measure "$B" "$P1" "$(time_ms bench "CALL drain_cache_invalidation_queue_batches(1000, 600)")" ms
   q bench "$fill" >/dev/null; q bench "VACUUM ANALYZE query_cache, cache_invalidation_queue" >/dev/null
