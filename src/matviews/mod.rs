@@ -1,7 +1,7 @@
 //! Materialized views: `verify_materialized_view_indexes()`, the refresh functions (staggered:
 //! one view after another; parallel: independent views at the same time, within a time budget),
 //! their log and `refresh_status()`. It offers the other capabilities nothing but its SQL
-//! functions (the background worker calls `prune_mv_refresh_log()` by name).
+//! functions and `checks::prune_mv_refresh_log`, which the background worker runs.
 //!
 //! The files, each depending only on those listed before it:
 //! - views.rs: the views as the catalog describes them, the argument filters, their
