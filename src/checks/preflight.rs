@@ -407,16 +407,19 @@ fn xid_age(t: &Thresholds) -> CheckRow {
 fn invalid_indexes() -> CheckRow {
     // An index still being built concurrently is invalid too; it is reported, but only a build
     // that is over (a failed CREATE INDEX CONCURRENTLY) fails the check.
-    let found: Vec<(String, bool)> = invalid_indexes::all()
+    let (building, failed): (Vec<_>, Vec<_>) = invalid_indexes::all()
         .into_iter()
-        .map(|ix| (ix.name, ix.builder.is_some()))
-        .collect();
-    let failed: Vec<&str> = found
+        .partition(|ix| ix.builder.is_some());
+    let found = building.len() + failed.len();
+    // Each failed build with what mends it: the reason, and the statements to run one by one.
+    let failed: Vec<String> = failed
         .iter()
-        .filter(|f| !f.1)
-        .map(|f| f.0.as_str())
+        .map(|ix| {
+            let (why, statements) = ix.advice();
+            format!("{} ({why}; run: {})", ix.name, statements.join("; "))
+        })
         .collect();
-    let building: Vec<&str> = found.iter().filter(|f| f.1).map(|f| f.0.as_str()).collect();
+    let building: Vec<&str> = building.iter().map(|ix| ix.name.as_str()).collect();
     let status = if !failed.is_empty() {
         Status::Fail
     } else if !building.is_empty() {
@@ -426,10 +429,7 @@ fn invalid_indexes() -> CheckRow {
     };
     let mut detail = Vec::new();
     if !failed.is_empty() {
-        detail.push(format!(
-            "invalid: {} (drop and recreate them)",
-            failed.join(", ")
-        ));
+        detail.push(format!("invalid: {}", failed.join(", ")));
     }
     if !building.is_empty() {
         detail.push(format!("still being built: {}", building.join(", ")));
@@ -437,7 +437,7 @@ fn invalid_indexes() -> CheckRow {
     CheckRow::new(
         "invalid_indexes",
         status,
-        found.len().to_string(),
+        found.to_string(),
         "fail on any".into(),
         detail.join("; "),
     )
