@@ -36,7 +36,6 @@ def expand_use_tree(prefix: list, tree: str, out: list):
     tree = tree.strip()
     if not tree:
         return
-    depth, start, head = 0, 0, None
     if "{" in tree and tree.endswith("}"):
         brace = tree.index("{")
         head = tree[:brace].rstrip(":").strip()
@@ -59,20 +58,18 @@ def expand_use_tree(prefix: list, tree: str, out: list):
     out.append(prefix + [p for p in tree.split("::") if p])
 
 
-def resolve(current: tuple, path: list, is_mod_file: bool) -> tuple:
-    """A path starting with crate/super/self -> absolute module path (maybe ending in an item)."""
-    here = list(current) if is_mod_file else list(current)
+def resolve(current: tuple, path: list) -> tuple:
+    """A path starting with crate/super/self, seen from module `current` -> the absolute module
+    path (maybe ending in an item). A mod.rs is its folder's module, so `super` is the same step
+    from a mod.rs as from a file."""
     if path[0] == "crate":
         return tuple(path[1:])
-    if path[0] in ("super", "self"):
-        base = list(current)
-        rest = path
-        while rest and rest[0] in ("super", "self"):
-            if rest[0] == "super":
-                base = base[:-1]
-            rest = rest[1:]
-        return tuple(base + rest)
-    return tuple(here + path)
+    base, rest = list(current), path
+    while rest and rest[0] in ("super", "self"):
+        if rest[0] == "super":
+            base = base[:-1]
+        rest = rest[1:]
+    return tuple(base + rest)
 
 
 def collect():
@@ -91,7 +88,7 @@ def collect():
             targets.append(m.group(1).split("::"))
         deps = set()
         for t in targets:
-            absolute = resolve(mod, t, path.name in ("mod.rs", "lib.rs"))
+            absolute = resolve(mod, t)
             # the longest known module that prefixes the path
             for n in range(len(absolute), 0, -1):
                 if absolute[:n] in modules and absolute[:n] != mod:
@@ -145,6 +142,12 @@ def first_doc_line(path: pathlib.Path) -> str:
     return " ".join(lines)
 
 
+def print_edges(caps, cap_edges, line):
+    for a in caps:
+        for b in sorted(cap_edges.get(a, ())):
+            print(line.format(a=a, b=b))
+
+
 def print_markdown(modules, caps, cap_edges):
     print("# Architecture: the modules of src/ and what uses what")
     print()
@@ -155,9 +158,7 @@ def print_markdown(modules, caps, cap_edges):
     print()
     print("```mermaid")
     print("graph LR")
-    for a in caps:
-        for b in sorted(cap_edges.get(a, ())):
-            print(f"  {a} --> {b}")
+    print_edges(caps, cap_edges, "  {a} --> {b}")
     print("```")
     print()
     print("| module | what it owns |")
@@ -185,9 +186,7 @@ def main():
     elif "--dot" in sys.argv:
         print("// made by scripts/module_graph.py --dot; an edge a -> b: a uses b")
         print("digraph pg_runbook {\n  rankdir=LR;\n  node [shape=box, fontname=\"sans\"];")
-        for a in caps:
-            for b in sorted(cap_edges.get(a, ())):
-                print(f'  "{a}" -> "{b}";')
+        print_edges(caps, cap_edges, '  "{a}" -> "{b}";')
         print("}")
     else:
         for a in caps:
