@@ -137,10 +137,13 @@ fn prewarm_relations(prewarm_schema: &str, names: Vec<String>) {
 /// The tables and indexes the plan of a (checked) query reads, qualified; planned under the
 /// current search_path, inside the query guard.
 fn relations_read_by(query: &str) -> Vec<String> {
-    let plan = Spi::connect(|client| {
+    // EXPLAIN is a utility statement: SPI runs it only in read-write mode (a read-only call is
+    // refused as "not allowed in a non-volatile function"). The query guard keeps the
+    // transaction itself read-only.
+    let plan = Spi::connect_mut(|client| {
         let rows = own_sql::spi(
             "planning the cached query",
-            client.select(
+            client.update(
                 &format!("EXPLAIN (FORMAT JSON, VERBOSE) {query}"),
                 None,
                 &[],
