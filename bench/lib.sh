@@ -36,6 +36,16 @@ time_file_ms() {
   awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f\n", (e - s) / 1000000 }'
 }
 
+# time_statements_ms DB FILE [PGOPTIONS]: the sum of psql's \timing over the statements of FILE
+# (each statement's server round trip), without psql's start and connection (~35 ms on this VM),
+# which is no part of the work compared.
+time_statements_ms() {
+  local out
+  out=$(PGOPTIONS=${3:-} psql -X -q -d "$1" -v ON_ERROR_STOP=1 -o /dev/null -c '\timing on' -f "$2" 2>&1) \
+    || { echo "$out" >&2; return 1; }
+  awk '/^Time:/ { t += $2; n++ } END { if (n == 0) exit 1; printf "%.3f\n", t }' <<<"$out"
+}
+
 # worker DB on|off: turns the background worker on or off for the benchmark cluster, so it neither
 # competes with nor helps a measurement it is not part of.
 worker() {
