@@ -157,7 +157,6 @@ fn relations_read_by(query: &str) -> Vec<String> {
     if let Some(plan) = plan {
         let scans = explain::top_plan(&plan.0).map(explain::scans);
         for scan in scans.into_iter().flatten() {
-            // A Bitmap Index Scan names no schema: its table is prewarmed, its index is not.
             let Some(schema) = scan.schema else { continue };
             for name in [scan.relation, scan.index].into_iter().flatten() {
                 names.push(format!("{}.{}", quote_ident(&schema), quote_ident(&name)));

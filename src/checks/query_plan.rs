@@ -10,7 +10,7 @@ use runbook_core::explain;
 use runbook_core::status::Status;
 use serde_json::Value;
 
-/// What an EXPLAIN (FORMAT JSON) plan says: indexes used (schema, or '' when the node names
+/// What an EXPLAIN (FORMAT JSON) plan says: indexes used (schema, or '' when the plan names
 /// none, and name) and relations scanned sequentially (qualified, quoted), each once.
 fn plan_summary(plan: &Value) -> (Vec<(String, String)>, Vec<String>) {
     let (mut indexes, mut seq_scans) = (Vec::new(), Vec::new());
@@ -34,8 +34,8 @@ fn plan_summary(plan: &Value) -> (Vec<(String, String)>, Vec<String>) {
 }
 
 /// Whether the plan used the index `expected` or, for an index of a partitioned table, a
-/// partition's copy of it (a plan scans the partitions' indexes, never the parent's). A Bitmap
-/// Index Scan node names no schema: its index is matched by name in any schema.
+/// partition's copy of it (a plan scans the partitions' indexes, never the parent's). An index
+/// without a schema (none named above it in the plan) is matched by name in any schema.
 fn index_used(expected: pg_sys::Oid, used: &[(String, String)]) -> bool {
     let (schemas, indexes): (Vec<String>, Vec<String>) = used.iter().cloned().unzip();
     own_sql::select_one(

@@ -8,7 +8,8 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scan {
     pub node_type: String,
-    /// Absent on nodes that name only an index (a Bitmap Index Scan).
+    /// The node's schema. A Bitmap Index Scan names none; it gets the schema of the Bitmap Heap
+    /// Scan above it, which is its index's too (an index lives in its table's schema).
     pub schema: Option<String>,
     pub relation: Option<String>,
     pub index: Option<String>,
@@ -23,28 +24,36 @@ pub fn top_plan(explain: &Value) -> Option<&Value> {
 /// that names a relation or an index, depth first.
 pub fn scans(plan: &Value) -> Vec<Scan> {
     let mut out = Vec::new();
-    collect(plan, &mut out);
+    collect(plan, None, &mut out);
     out
 }
 
-fn collect(node: &Value, out: &mut Vec<Scan>) {
+/// `above`: the schema of the nearest node above that names one.
+fn collect(node: &Value, above: Option<&str>, out: &mut Vec<Scan>) {
     let text = |key: &str| node.get(key).and_then(Value::as_str).map(str::to_string);
     let (relation, index) = (text("Relation Name"), text("Index Name"));
+    let schema = text("Schema");
     if relation.is_some() || index.is_some() {
+        let inherited = if relation.is_none() {
+            above.map(str::to_string)
+        } else {
+            None
+        };
         out.push(Scan {
             node_type: text("Node Type").unwrap_or_default(),
-            schema: text("Schema"),
+            schema: schema.clone().or(inherited),
             relation,
             index,
         });
     }
+    let below = schema.as_deref().or(above);
     for child in node
         .get("Plans")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
     {
-        collect(child, out);
+        collect(child, below, out);
     }
 }
 
@@ -91,11 +100,48 @@ mod tests {
     }
 
     #[test]
-    fn a_bitmap_index_scan_has_no_schema() {
+    fn a_bitmap_index_scan_takes_the_schema_of_its_bitmap_heap_scan() {
         let explain = plan();
         let found = scans(top_plan(&explain).unwrap());
-        assert_eq!(found[2].schema, None);
+        assert_eq!(found[2].index.as_deref(), Some("users_email_idx"));
+        assert_eq!(found[2].schema.as_deref(), Some("app"));
         assert_eq!(found[0].schema.as_deref(), Some("app"));
+    }
+
+    #[test]
+    fn bitmap_index_scans_under_a_bitmap_or_take_their_own_tables_schema() {
+        let explain = serde_json::json!([{ "Plan": {
+            "Node Type": "Nested Loop",
+            "Plans": [
+                { "Node Type": "Bitmap Heap Scan", "Schema": "Sales", "Relation Name": "orders",
+                  "Plans": [ { "Node Type": "BitmapOr", "Plans": [
+                      { "Node Type": "Bitmap Index Scan", "Index Name": "orders_a_idx" },
+                      { "Node Type": "Bitmap Index Scan", "Index Name": "orders_b_idx" } ] } ] },
+                { "Node Type": "Bitmap Heap Scan", "Schema": "crm", "Relation Name": "users",
+                  "Plans": [ { "Node Type": "Bitmap Index Scan", "Index Name": "users_idx" } ] }
+            ]
+        }}]);
+        let found = scans(top_plan(&explain).unwrap());
+        let indexes: Vec<_> = found
+            .iter()
+            .filter(|s| s.relation.is_none())
+            .map(|s| (s.schema.as_deref(), s.index.as_deref()))
+            .collect();
+        assert_eq!(
+            indexes,
+            vec![
+                (Some("Sales"), Some("orders_a_idx")),
+                (Some("Sales"), Some("orders_b_idx")),
+                (Some("crm"), Some("users_idx")),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_index_node_without_any_schema_above_stays_without_one() {
+        let explain = serde_json::json!([{ "Plan":
+            { "Node Type": "Bitmap Index Scan", "Index Name": "lonely_idx" } }]);
+        assert_eq!(scans(top_plan(&explain).unwrap())[0].schema, None);
     }
 
     #[test]
