@@ -1,6 +1,7 @@
 //! The row every object-level check returns: `check, status, object, detail`. Shared by the
 //! migration verification and the integrity checks (and read by the compliance report); and the
-//! accepted findings (`accepted_findings`, `accept_finding()`) every check honours.
+//! accepted findings (`accepted_findings`, `accept_finding()`) every object-level check honours (the
+//! pre-deployment checks and the health check judge live conditions against settings instead).
 
 use crate::error;
 use crate::own_sql::{self, col};
