@@ -305,6 +305,8 @@ pub fn extension_owner() -> pg_sys::Oid {
 /// (what PL/pgSQL's EXCEPTION blocks do). As there, a cancel or statement timeout (57014) and an
 /// assertion failure (P0004) are not swallowed: after the rollback they go on to the caller.
 /// `f` must return owned values and hold no SPI client.
+// CaughtError is pgrx's; it lives only until the match below turns it into a message.
+#[allow(clippy::result_large_err)]
 pub fn in_subtransaction<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
     use pgrx::pg_sys::panic::CaughtError;
     // SAFETY: the subtransaction sequence of pgrx-setup.md: remember the memory context and

@@ -1,5 +1,8 @@
 //! `cache_stats()`: the cache at a glance, from the tables and the counters in shared memory.
 
+// pgrx needs each #[pg_extern] signature to spell out its row type (it does not resolve aliases).
+#![allow(clippy::type_complexity)]
+
 use crate::own_sql::{self, col};
 use crate::shmem;
 use pgrx::prelude::*;

@@ -63,6 +63,7 @@ pub(super) struct StoredQuery<'a> {
 /// cached_query, and its stale twin (from an earlier invalidation) is then forgotten. Returns
 /// false, storing nothing, when a live entry under `key` belongs to a role `role` is not a
 /// member of.
+#[allow(clippy::too_many_arguments)] // the columns of one cache entry
 pub(super) fn store(
     schema: &str,
     key: &str,

@@ -5,6 +5,9 @@
 //! (`pg_get_expr(relpartbound)`), read by runbook-core; anything it cannot read is skipped and
 //! reported, never guessed. Everything here runs under `pg_runbook.lock_timeout`.
 
+// pgrx needs each #[pg_extern] signature to spell out its row type (it does not resolve aliases).
+#![allow(clippy::type_complexity)]
+
 use crate::error;
 use crate::own_sql::{self, col, quote_ident};
 use pgrx::prelude::*;

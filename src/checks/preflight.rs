@@ -259,15 +259,15 @@ fn idle_in_transaction(t: &Thresholds) -> CheckRow {
 }
 
 fn blocked_lock_waits(t: &Thresholds) -> CheckRow {
-    let sql = format!(
-        "SELECT l.pid, EXTRACT(epoch FROM clock_timestamp() - l.waitstart)::float8 * 1000 AS waited_ms, \
-                array_to_string(pg_catalog.pg_blocking_pids(l.pid), ','), \
-                l.mode || ' on ' || COALESCE(l.relation::regclass::text, l.locktype) \
+    let sql = "SELECT l.pid, EXTRACT(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) l.waitstart)::pg_catalog.float8 \
+                OPERATOR(pg_catalog.*) 1000 AS waited_ms, \
+                pg_catalog.array_to_string(pg_catalog.pg_blocking_pids(l.pid), ','), \
+                l.mode OPERATOR(pg_catalog.||) ' on ' OPERATOR(pg_catalog.||) \
+                COALESCE(l.relation::pg_catalog.regclass::pg_catalog.text, l.locktype) \
          FROM pg_catalog.pg_locks l \
-         WHERE NOT l.granted AND l.pid <> pg_catalog.pg_backend_pid() \
-         ORDER BY waited_ms DESC NULLS LAST"
-    );
-    let waits = own_sql::select(&sql, &[], |r| {
+         WHERE NOT l.granted AND l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() \
+         ORDER BY waited_ms DESC NULLS LAST";
+    let waits = own_sql::select(sql, &[], |r| {
         (
             col::<i32>(r, 1).unwrap_or(0),
             col::<f64>(r, 2).unwrap_or(0.0),

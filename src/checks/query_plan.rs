@@ -1,6 +1,9 @@
 //! `check_query_plan`: runs one read-only query under EXPLAIN ANALYZE and says whether it used the
 //! index a migration was meant to give it, and how long it took.
 
+// pgrx needs each #[pg_extern] signature to spell out its row type (it does not resolve aliases).
+#![allow(clippy::type_complexity)]
+
 use crate::own_sql::{self, col, quote_ident};
 use crate::policy::names::{self, Found};
 use crate::{error, policy::query_guard};

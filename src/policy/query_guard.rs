@@ -106,6 +106,8 @@ unsafe extern "C-unwind" fn refuse_walker(
 /// point into memory of the subtransaction. An ERROR inside reaches the caller after the
 /// rollback. A session-level advisory lock the query took is released and refused (22023 naming
 /// `arg`).
+// CaughtError is pgrx's; it lives only until the match below rethrows it.
+#[allow(clippy::result_large_err)]
 pub fn run_read_only<R>(arg: &str, f: impl FnOnce() -> R) -> R {
     let before = session_advisory_locks();
     // SAFETY: the subtransaction sequence of pgrx-setup.md: remember the memory context and

@@ -2,6 +2,9 @@
 //! materialized views; `schema_diff(label)` says what changed since; `rollback_ddl(label)` gives
 //! the statements that bring indexes and constraints back. runbook-core compares and orders.
 
+// pgrx needs each #[pg_extern] signature to spell out its row type (it does not resolve aliases).
+#![allow(clippy::type_complexity)]
+
 use crate::error;
 use crate::own_sql::{self, col};
 use crate::policy::app_objects;

@@ -5,6 +5,9 @@
 //! per-index lock: sizes come from `pg_class.relpages`, which takes none, where
 //! `pg_relation_size()` would lock every index), and the redundancy rule runs in runbook-core.
 
+// pgrx needs each #[pg_extern] signature to spell out its row type (it does not resolve aliases).
+#![allow(clippy::type_complexity)]
+
 use crate::own_sql::{self, col, quote_ident};
 use crate::policy::app_objects;
 use pgrx::prelude::*;

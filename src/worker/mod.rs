@@ -7,6 +7,9 @@
 //! What they share with other processes (each database's slot: what `worker_status()` shows, the
 //! worker's latch) lives in `crate::shmem`. The worker offers the others only `worker_status()`.
 
+// pgrx needs each #[pg_extern] signature to spell out its row type (it does not resolve aliases).
+#![allow(clippy::type_complexity)]
+
 mod database;
 mod jobs;
 mod launcher;

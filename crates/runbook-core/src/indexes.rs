@@ -558,10 +558,10 @@ pub fn split_node_list(tree: &str) -> Vec<String> {
             }
             '}' => {
                 depth = depth.saturating_sub(1);
-                if depth == 0 {
-                    if let Some(s) = start.take() {
-                        items.push(tree[s..=i].to_string());
-                    }
+                if depth == 0
+                    && let Some(s) = start.take()
+                {
+                    items.push(tree[s..=i].to_string());
                 }
             }
             _ => {}
