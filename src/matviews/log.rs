@@ -62,6 +62,45 @@ impl Bookkeeping {
     }
 }
 
+/// How many of the latest runs the priorities of a parallel run look back over: enough for
+/// views refreshed every run or every few, and a bounded read (the log's run_id index).
+const RUNS_LOOKED_BACK: i64 = 20;
+
+/// Each view's refresh time in its latest successful refresh among the last runs, None where it
+/// has none; in the order of `views`. Read as the extension's owner.
+pub fn last_durations(t: &Bookkeeping, views: &[Option<ViewInfo>]) -> Vec<Option<f64>> {
+    let sql = format!(
+        "SELECT DISTINCT ON (l.schemaname, l.matview) l.schemaname, l.matview, l.duration_ms \
+         FROM {log} l \
+         WHERE l.run_id OPERATOR(pg_catalog.>) \
+               ((SELECT pg_catalog.max(r.run_id) FROM {runs} r) OPERATOR(pg_catalog.-) $1) \
+           AND l.status OPERATOR(pg_catalog.=) 'success' \
+         ORDER BY l.schemaname, l.matview, l.run_id DESC",
+        log = t.log_table,
+        runs = t.runs_table
+    );
+    let logged: std::collections::HashMap<(String, String), f64> = t.as_owner(|| {
+        own_sql::select(&sql, &[RUNS_LOOKED_BACK.into()], |r| {
+            (
+                (
+                    col::<String>(r, 1).unwrap_or_default(),
+                    col::<String>(r, 2).unwrap_or_default(),
+                ),
+                col::<f64>(r, 3).unwrap_or(0.0),
+            )
+        })
+        .into_iter()
+        .collect()
+    });
+    views
+        .iter()
+        .map(|v| {
+            v.as_ref()
+                .and_then(|v| logged.get(&(v.schema.clone(), v.name.clone())).copied())
+        })
+        .collect()
+}
+
 /// Writes the log row of a view that was not refreshed (skipped, failed) in its own transaction.
 pub fn log_in_own_transaction(t: &Bookkeeping, run_id: i64, v: &ViewInfo, result: &ViewResult) {
     begin_transaction();

@@ -130,6 +130,9 @@ struct Slot {
     matview: pg_sys::Oid,
     /// PENDING, CLAIMED (a worker took it) or DONE (its fields below are written).
     state: AtomicU32,
+    /// The view's refresh time as last logged, in microseconds (0: none), written by worker 1
+    /// before it sets `setup_done`: the run's priorities (runbook-core `priorities`).
+    expected_us: AtomicI64,
     worker: u32,
     concurrent: bool,
     outcome: u8,
@@ -220,6 +223,22 @@ impl RunSegment {
     /// The materialized view of slot `i`.
     pub fn matview(&self, i: usize) -> pg_sys::Oid {
         self.slot(i).matview
+    }
+
+    /// Records view `i`'s expected refresh time (worker 1, before `setup_done`).
+    pub fn set_expected(&self, i: usize, ms: Option<f64>) {
+        let us = ms.map_or(0, |ms| (ms * 1000.0).round() as i64).max(0);
+        self.slot(i).expected_us.store(us, Ordering::Release);
+    }
+
+    /// Each view's expected refresh time, once `setup_done` is set; None where none was logged.
+    pub fn expected(&self) -> Vec<Option<f64>> {
+        (0..self.count())
+            .map(|i| match self.slot(i).expected_us.load(Ordering::Acquire) {
+                0 => None,
+                us => Some(us as f64 / 1000.0),
+            })
+            .collect()
     }
 
     /// Takes slot `i` for this worker if it is still pending; false when another worker took it.

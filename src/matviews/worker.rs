@@ -9,8 +9,8 @@
 //! not a failed refresh, so it does not count toward the `mv_refresh_failures` rollback trigger.
 
 use crate::matviews::log::{
-    Bookkeeping, begin_transaction, commit_transaction, insert_log_row, log_in_own_transaction,
-    record_sources, source_states, sources_of_views, without_flush_wait,
+    Bookkeeping, begin_transaction, commit_transaction, insert_log_row, last_durations,
+    log_in_own_transaction, record_sources, source_states, sources_of_views, without_flush_wait,
 };
 use crate::matviews::refresh::{
     RUN_APPLICATION_NAME, RefreshOptions, RunHeader, RunSegment, ViewResult, backend_alive, my_pid,
@@ -22,7 +22,7 @@ use crate::{backend, error};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 use runbook_core::matviews::{
-    Outcome, SkipTracker, SlotState, heights, next_ready, sources_unchanged,
+    Outcome, SkipTracker, SlotState, next_ready, priorities, sources_unchanged,
 };
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -150,6 +150,11 @@ fn prepare(shared: &RunSegment, me: u32) -> Run {
         .iter()
         .map(|oid| found.iter().find(|v| v.oid == *oid).cloned())
         .collect();
+    if me == 1 && h.workers.load(Ordering::Acquire) > 1 {
+        for (i, ms) in last_durations(&bookkeeping, &views).into_iter().enumerate() {
+            shared.set_expected(i, ms);
+        }
+    }
     let present: Vec<pg_sys::Oid> = views.iter().flatten().map(|v| v.oid).collect();
     let sources = sources_of_views(&present);
     commit_transaction();
@@ -242,12 +247,12 @@ fn work(shared: &RunSegment, run: &Run, me: u32) {
     let o = h.options;
     let mut tracker = SkipTracker::new(run.names.clone(), &run.edges);
     // One worker (the staggered refresh) keeps the documented order: dependencies first, then
-    // schema and name. Several take long chains first.
+    // schema and name. Several take the longest chains (by the views' last logged times) first.
     let n = run.names.len();
     let priority = if h.workers.load(Ordering::Acquire) > 1 {
-        heights(n, &run.edges)
+        priorities(&shared.expected(), &run.edges)
     } else {
-        vec![1; n]
+        vec![1.0; n]
     };
     let mut previous_refreshed = false;
     loop {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # refresh_analytics_views_concurrent() against a live server: views refreshed at the same time on
-# several workers, dependency order kept under parallelism, a failure skipping its dependants
-# only, the budget verdict naming the slowest chain, the run's log, the parallelism cap, a locked
-# view reported rather than waited on, and a cancelled caller stopping every worker.
+# several workers, dependency order kept under parallelism, long views first once their times
+# are logged, a failure skipping its dependants only, the budget verdict naming the slowest chain,
+# the run's log, the parallelism cap, a locked view reported rather than waited on, and a
+# cancelled caller stopping every worker.
 . "$(dirname "$0")/lib.sh"
 
 DB=$(fresh_db mv_parallel)
@@ -45,6 +46,32 @@ check "under parallelism, each view of the chain started after the one it reads 
               JOIN mv_refresh_log parent ON parent.run_id = $run AND parent.matview = d.parent_name")" "t"
 check "the run is logged with its parallelism and total" \
   "$(q "$DB" "SELECT parallelism || ' ' || (total_ms > 0) || ' ' || (finished_at IS NOT NULL) FROM mv_refresh_runs WHERE run_id = $run")" "2 true true"
+
+echo "long views first, once their refresh times are logged"
+# Four short views and a long one, all independent; the long one comes last by name. With no time
+# logged for any of them, the workers take them in refresh order, so the long one starts after
+# short ones have finished. The next run knows their times and starts the long one at once.
+q "$DB" "CREATE SCHEMA lpt;
+  CREATE MATERIALIZED VIEW lpt.a1 AS SELECT 1 AS x FROM (SELECT pg_sleep(0.1)) s;
+  CREATE MATERIALIZED VIEW lpt.a2 AS SELECT 2 AS x FROM (SELECT pg_sleep(0.1)) s;
+  CREATE MATERIALIZED VIEW lpt.a3 AS SELECT 3 AS x FROM (SELECT pg_sleep(0.1)) s;
+  CREATE MATERIALIZED VIEW lpt.a4 AS SELECT 4 AS x FROM (SELECT pg_sleep(0.1)) s;
+  CREATE MATERIALIZED VIEW lpt.z_long AS SELECT 5 AS x FROM (SELECT pg_sleep(0.6)) s;" >/dev/null
+# whether the long view started before any other view of the latest run had finished
+long_first() {
+  q "$DB" "SELECT l.started_at < (SELECT min(o.finished_at) FROM mv_refresh_log o
+                                  WHERE o.run_id = l.run_id AND o.matview <> 'z_long')
+           FROM mv_refresh_log l WHERE l.matview = 'z_long' AND l.schemaname = 'lpt'
+           ORDER BY l.run_id DESC LIMIT 1"
+}
+q "$DB" "SELECT count(*) FROM refresh_analytics_views_concurrent(schema_pattern => 'lpt', max_parallel => 2)" >/dev/null
+check "with no time logged, the long view waits its turn in refresh order" "$(long_first)" "f"
+q "$DB" "SELECT count(*) FROM refresh_analytics_views_concurrent(schema_pattern => 'lpt', max_parallel => 2)" >/dev/null
+check "once its time is logged, the long view starts first" "$(long_first)" "t"
+check "and the short ones share the other worker" \
+  "$(q "$DB" "SELECT count(DISTINCT worker) FROM mv_refresh_log
+              WHERE run_id = (SELECT max(run_id) FROM mv_refresh_log) AND matview <> 'z_long'")" "1"
+q "$DB" "DROP SCHEMA lpt CASCADE" >/dev/null
 
 echo "a failing view skips its dependants only"
 q "$DB" "UPDATE par.knob SET divisor = 0" >/dev/null

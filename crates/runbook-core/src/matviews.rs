@@ -175,29 +175,52 @@ pub enum SlotState {
     Done,
 }
 
-/// Each view's height: the number of views on the longest chain of views built on it, itself
-/// included. A worker takes the highest ready view first, so long chains start early and do not
-/// end the run alone (the classic highest-level-first rule of list scheduling).
-pub fn heights(n: usize, edges: &[(usize, usize)]) -> Vec<usize> {
+/// Each view's priority in a run on several workers: the expected time of the longest chain of
+/// views built on it, itself included. `expected_ms` is each view's refresh time as last logged;
+/// a view without one counts as the mean of those known (1 when none is). A worker takes the
+/// ready view of highest priority (see [`next_ready`]), so long chains start early and long views
+/// go before short ones, and the run does not end on one worker alone with a long view (list
+/// scheduling by critical path). With no time known this is each view's height: the number of
+/// views on the longest chain built on it.
+pub fn priorities(expected_ms: &[Option<f64>], edges: &[(usize, usize)]) -> Vec<f64> {
+    let n = expected_ms.len();
+    let known: Vec<f64> = expected_ms
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|ms| ms.is_finite() && *ms > 0.0)
+        .collect();
+    let fallback = if known.is_empty() {
+        1.0
+    } else {
+        known.iter().sum::<f64>() / known.len() as f64
+    };
+    let cost: Vec<f64> = expected_ms
+        .iter()
+        .map(|ms| {
+            ms.filter(|ms| ms.is_finite() && *ms > 0.0)
+                .unwrap_or(fallback)
+        })
+        .collect();
     let (order, _) = refresh_order(n, edges);
-    let mut height = vec![1usize; n];
+    let mut priority = cost.clone();
     for &i in order.iter().rev() {
         for &(view, on) in edges {
             if on == i && view != on && view < n {
-                height[i] = height[i].max(height[view] + 1);
+                priority[i] = priority[i].max(cost[i] + priority[view]);
             }
         }
     }
-    height
+    priority
 }
 
 /// The next view a worker may take: among the pending views whose every dependency is done, the
-/// one with the greatest `priority` (see [`heights`]), the earliest in refresh order among equals.
-/// `None` when every pending view still waits for one that is not done.
+/// one with the greatest `priority` (see [`priorities`]), the earliest in refresh order among
+/// equals. `None` when every pending view still waits for one that is not done.
 pub fn next_ready(
     states: &[SlotState],
     edges: &[(usize, usize)],
-    priority: &[usize],
+    priority: &[f64],
 ) -> Option<usize> {
     (0..states.len())
         .filter(|&i| {
@@ -208,9 +231,9 @@ pub fn next_ready(
                     .all(|&(_, on)| states[on] == SlotState::Done)
         })
         .max_by(|&a, &b| {
-            let pa = priority.get(a).copied().unwrap_or(0);
-            let pb = priority.get(b).copied().unwrap_or(0);
-            pa.cmp(&pb).then(b.cmp(&a))
+            let pa = priority.get(a).copied().unwrap_or(0.0);
+            let pb = priority.get(b).copied().unwrap_or(0.0);
+            pa.total_cmp(&pb).then(b.cmp(&a))
         })
 }
 
@@ -407,7 +430,7 @@ mod tests {
         use SlotState::*;
         // 2 reads 0 and 1; 3 is independent
         let edges = [(2, 0), (2, 1)];
-        let flat = [1, 1, 1, 1];
+        let flat = [1.0; 4];
         assert_eq!(
             next_ready(&[Done, Claimed, Pending, Pending], &edges, &flat),
             Some(3)
@@ -424,17 +447,51 @@ mod tests {
     }
 
     #[test]
-    fn the_base_of_the_longest_chain_is_taken_first() {
+    fn with_no_time_known_the_base_of_the_longest_chain_is_taken_first() {
         use SlotState::*;
         // 0 and 1 are independent; 4 reads 3, which reads 2: the chain 2 -> 3 -> 4 starts first.
         let edges = [(3, 2), (4, 3)];
-        let h = heights(5, &edges);
-        assert_eq!(h, vec![1, 1, 3, 2, 1]);
-        assert_eq!(next_ready(&[Pending; 5], &edges, &h), Some(2));
+        let p = priorities(&[None; 5], &edges);
+        assert_eq!(p, vec![1.0, 1.0, 3.0, 2.0, 1.0]);
+        assert_eq!(next_ready(&[Pending; 5], &edges, &p), Some(2));
         assert_eq!(
-            next_ready(&[Pending, Pending, Claimed, Pending, Pending], &edges, &h),
+            next_ready(&[Pending, Pending, Claimed, Pending, Pending], &edges, &p),
             Some(0)
         );
+    }
+
+    #[test]
+    fn a_long_view_goes_before_short_ones_and_before_a_shorter_chain() {
+        use SlotState::*;
+        // 0..3 take 100 ms, 4 takes 600 ms; 6 (50 ms) reads 5 (50 ms): the chain weighs 100.
+        let expected = [
+            Some(100.0),
+            Some(100.0),
+            Some(100.0),
+            Some(100.0),
+            Some(600.0),
+            Some(50.0),
+            Some(50.0),
+        ];
+        let edges = [(6, 5)];
+        let p = priorities(&expected, &edges);
+        assert_eq!(p[4], 600.0);
+        assert_eq!(p[5], 100.0);
+        assert_eq!(next_ready(&[Pending; 7], &edges, &p), Some(4));
+        // among equals, refresh order: view 0 before the chain's base (both 100)
+        let taken = [
+            Pending, Pending, Pending, Pending, Claimed, Pending, Pending,
+        ];
+        assert_eq!(next_ready(&taken, &edges, &p), Some(0));
+    }
+
+    #[test]
+    fn a_view_without_a_logged_time_counts_as_the_mean_of_the_others() {
+        let p = priorities(
+            &[Some(100.0), None, Some(300.0), Some(f64::NAN), Some(-1.0)],
+            &[],
+        );
+        assert_eq!(p, vec![100.0, 200.0, 300.0, 200.0, 200.0]);
     }
 
     #[test]
