@@ -99,7 +99,7 @@ COMMENT ON FUNCTION @extschema@.cache_invalidate_on_change(regclass, text[]) IS
 COMMENT ON FUNCTION @extschema@.cache_invalidate_off(regclass) IS
     'Removes the trigger installed by cache_invalidate_on_change()';
 COMMENT ON FUNCTION @extschema@.drain_cache_invalidation_queue(integer, integer) IS
-    'Processes queued invalidations in batches (FOR UPDATE SKIP LOCKED) until the queue is empty or max_seconds pass; returns the number processed';
+    'Processes queued invalidations in batches that never wait for another drainer (an entry another session holds is left for a later batch) until the queue is empty or max_seconds pass; returns the number processed. For runbook_operator';
 -- Large manual drains: a function runs in its caller's one transaction, so it cannot commit
 -- between batches; this procedure does. Every batch it finished stays done when it is cancelled
 -- or fails, and each commit releases the rows and the locks the batch held (a tag with many

@@ -128,6 +128,8 @@ COMMENT ON PROCEDURE @extschema@.drain_cache_invalidation_queue_batches(integer,
     'Drains the invalidation queue committing after every batch (CALL it outside a transaction block); returns the events drained. For runbook_operator';
 COMMENT ON FUNCTION @extschema@.drain_cache_invalidation_batch(integer, bigint, boolean) IS
     'One batch of the invalidation drain (the procedure drain_cache_invalidation_queue_batches loops over it): events finished, the id the next batch starts after (NULL when done) and whether the drain progressed since it last started over. For runbook_operator';
+COMMENT ON FUNCTION @extschema@.drain_cache_invalidation_queue(integer, integer) IS
+    'Processes queued invalidations in batches that never wait for another drainer (an entry another session holds is left for a later batch) until the queue is empty or max_seconds pass; returns the number processed. For runbook_operator';
 COMMENT ON FUNCTION @extschema@.worker_status() IS
     'pg_runbook background workers, one row per database served or asked for: pid (NULL when none runs), database, state (starting, waiting for CREATE EXTENSION, idle, draining, rolling up, cleaning up, backing off, unserved, disabled, standby, stopped), last drain, events drained, last error or reason, naptime. For runbook_reader';
 -- ==== end worker ====

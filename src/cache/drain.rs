@@ -5,10 +5,10 @@
 //! call, steps through the same batches with `drain_cache_invalidation_batch` (one batch and
 //! `runbook_core::drain::next`).
 //!
-//! A batch is one set-based statement, its plan prepared once per backend: it claims events with
-//! FOR UPDATE SKIP LOCKED, locks the cache rows they name with SKIP LOCKED, deletes tagged rows in
-//! chunks of `pg_runbook.drain_max_entries`, and counts the finished events toward
-//! `cache_stats()` when the transaction commits.
+//! A batch is one set-based statement, its plans (with and without row locks, see `Claiming`)
+//! prepared once per backend: it claims events, finds the cache rows they name, deletes them
+//! (tagged rows in chunks of `pg_runbook.drain_max_entries`) and the events whose rows are all
+//! gone, and counts the finished events toward `cache_stats()` when the transaction commits.
 
 use super::at_commit::count_drained_at_commit;
 use crate::error;
@@ -18,26 +18,71 @@ use pgrx::prelude::*;
 use runbook_core::drain::{BatchOutcome, Cursor, next, tags_per_batch};
 
 const MAX_BATCH: i32 = 100_000;
+/// How long an optimistic batch waits for a row or table another session holds before it gives
+/// way to the row-locking one.
+const OPTIMISTIC_WAIT: &str = "10ms";
+/// After a batch met another session's row, this backend claims with row locks for this long:
+/// drainers that meet once are likely to meet again.
+const CONTENTION_MEMORY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Claims up to `size` events with id > `after_id` (FOR UPDATE SKIP LOCKED) and finishes what it can
-/// in one statement, its plan kept: malformed events are moved aside; the cache rows named by key,
-/// and up to `max_entries` rows named by tag, are locked with SKIP LOCKED and deleted. An event
-/// is deleted only when every row it names is gone: one whose row another session holds (another
-/// drainer, a cache_get counting a hit) or whose tag has more rows than this batch's chunk stays
-/// queued for a later batch. So drainers never wait for each other, and no statement holds
-/// query_cache for longer than one chunk.
-fn batch_statement(schema: &str, after_id: i64, size: i32, max_entries: i32) -> BatchOutcome {
+/// How a batch keeps other sessions off the rows it works on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Claiming {
+    /// Every event and cache row is locked FOR UPDATE SKIP LOCKED before it is deleted: a row
+    /// another session holds is skipped (its event stays queued), never waited for.
+    RowLocks,
+    /// The rows are deleted without locking them first, which writes half the WAL records when
+    /// nobody else drains. Meeting a row another session holds makes the statement wait, so it
+    /// runs under a lock_timeout of OPTIMISTIC_WAIT in a subtransaction, and a batch that times
+    /// out is rolled back and done again with row locks.
+    Optimistic,
+}
+
+impl Claiming {
+    fn row_locks(self) -> &'static str {
+        match self {
+            Claiming::RowLocks => " FOR UPDATE SKIP LOCKED",
+            Claiming::Optimistic => "",
+        }
+    }
+}
+
+thread_local! {
+    /// When this backend's last optimistic batch gave way to another session.
+    static CONTENDED_AT: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+fn contended_recently() -> bool {
+    CONTENDED_AT.with(|c| c.get().is_some_and(|at| at.elapsed() < CONTENTION_MEMORY))
+}
+
+/// Claims up to `size` events with id > `after_id` and finishes what it can in one statement, its
+/// plan kept: malformed events are moved aside; the cache rows named by key, and up to
+/// `max_entries` rows named by tag, are deleted (with row locks: those not held by another
+/// session). An event is deleted only when every row it names is gone: one whose row another
+/// session holds (another drainer, a cache_get counting a hit) or changed since the snapshot, or
+/// whose tag has more rows than this batch's chunk, stays queued for a later batch. So drainers
+/// never wait for each other, and no statement holds query_cache for longer than one chunk.
+fn batch_statement(
+    schema: &str,
+    after_id: i64,
+    size: i32,
+    max_entries: i32,
+    claiming: Claiming,
+) -> BatchOutcome {
     // Tag events claimed here also take the other queued events for the same tag (up to 100
     // batches' worth): deleting the tagged entries once does what all of them ask. A batch works
     // on at most tags_per_batch tags and `per_tag` entries of each; the probe reads one row more
     // than it may delete, so a tag whose probe rows are all locked and deleted has no entry left
     // in this statement's snapshot (a later entry was stored after the event and is not stale).
-    // A cache row updated since the snapshot fails the ctid recheck of the locking scan and counts
-    // as held: its event is retried. Claimed rows are deleted by ctid, which they keep while locked.
+    // A cache row updated since the snapshot fails the ctid recheck of the locking scan (with row
+    // locks) or of the delete (without), so it is not in `gone` and its event is retried. Rows are
+    // deleted by ctid, which a locked row keeps.
+    let lock = claiming.row_locks();
     let sql = format!(
         "WITH claimed AS MATERIALIZED ( \
            SELECT ctid AS row_id, id, cache_key, tag FROM {schema}.cache_invalidation_queue \
-           WHERE id OPERATOR(pg_catalog.>) $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+           WHERE id OPERATOR(pg_catalog.>) $1 ORDER BY id LIMIT $2{lock}), \
          tag_list AS MATERIALIZED ( \
            SELECT DISTINCT tag FROM claimed WHERE cache_key IS NULL AND tag IS NOT NULL \
            ORDER BY tag LIMIT $4), \
@@ -47,7 +92,7 @@ fn batch_statement(schema: &str, after_id: i64, size: i32, max_entries: i32) -> 
          same_tag AS MATERIALIZED ( \
            SELECT q.ctid AS row_id, q.id, q.cache_key, q.tag FROM {schema}.cache_invalidation_queue q \
            WHERE q.tag OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT tag FROM tag_list)) AND q.cache_key IS NULL \
-           LIMIT $2 OPERATOR(pg_catalog.*) 100 FOR UPDATE SKIP LOCKED), \
+           LIMIT $2 OPERATOR(pg_catalog.*) 100{lock}), \
          key_cand AS MATERIALIZED ( \
            SELECT c.ctid AS row_id, c.cache_key FROM {schema}.query_cache c \
            WHERE c.cache_key OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT cache_key FROM claimed \
@@ -63,18 +108,19 @@ fn batch_statement(schema: &str, after_id: i64, size: i32, max_entries: i32) -> 
            WHERE c.ctid OPERATOR(pg_catalog.=) ANY (ARRAY( \
                SELECT row_id FROM key_cand UNION ALL \
                SELECT row_id FROM tag_cand WHERE rn OPERATOR(pg_catalog.<=) (SELECT n FROM per_tag))) \
-           FOR UPDATE SKIP LOCKED), \
+           {lock}), \
          gone AS ( \
            DELETE FROM {schema}.query_cache c \
            WHERE c.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT row_id FROM locked)) \
-           RETURNING c.cache_key, c.query_sql, c.tags, c.expires_at OPERATOR(pg_catalog.-) c.created_at AS ttl, c.hits, \
+           RETURNING c.ctid AS row_id, c.cache_key, c.query_sql, c.tags, \
+                     c.expires_at OPERATOR(pg_catalog.-) c.created_at AS ttl, c.hits, \
                      c.owner_role, c.query_search_path), \
          held_keys AS MATERIALIZED ( \
            SELECT k.cache_key FROM key_cand k \
-           WHERE NOT EXISTS (SELECT 1 FROM locked l WHERE l.row_id OPERATOR(pg_catalog.=) k.row_id)), \
+           WHERE NOT EXISTS (SELECT 1 FROM gone g WHERE g.row_id OPERATOR(pg_catalog.=) k.row_id)), \
          open_tags AS MATERIALIZED ( \
            SELECT t.tag FROM tag_cand t \
-           WHERE NOT EXISTS (SELECT 1 FROM locked l WHERE l.row_id OPERATOR(pg_catalog.=) t.row_id)), \
+           WHERE NOT EXISTS (SELECT 1 FROM gone g WHERE g.row_id OPERATOR(pg_catalog.=) t.row_id)), \
          done AS MATERIALIZED ( \
            SELECT e.row_id, e.id FROM (SELECT * FROM claimed UNION SELECT * FROM same_tag) e \
            WHERE CASE \
@@ -145,13 +191,47 @@ fn batch_statement(schema: &str, after_id: i64, size: i32, max_entries: i32) -> 
     outcome
 }
 
-/// One batch as the extension's own statement: under pg_runbook.lock_timeout and the pinned
-/// search_path, with the batch-size settings in force.
+/// One batch as the extension's own statement, under the pinned search_path, with the
+/// batch-size settings in force: optimistic first (see `Claiming`), unless this backend met
+/// another drainer lately; with row locks, under pg_runbook.lock_timeout, when it gives way.
 fn one_batch(schema: &str, after_id: i64, batch_size: i32) -> BatchOutcome {
     let max_entries = crate::settings::DRAIN_MAX_ENTRIES.get();
+    if !contended_recently() {
+        let schema = schema.to_string();
+        let optimistic = own_sql::in_subtransaction(move || {
+            own_sql::with_settings(
+                &[
+                    ("search_path", own_sql::OWN_SEARCH_PATH.into()),
+                    ("lock_timeout", OPTIMISTIC_WAIT.into()),
+                ],
+                || {
+                    batch_statement(
+                        &schema,
+                        after_id,
+                        batch_size,
+                        max_entries,
+                        Claiming::Optimistic,
+                    )
+                },
+            )
+        });
+        match optimistic {
+            Ok(outcome) => return outcome,
+            Err(e) => {
+                pgrx::debug1!("pg_runbook: drain batch gave way to another session: {e}");
+                CONTENDED_AT.with(|c| c.set(Some(std::time::Instant::now())));
+            }
+        }
+    }
     own_sql::with_lock_timeout(|| {
-        own_sql::with_settings(&[("search_path", "pg_catalog, pg_temp".into())], || {
-            batch_statement(schema, after_id, batch_size, max_entries)
+        own_sql::with_settings(&[("search_path", own_sql::OWN_SEARCH_PATH.into())], || {
+            batch_statement(
+                schema,
+                after_id,
+                batch_size,
+                max_entries,
+                Claiming::RowLocks,
+            )
         })
     })
 }
@@ -218,8 +298,8 @@ fn valid_batch_size(batch_size: Option<i32>) -> i32 {
     batch_size
 }
 
-/// Processes queued invalidations: each batch of `batch_size` events is claimed with FOR UPDATE
-/// SKIP LOCKED, the entries they name are deleted, and so are the events. Stops when the queue is
+/// Processes queued invalidations: each batch of `batch_size` events is claimed without waiting
+/// for another drainer, the entries they name are deleted, and so are the events. Stops when the queue is
 /// empty or `max_seconds` have passed; returns the number of events processed. The whole call is
 /// the caller's one transaction: for a large drain use the procedure
 /// drain_cache_invalidation_queue_batches, which commits each batch.
