@@ -26,7 +26,7 @@ const OPTIMISTIC_WAIT: &str = "10ms";
 const CONTENTION_MEMORY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How a batch keeps other sessions off the rows it works on.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Claiming {
     /// Every event and cache row is locked FOR UPDATE SKIP LOCKED before it is deleted: a row
     /// another session holds is skipped (its event stays queued), never waited for.
